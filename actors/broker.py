@@ -1,0 +1,361 @@
+"""A Dramatiq broker on Redis with the runbook's key layout.
+
+What it does differently from Dramatiq's own ``RedisBroker``:
+
+* waiting messages of ``default`` are the list ``celery`` and those of
+  ``state`` the list ``state``, holding whole messages, so ``LLEN``
+  counts exactly what waits; everything else is under ``dramatiq:``;
+* each list is kept sorted by priority (a Lua insert), so urgent
+  messages go first and none is hidden in a side list;
+* consumers block on Redis (``BLMOVE``) instead of polling with a
+  backoff, and move each message atomically into an in-flight list of
+  their own: a message is acknowledged (removed from it) only when its
+  task has finished;
+* a dedicated upkeep thread per worker process heartbeats, gives back
+  the messages of processes whose heartbeat stopped, and moves due
+  delayed messages from a sorted set into their queue exactly when
+  they are due (woken through Redis, not by polling);
+* dead-lettered messages keep their error and traceback for 7 days.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections import Counter
+from typing import Any, Iterable
+
+import redis
+from dramatiq import Broker, Message, MessageProxy
+from dramatiq.errors import ActorNotFound, ConnectionClosed, QueueJoinTimeout, QueueNotFound
+from dramatiq.logging import get_logger
+
+from actors import keys
+from actors.consumer import Consumer
+from actors.envelope import encode
+from actors.lua import load_scripts
+from actors.upkeep import Upkeep
+
+__all__ = ["RedisBroker", "DEFAULT_HEARTBEAT_TIMEOUT_MS", "DEFAULT_DEAD_LETTER_TTL_MS"]
+
+#: A worker process silent for this long is dead; its messages go back
+#: to their queues within this time.
+DEFAULT_HEARTBEAT_TIMEOUT_MS = 60_000
+
+#: How long dead-lettered messages are kept, in milliseconds.
+DEFAULT_DEAD_LETTER_TTL_MS = 7 * 86_400_000
+
+#: Longest single wait of a blocking command, in seconds.  Redis answers
+#: sooner when there is work; this only bounds how late a stop is seen.
+MAX_BLOCK_S = 2.0
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class _InflightList:
+    """What this process knows of one of its in-flight lists."""
+
+    __slots__ = ("queue_key", "closed", "busy")
+
+    def __init__(self, queue_key: str) -> None:
+        self.queue_key = queue_key
+        self.closed = False
+        #: Elements handed to the worker and not yet acked, nacked or requeued.
+        self.busy: Counter[bytes] = Counter()
+
+
+class RedisBroker(Broker):
+    """The project's Dramatiq broker.
+
+    Parameters:
+      url: a ``redis://`` or ``rediss://`` URL (password allowed).
+      client: a ready :class:`redis.Redis`, instead of ``url``.
+      middleware: the complete middleware list (see :mod:`actors.setup`).
+      heartbeat_timeout_ms: silence after which a worker process counts
+        as dead and its in-flight messages are given back.
+      dead_letter_ttl_ms: how long dead letters are kept.
+    """
+
+    def __init__(
+        self,
+        *,
+        url: str | None = None,
+        client: redis.Redis | None = None,
+        middleware: list | None = None,
+        heartbeat_timeout_ms: int = DEFAULT_HEARTBEAT_TIMEOUT_MS,
+        dead_letter_ttl_ms: int = DEFAULT_DEAD_LETTER_TTL_MS,
+    ) -> None:
+        super().__init__(middleware=middleware)
+        if client is None:
+            if url is None:
+                raise ValueError("RedisBroker needs a url or a client")
+            client = redis.Redis.from_url(
+                url,
+                socket_connect_timeout=5,
+                # Longer than any blocking command we send (MAX_BLOCK_S).
+                socket_timeout=30,
+                socket_keepalive=True,
+                health_check_interval=30,
+            )
+        self.client = client
+        self.broker_id = uuid.uuid4().hex
+        self.heartbeat_timeout_ms = int(heartbeat_timeout_ms)
+        self.dead_letter_ttl_ms = int(dead_letter_ttl_ms)
+        self.queues: dict[str, None] = {}
+        self.scripts = load_scripts(client)
+
+        self._lock = threading.Condition()
+        self._inflight: dict[str, _InflightList] = {}
+        self._consumer_seq = 0
+        self._upkeep: Any = None
+
+    # -- Broker interface -------------------------------------------------
+
+    def declare_queue(self, queue_name: str) -> None:
+        """Declare a queue (``celery`` is another name of ``default``)."""
+        queue_name = keys.canonical_queue(queue_name)
+        if queue_name not in self.queues:
+            self.emit_before("declare_queue", queue_name)
+            self.queues[queue_name] = None
+            self.emit_after("declare_queue", queue_name)
+
+    def get_declared_queues(self) -> set[str]:
+        return set(self.queues)
+
+    def get_declared_delay_queues(self) -> set[str]:
+        # Delayed messages wait in a sorted set that the upkeep thread
+        # promotes; workers never hold them in memory.
+        return set()
+
+    def enqueue(self, message: Message, *, delay: int | None = None) -> Message:
+        """Put ``message`` in its queue, or in its delayed set for ``delay`` ms.
+
+        Raises:
+          QueueNotFound: the message names a queue never declared.
+          ConnectionClosed: Redis cannot be reached.
+        """
+        if isinstance(message, MessageProxy):
+            message = message._message
+        queue_name = keys.canonical_queue(message.queue_name)
+        if queue_name not in self.queues:
+            raise QueueNotFound(queue_name)
+        if queue_name != message.queue_name:
+            message = message.copy(queue_name=queue_name)
+        element = self.encode(message)
+
+        self.logger.debug("Enqueueing message %r on queue %r.", message.message_id, queue_name)
+        self.emit_before("enqueue", message, delay)
+        try:
+            if delay is not None and delay > 0:
+                self.scripts["schedule"](
+                    keys=[keys.delayed_key(queue_name), keys.wake_key()],
+                    args=[element, now_ms() + int(delay)],
+                )
+            else:
+                self.scripts["enqueue"](keys=[keys.queue_key(queue_name)], args=[element])
+        except redis.ConnectionError as e:
+            raise ConnectionClosed(e) from None
+        self.emit_after("enqueue", message, delay)
+        return message
+
+    def encode(self, message: Message) -> bytes:
+        """The list element for ``message``, its priority in front."""
+        priority = message.options.get("priority")
+        if priority is None:
+            try:
+                priority = self.get_actor(message.actor_name).priority
+            except ActorNotFound:
+                priority = 0
+        return encode(message, priority)
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 1000):
+        """A blocking consumer of ``queue_name`` (see :class:`actors.consumer.Consumer`)."""
+        queue_name = keys.canonical_queue(queue_name)
+        if queue_name not in self.queues:
+            raise QueueNotFound(queue_name)
+        return Consumer(self, queue_name, prefetch, timeout)
+
+    def flush(self, queue_name: str) -> None:
+        """Drop the waiting and delayed messages of a queue."""
+        self.client.delete(keys.queue_key(queue_name), keys.delayed_key(queue_name))
+
+    def flush_all(self) -> None:
+        for queue_name in self.queues:
+            self.flush(queue_name)
+
+    def purge(self, queue_name: str) -> int:
+        """Drop the waiting messages of a queue; returns how many there were."""
+        key = keys.queue_key(queue_name)
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.llen(key)
+            pipe.delete(key)
+            count, _ = pipe.execute()
+        return int(count)
+
+    def queue_sizes(self, queue_name: str) -> dict[str, int]:
+        """Waiting, delayed, in-flight and dead-lettered counts of a queue."""
+        inflight = sum(self.client.llen(k) for k in self.client.scan_iter(keys.inflight_key(queue_name, "*")))
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.llen(keys.queue_key(queue_name))
+            pipe.zcard(keys.delayed_key(queue_name))
+            pipe.zcard(keys.dead_key(queue_name))
+            waiting, delayed, dead = pipe.execute()
+        return {"waiting": waiting, "delayed": delayed, "inflight": inflight, "dead": dead}
+
+    def join(
+        self,
+        queue_name: str,
+        *,
+        interval: int = 50,
+        timeout: int | None = None,
+        include_delayed: bool = True,
+    ) -> None:
+        """Wait until nothing waits, runs (or is delayed) on a queue.  For tests.
+
+        Raises:
+          QueueJoinTimeout: when ``timeout`` ms pass first.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout / 1000
+        while True:
+            sizes = self.queue_sizes(queue_name)
+            pending = sizes["waiting"] + sizes["inflight"] + (sizes["delayed"] if include_delayed else 0)
+            if pending == 0:
+                return
+            if deadline is not None and time.monotonic() >= deadline:
+                raise QueueJoinTimeout(queue_name)
+            time.sleep(interval / 1000)
+
+    def close(self) -> None:
+        """Stop the upkeep thread and leave Redis as a clean exit should."""
+        upkeep, self._upkeep = self._upkeep, None
+        if upkeep is not None:
+            upkeep.stop()
+        try:
+            self.release_closed_inflight()
+            with self._lock:
+                done = all(entry.closed and not entry.busy for entry in self._inflight.values())
+            if upkeep is not None and done:
+                with self.client.pipeline(transaction=True) as pipe:
+                    pipe.zrem(keys.HEARTBEATS, self.broker_id)
+                    pipe.delete(keys.inflight_index_key(self.broker_id))
+                    pipe.execute()
+        except redis.RedisError:
+            self.logger.warning("Could not clean up on close; the sweep of a live worker will.", exc_info=True)
+        self.client.close()
+
+    # -- Bookkeeping shared with consumers and the upkeep thread ----------
+
+    def open_inflight(self, queue_name: str) -> str:
+        """Register a new in-flight list for a consumer; starts the upkeep."""
+        with self._lock:
+            self._consumer_seq += 1
+            key = keys.inflight_key(queue_name, f"{self.broker_id}.{self._consumer_seq}")
+            self._inflight[key] = _InflightList(keys.queue_key(queue_name))
+            if self._upkeep is None:
+                self._upkeep = Upkeep(self)
+                self._upkeep.start()
+        # Beat at once, so that the new list is known before it holds anything.
+        self.heartbeat()
+        return key
+
+    def close_inflight(self, key: str) -> None:
+        with self._lock:
+            entry = self._inflight.get(key)
+            if entry is not None:
+                entry.closed = True
+
+    def mark_busy(self, key: str, element: bytes) -> None:
+        with self._lock:
+            self._inflight[key].busy[element] += 1
+
+    def mark_done(self, key: str, elements: Iterable[bytes]) -> None:
+        with self._lock:
+            busy = self._inflight[key].busy
+            for element in elements:
+                busy[element] -= 1
+                if busy[element] <= 0:
+                    del busy[element]
+            self._lock.notify_all()
+
+    def busy_count(self, key: str) -> int:
+        with self._lock:
+            return sum(self._inflight[key].busy.values())
+
+    def wait_for_room(self, key: str, limit: int, timeout_s: float) -> bool:
+        """Block until fewer than ``limit`` messages of ``key`` are busy."""
+        with self._lock:
+            return self._lock.wait_for(lambda: sum(self._inflight[key].busy.values()) < limit, timeout_s)
+
+    def heartbeat(self) -> None:
+        """Tell Redis this process lives, and which in-flight lists it owns."""
+        with self._lock:
+            pairs = [part for key, entry in self._inflight.items() for part in (key, entry.queue_key)]
+        self.scripts["heartbeat"](
+            keys=[keys.HEARTBEATS, keys.inflight_index_key(self.broker_id)],
+            args=[self.broker_id, now_ms(), *pairs],
+        )
+
+    def sweep(self) -> tuple[int, int]:
+        """Give back the messages of dead worker processes.
+
+        Returns:
+          (processes found dead, messages given back)
+        """
+        cutoff = now_ms() - self.heartbeat_timeout_ms // 2
+        dead, moved = self.scripts["sweep"](keys=[keys.HEARTBEATS], args=[cutoff, keys.INFLIGHT_INDEX_PREFIX])
+        if dead:
+            self.logger.warning(
+                "Gave back %d message(s) held by %d worker process(es) whose heartbeat stopped.", moved, dead
+            )
+        return int(dead), int(moved)
+
+    def release_closed_inflight(self) -> None:
+        """Give back what closed consumers left in flight, once none of it is busy."""
+        with self._lock:
+            idle = [(k, e.queue_key) for k, e in self._inflight.items() if e.closed and not e.busy]
+        for key, queue_key in idle:
+            moved = self.scripts["recover"](keys=[key, queue_key], args=[])
+            if moved:
+                self.logger.warning("Gave back %d message(s) a closed consumer left in flight.", moved)
+            self.client.hdel(keys.inflight_index_key(self.broker_id), key)
+            with self._lock:
+                entry = self._inflight.get(key)
+                if entry is not None and entry.closed and not entry.busy:
+                    del self._inflight[key]
+
+    def promote_due(self) -> int:
+        """Move due delayed messages into their queues; returns the next eta in ms (-1: none)."""
+        key_pairs = [k for q in self.queues for k in (keys.delayed_key(q), keys.queue_key(q))]
+        if not key_pairs:
+            return -1
+        _moved, next_eta = self.scripts["promote"](keys=key_pairs, args=[now_ms(), 500])
+        return int(next_eta)
+
+    def dead_letter(self, inflight: str, element: bytes, message_id: str, *, queue_name: str, error: str,
+                    tb: str | None, message: dict[str, Any] | None) -> None:
+        """Move one in-flight element to the dead-letter set of its queue."""
+        record = {
+            "message_id": message_id,
+            "queue_name": queue_name,
+            "error": error,
+            "traceback": tb,
+            "failed_at": now_ms(),
+            "message": message,
+            "raw": None if message is not None else element.decode("utf-8", "replace"),
+        }
+        self.scripts["dead_letter"](
+            keys=[inflight, keys.dead_key(queue_name), keys.dead_messages_key(queue_name)],
+            args=[element, message_id, json.dumps(record, default=repr), now_ms(), self.dead_letter_ttl_ms],
+        )
+
+    def dead_letters(self, queue_name: str) -> list[dict[str, Any]]:
+        """The dead-letter records of a queue, oldest first."""
+        ids = self.client.zrange(keys.dead_key(queue_name), 0, -1)
+        if not ids:
+            return []
+        records = self.client.hmget(keys.dead_messages_key(queue_name), ids)
+        return [json.loads(r) for r in records if r is not None]

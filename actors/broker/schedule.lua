@@ -1,0 +1,15 @@
+-- Delay a message.
+-- KEYS[1] delayed zset, KEYS[2] wake list, KEYS[3] (optional) in-flight
+-- list to take the element ARGV[3] out of (a message rescheduled by a
+-- consumer).  ARGV[1] element, ARGV[2] eta in ms.
+if KEYS[3] then
+  redis.call("LREM", KEYS[3], -1, ARGV[3])
+end
+redis.call("ZADD", KEYS[1], ARGV[2], ARGV[1])
+-- Wake one scheduler if this message is now the earliest of its queue.
+local first = redis.call("ZRANGE", KEYS[1], 0, 0)
+if first[1] == ARGV[1] then
+  redis.call("LPUSH", KEYS[2], "1")
+  redis.call("LTRIM", KEYS[2], 0, 0)
+end
+return 1

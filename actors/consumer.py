@@ -1,0 +1,159 @@
+"""The consumer side of :class:`actors.broker.RedisBroker`."""
+
+from __future__ import annotations
+
+import hashlib
+import traceback
+from collections import deque
+from typing import TYPE_CHECKING, Iterable
+
+import redis
+from dramatiq import Consumer as _DramatiqConsumer
+from dramatiq import MessageProxy
+from dramatiq.errors import ConnectionClosed
+from dramatiq.logging import get_logger
+
+from actors import keys
+from actors.envelope import UndecodableMessage, decode
+
+if TYPE_CHECKING:
+    from actors.broker import RedisBroker
+
+__all__ = ["Consumer", "InflightMessage"]
+
+
+class InflightMessage(MessageProxy):
+    """A message handed to the worker, with the exact element it came as.
+
+    Acknowledging removes that element from the in-flight list it was
+    moved to, even when the consumer that fetched it has been replaced.
+    """
+
+    def __init__(self, message, *, raw: bytes, inflight_key: str) -> None:
+        super().__init__(message)
+        self.raw = raw
+        self.inflight_key = inflight_key
+
+
+class Consumer(_DramatiqConsumer):
+    """Takes messages of one queue into an in-flight list of its own.
+
+    ``__next__`` first drains what it already moved, then takes up to
+    ``prefetch`` messages in one Lua call, and when the queue is empty
+    blocks in ``BLMOVE`` for up to ``timeout`` ms: a message sent to an
+    idle worker starts within milliseconds, and an idle consumer sends
+    one command per timeout.
+    """
+
+    def __init__(self, broker: RedisBroker, queue_name: str, prefetch: int, timeout: int) -> None:
+        self.logger = get_logger(__name__, type(self))
+        self.broker = broker
+        self.client = broker.client
+        self.queue_name = queue_name
+        self.queue_key = keys.queue_key(queue_name)
+        self.prefetch = max(1, int(prefetch))
+        self.timeout_s = max(0.01, min(timeout / 1000, 2.0))
+        self.cache: deque[bytes] = deque()
+        self.idle = False
+        try:
+            self.inflight_key = broker.open_inflight(queue_name)
+        except redis.ConnectionError as e:
+            raise ConnectionClosed(e) from None
+
+    def __next__(self) -> InflightMessage | None:
+        try:
+            while True:
+                if self.cache:
+                    message = self._hand_out(self.cache.popleft())
+                    if message is not None:
+                        return message
+                    continue
+
+                room = self.prefetch - self.broker.busy_count(self.inflight_key)
+                if room <= 0:
+                    if not self.broker.wait_for_room(self.inflight_key, self.prefetch, self.timeout_s):
+                        return None
+                    continue
+
+                if not self.idle:
+                    taken = self.broker.scripts["fetch"](keys=[self.queue_key, self.inflight_key], args=[room])
+                    if taken:
+                        self.cache.extend(taken)
+                        continue
+
+                # Nothing waits: block in Redis until something does.
+                element = self.client.blmove(self.queue_key, self.inflight_key, self.timeout_s, "RIGHT", "LEFT")
+                if element is None:
+                    self.idle = True
+                    return None
+                self.idle = False
+                self.cache.append(element)
+        except redis.ConnectionError as e:
+            raise ConnectionClosed(e) from None
+
+    def _hand_out(self, raw: bytes) -> InflightMessage | None:
+        try:
+            decoded = decode(raw, self.queue_name)
+        except UndecodableMessage as e:
+            self.logger.error("Dead-lettering an unreadable message from queue %r: %s", self.queue_name, e)
+            self.broker.dead_letter(
+                self.inflight_key, raw, "undecodable-" + hashlib.sha1(raw).hexdigest()[:20],
+                queue_name=self.queue_name, error=f"UndecodableMessage({str(e)!r})", tb=None, message=None,
+            )
+            return None
+        if decoded.eta_ms is not None:
+            # A Celery message with a future eta: wait in the delayed set.
+            self.broker.scripts["schedule"](
+                keys=[keys.delayed_key(self.queue_name), keys.wake_key(), self.inflight_key],
+                args=[self.broker.encode(decoded.message), decoded.eta_ms, raw],
+            )
+            return None
+        self.broker.mark_busy(self.inflight_key, raw)
+        return InflightMessage(decoded.message, raw=raw, inflight_key=self.inflight_key)
+
+    def ack(self, message: InflightMessage) -> None:
+        try:
+            self.client.lrem(message.inflight_key, -1, message.raw)
+        except redis.ConnectionError as e:
+            raise ConnectionClosed(e) from None
+        self.broker.mark_done(message.inflight_key, [message.raw])
+
+    def nack(self, message: InflightMessage) -> None:
+        error = message.options.get("error")
+        tb = message.options.get("traceback")
+        if error is None:
+            error, tb = format_exception(message._exception)
+        try:
+            self.broker.dead_letter(
+                message.inflight_key, message.raw, message.message_id,
+                queue_name=self.queue_name, error=error, tb=tb, message=message._message.asdict(),
+            )
+        except redis.ConnectionError as e:
+            raise ConnectionClosed(e) from None
+        self.broker.mark_done(message.inflight_key, [message.raw])
+
+    def requeue(self, messages: Iterable[InflightMessage]) -> None:
+        by_key: dict[str, list[bytes]] = {}
+        for message in messages:
+            by_key.setdefault(message.inflight_key, []).append(message.raw)
+        for inflight_key, raws in by_key.items():
+            self.logger.debug("Giving back %d message(s) to queue %r.", len(raws), self.queue_name)
+            self.broker.scripts["requeue"](keys=[inflight_key, self.queue_key], args=raws)
+            self.broker.mark_done(inflight_key, raws)
+
+    def close(self) -> None:
+        try:
+            if self.cache:
+                self.broker.scripts["requeue"](keys=[self.inflight_key, self.queue_key], args=list(self.cache))
+                self.cache.clear()
+        except redis.RedisError:
+            self.logger.warning("Could not give back prefetched messages; the upkeep thread will.", exc_info=True)
+        finally:
+            self.broker.close_inflight(self.inflight_key)
+
+
+def format_exception(exc: BaseException | None) -> tuple[str, str | None]:
+    """(repr, formatted traceback) of an exception, for dead-letter records."""
+    if exc is None:
+        return "unknown error", None
+    return repr(exc), "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))

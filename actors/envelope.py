@@ -1,0 +1,133 @@
+"""How a message is written into a queue list, and read back.
+
+Our envelope is the JSON of a Dramatiq message with the priority as its
+first field (``{"priority":-5,"queue_name":...}``) so that the Lua
+scripts can keep a queue sorted without decoding JSON.  Elements written
+by the old Celery deployment (protocol v2 envelopes) are recognised and
+translated, so that a cut-over drains instead of crashing workers.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from dramatiq import Message
+
+__all__ = ["Decoded", "UndecodableMessage", "encode", "decode"]
+
+
+class UndecodableMessage(Exception):
+    """An element of a queue list that is neither our envelope nor a Celery one."""
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A message read from a queue list.
+
+    Attributes:
+      message: the Dramatiq message to run.
+      eta_ms: for a foreign message whose eta lies in the future, when
+        it is due; None when it can run now.
+      foreign: True when the element was a Celery envelope.
+    """
+
+    message: Message
+    eta_ms: int | None = None
+    foreign: bool = False
+
+
+def encode(message: Message, priority: int) -> bytes:
+    """Serialise ``message`` with ``priority`` (Dramatiq's scale) in front."""
+    data: dict[str, Any] = {"priority": int(priority)}
+    data.update(message.asdict())
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def decode(raw: bytes, queue_name: str, *, now_ms: int | None = None) -> Decoded:
+    """Read one element of the list of ``queue_name``.
+
+    Raises:
+      UndecodableMessage: when the element is not a message we can run;
+        the caller dead-letters it with the reason.
+    """
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UndecodableMessage(f"not JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise UndecodableMessage(f"expected a JSON object, got {type(data).__name__}")
+    if "actor_name" in data:
+        return Decoded(_ours(data))
+    if isinstance(data.get("headers"), dict) and "body" in data:
+        return _celery(data, queue_name, now_ms if now_ms is not None else int(time.time() * 1000))
+    raise UndecodableMessage("neither a Dramatiq nor a Celery protocol 2 message")
+
+
+def _ours(data: dict[str, Any]) -> Message:
+    data.pop("priority", None)
+    try:
+        args = data["args"]
+        if not isinstance(args, list) or not isinstance(data["kwargs"], dict) or not isinstance(data["options"], dict):
+            raise TypeError("args must be a list, kwargs and options objects")
+        return Message(
+            queue_name=str(data["queue_name"]),
+            actor_name=str(data["actor_name"]),
+            args=tuple(args),
+            kwargs=data["kwargs"],
+            options=data["options"],
+            message_id=str(data["message_id"]),
+            message_timestamp=int(data["message_timestamp"]),
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise UndecodableMessage(f"malformed message: {e!r}") from None
+
+
+def _parse_iso_ms(value: Any) -> int | None:
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(str(value))
+    except ValueError:
+        raise UndecodableMessage(f"bad Celery eta/expires {value!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return int(moment.timestamp() * 1000)
+
+
+def _celery(data: dict[str, Any], queue_name: str, now_ms: int) -> Decoded:
+    headers = data["headers"]
+    task = headers.get("task")
+    task_id = headers.get("id")
+    if not isinstance(task, str) or not task or not isinstance(task_id, str):
+        raise UndecodableMessage("Celery message without headers.task or headers.id")
+    try:
+        body = data["body"]
+        if (data.get("properties") or {}).get("body_encoding", "base64") == "base64":
+            body = base64.b64decode(body, validate=True)
+        args, kwargs, _embed = json.loads(body)
+    except (binascii.Error, ValueError, TypeError) as e:
+        raise UndecodableMessage(f"Celery message {task_id} has an unreadable body: {e}") from None
+    if not isinstance(args, list) or not isinstance(kwargs, dict):
+        raise UndecodableMessage(f"Celery message {task_id}: body must be [args, kwargs, embed]")
+    expires_ms = _parse_iso_ms(headers.get("expires"))
+    if expires_ms is not None and expires_ms <= now_ms:
+        raise UndecodableMessage(f"Celery message {task_id} expired at {headers['expires']}")
+    options: dict[str, Any] = {"retries": int(headers.get("retries") or 0), "celery_task": task}
+    message = Message(
+        queue_name=queue_name,
+        # Celery names tasks by module path ("tasks.process_message_task").
+        actor_name=task.rsplit(".", 1)[-1],
+        args=tuple(args),
+        kwargs=kwargs,
+        options=options,
+        message_id=task_id,
+        message_timestamp=now_ms,
+    )
+    eta_ms = _parse_iso_ms(headers.get("eta"))
+    return Decoded(message, eta_ms if eta_ms is not None and eta_ms > now_ms else None, foreign=True)

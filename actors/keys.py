@@ -1,0 +1,80 @@
+"""Every Redis key the queue infrastructure uses, one helper each.
+
+Two keys live at the top level because the runbook reads them with
+``redis-cli LLEN``: ``celery`` (the waiting messages of the ``default``
+queue) and ``state``.  Everything else lives under ``dramatiq:``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "NAMESPACE",
+    "canonical_queue",
+    "queue_key",
+    "delayed_key",
+    "wake_key",
+    "dead_key",
+    "dead_messages_key",
+    "inflight_key",
+    "inflight_index_key",
+    "INFLIGHT_INDEX_PREFIX",
+    "HEARTBEATS",
+]
+
+#: Prefix of every broker key but the runbook's queue lists.
+NAMESPACE = "dramatiq"
+
+#: Queue names that mean the same queue.  Celery's default queue is
+#: called ``celery``; the task table calls it ``default``.
+_ALIASES = {"celery": "default"}
+
+#: The Redis list that holds the waiting messages of a queue.
+_LIST_KEYS = {"default": "celery"}
+
+#: Sorted set of worker processes (broker ids) scored by their last
+#: heartbeat, in milliseconds since the epoch.
+HEARTBEATS = f"{NAMESPACE}:heartbeats"
+
+#: Prefix of the per-process hash that maps queue keys to in-flight keys.
+INFLIGHT_INDEX_PREFIX = f"{NAMESPACE}:inflight-index."
+
+
+def canonical_queue(name: str) -> str:
+    """The queue's name as actors declare it (``celery`` -> ``default``)."""
+    return _ALIASES.get(name, name)
+
+
+def queue_key(queue: str) -> str:
+    """The list of waiting messages (``LLEN`` counts exactly those)."""
+    queue = canonical_queue(queue)
+    return _LIST_KEYS.get(queue, queue)
+
+
+def delayed_key(queue: str) -> str:
+    """Sorted set of delayed messages (retries, countdown, eta) scored by eta in ms."""
+    return f"{NAMESPACE}:{canonical_queue(queue)}.delayed"
+
+
+def wake_key() -> str:
+    """List pushed to when a delayed message becomes the earliest one."""
+    return f"{NAMESPACE}:delayed.wake"
+
+
+def dead_key(queue: str) -> str:
+    """Sorted set of dead-lettered message ids scored by failure time in ms."""
+    return f"{NAMESPACE}:{canonical_queue(queue)}.dead"
+
+
+def dead_messages_key(queue: str) -> str:
+    """Hash of dead-lettered message id -> JSON record (message, error, traceback)."""
+    return f"{NAMESPACE}:{canonical_queue(queue)}.dead.msgs"
+
+
+def inflight_key(queue: str, broker_id: str) -> str:
+    """List of the messages one worker process holds from one queue."""
+    return f"{NAMESPACE}:{canonical_queue(queue)}.inflight.{broker_id}"
+
+
+def inflight_index_key(broker_id: str) -> str:
+    """Hash queue key -> in-flight key of one worker process (used to recover it)."""
+    return f"{INFLIGHT_INDEX_PREFIX}{broker_id}"

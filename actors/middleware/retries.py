@@ -1,0 +1,98 @@
+"""Retries at fixed delays for transient failures only, then the dead-letter set."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+
+import redis
+import sqlalchemy.exc
+from dramatiq import Middleware
+
+from app.errors import TransientError
+from facade.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+
+__all__ = ["FixedRetries", "is_transient", "DEFAULT_RETRY_DELAYS_MS"]
+
+#: The runbook's schedule: 3 retries at 5, 10 and 20 seconds, no jitter.
+DEFAULT_RETRY_DELAYS_MS = (5_000, 10_000, 20_000)
+
+#: Failures worth another try.  The domain translates what it knows into
+#: TransientError; the rest are network and database errors that escape
+#: it, and time limits (a slow model or API usually recovers).
+_TRANSIENT = (
+    TransientError,
+    ConnectionError,
+    TimeoutError,
+    redis.ConnectionError,
+    redis.TimeoutError,
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.TimeoutError,
+    SoftTimeLimitExceeded,
+    TimeLimitExceeded,
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when retrying may succeed."""
+    return isinstance(exc, _TRANSIENT)
+
+
+class FixedRetries(Middleware):
+    """Retry transient failures after exactly the configured delays.
+
+    Dramatiq's own ``Retries`` always adds jitter and retries every
+    exception; the runbook promises 5, 10 and 20 s for transient errors
+    only.  Anything else, and a transient error after the last retry,
+    fails the message: the consumer moves it to the dead-letter set
+    with the error and traceback stored in its options.
+
+    Parameters:
+      retry_delays_ms: delay before each retry; its length is the
+        number of retries unless an actor sets ``max_retries``.
+    """
+
+    def __init__(self, *, retry_delays_ms: tuple[int, ...] = DEFAULT_RETRY_DELAYS_MS) -> None:
+        self.logger = logging.getLogger("celery.app.trace")
+        self.retry_delays_ms = tuple(retry_delays_ms)
+
+    @property
+    def actor_options(self) -> set[str]:
+        return {"max_retries", "retry_delays"}
+
+    def _delays(self, broker, message) -> tuple[tuple[int, ...], int]:
+        actor = broker.get_actor(message.actor_name)
+        delays = tuple(message.options.get("retry_delays") or actor.options.get("retry_delays") or self.retry_delays_ms)
+        max_retries = message.options.get("max_retries", actor.options.get("max_retries", len(delays)))
+        return delays, max_retries
+
+    def after_process_message(self, broker, message, *, result=None, exception=None):
+        if exception is None:
+            return
+        retries = int(message.options.get("retries", 0))
+        message.options["error"] = repr(exception)
+        message.options["traceback"] = "".join(
+            traceback.format_exception(type(exception), exception, exception.__traceback__, limit=30)
+        )
+        delays, max_retries = self._delays(broker, message)
+        if is_transient(exception) and retries < max_retries:
+            delay_ms = delays[min(retries, len(delays) - 1)] if delays else 0
+            message.options["retries"] = retries + 1
+            self.logger.info(
+                "Task %s[%s] retry: Retry in %ss: %r",
+                message.actor_name, message.message_id, _seconds(delay_ms), exception,
+            )
+            broker.enqueue(message, delay=delay_ms)
+            return
+
+        self.logger.error(
+            "Task %s[%s] raised unexpected: %r",
+            message.actor_name, message.message_id, exception,
+            exc_info=(type(exception), exception, exception.__traceback__),
+        )
+        message.fail()
+
+
+def _seconds(ms: int) -> str:
+    """``5000`` -> ``"5"``, ``1500`` -> ``"1.5"``: how Celery prints a countdown."""
+    return f"{ms / 1000:g}"

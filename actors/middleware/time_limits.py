@@ -1,0 +1,151 @@
+"""Soft and hard time limits for tasks running in worker threads.
+
+The soft limit raises :class:`facade.SoftTimeLimitExceeded` inside the
+task, which may catch it and clean up; the hard limit raises
+:class:`facade.TimeLimitExceeded`, which ``except Exception`` does not
+catch.  Both are delivered the way Dramatiq's ``TimeLimit`` delivers its
+exception (``PyThreadState_SetAsyncExc``), so a thread blocked in C code
+(a socket read with no timeout) only sees them when it returns to
+Python; the supervisor of ``celery worker`` replaces such a process.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import threading
+import time
+
+from dramatiq import Middleware
+from dramatiq.middleware import raise_thread_exception
+
+from facade.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+
+__all__ = ["TimeLimits", "DEFAULT_TIME_LIMIT_MS", "DEFAULT_SOFT_TIME_LIMIT_MS"]
+
+DEFAULT_TIME_LIMIT_MS = 300_000
+DEFAULT_SOFT_TIME_LIMIT_MS = 240_000
+
+logger = logging.getLogger("celery.worker.request")
+
+
+class _Running:
+    __slots__ = ("thread_id", "name", "task_id", "soft_ms", "hard_ms")
+
+    def __init__(self, thread_id: int, name: str, task_id: str, soft_ms: int, hard_ms: int) -> None:
+        self.thread_id = thread_id
+        self.name = name
+        self.task_id = task_id
+        self.soft_ms = soft_ms
+        self.hard_ms = hard_ms
+
+
+class TimeLimits(Middleware):
+    """Enforce ``soft_time_limit`` and ``time_limit`` (milliseconds).
+
+    A single monitor thread sleeps until the earliest deadline, so an
+    idle worker pays nothing for it.
+
+    Parameters:
+      time_limit_ms, soft_time_limit_ms: defaults for actors that set none.
+      override_time_limit_ms, override_soft_time_limit_ms: worker-wide
+        values that win over the actors' own (``--time-limit`` on the CLI).
+    """
+
+    def __init__(
+        self,
+        *,
+        time_limit_ms: int = DEFAULT_TIME_LIMIT_MS,
+        soft_time_limit_ms: int = DEFAULT_SOFT_TIME_LIMIT_MS,
+        override_time_limit_ms: int | None = None,
+        override_soft_time_limit_ms: int | None = None,
+    ) -> None:
+        self.time_limit_ms = time_limit_ms
+        self.soft_time_limit_ms = soft_time_limit_ms
+        self.override_time_limit_ms = override_time_limit_ms
+        self.override_soft_time_limit_ms = override_soft_time_limit_ms
+        self._cond = threading.Condition()
+        self._running: dict[int, _Running] = {}
+        #: (deadline, sequence, task, kind) with kind "soft" or "hard".
+        self._deadlines: list[tuple[float, int, _Running, str]] = []
+        self._seq = 0
+        self._monitor: threading.Thread | None = None
+
+    @property
+    def actor_options(self) -> set[str]:
+        return {"time_limit", "soft_time_limit"}
+
+    def limits_ms(self, broker, message) -> tuple[int, int]:
+        """(soft, hard) limits of a message, in milliseconds."""
+        actor = broker.get_actor(message.actor_name)
+
+        def pick(name: str, override: int | None, default: int) -> int:
+            if override is not None:
+                return override
+            return int(message.options.get(name) or actor.options.get(name) or default)
+
+        hard = pick("time_limit", self.override_time_limit_ms, self.time_limit_ms)
+        soft = pick("soft_time_limit", self.override_soft_time_limit_ms, self.soft_time_limit_ms)
+        return min(soft, hard), hard
+
+    def before_process_message(self, broker, message):
+        soft, hard = self.limits_ms(broker, message)
+        thread_id = threading.get_ident()
+        started = time.monotonic()
+        running = _Running(thread_id, message.actor_name, message.message_id, soft, hard)
+        with self._cond:
+            self._ensure_monitor()
+            self._running[thread_id] = running
+            for kind, limit in (("soft", soft), ("hard", hard)):
+                self._seq += 1
+                heapq.heappush(self._deadlines, (started + limit / 1000, self._seq, running, kind))
+            self._cond.notify()
+
+    def after_process_message(self, broker, message, *, result=None, exception=None):
+        with self._cond:
+            self._running.pop(threading.get_ident(), None)
+
+    after_skip_message = after_process_message
+
+    def _ensure_monitor(self) -> None:
+        if self._monitor is None or not self._monitor.is_alive():
+            self._monitor = threading.Thread(target=self._watch, name="time-limits", daemon=True)
+            self._monitor.start()
+
+    def _is_running(self, running: _Running) -> bool:
+        return self._running.get(running.thread_id) is running
+
+    def _watch(self) -> None:
+        while True:
+            with self._cond:
+                # Drop deadlines of tasks that already finished (the
+                # thread may run another task by now).
+                while self._deadlines and not self._is_running(self._deadlines[0][2]):
+                    heapq.heappop(self._deadlines)
+                if not self._deadlines:
+                    self._cond.wait()
+                    continue
+                deadline, _, running, kind = self._deadlines[0]
+                wait_s = deadline - time.monotonic()
+                if wait_s > 0:
+                    self._cond.wait(wait_s)
+                    continue
+                heapq.heappop(self._deadlines)
+                thread_id = running.thread_id
+                if kind == "soft":
+                    if running.soft_ms >= running.hard_ms:
+                        continue
+                    logger.warning(
+                        "Soft time limit (%ss) exceeded for %s[%s]", _s(running.soft_ms), running.name, running.task_id
+                    )
+                    raise_thread_exception(thread_id, SoftTimeLimitExceeded)
+                else:
+                    self._running.pop(thread_id, None)
+                    logger.error(
+                        "Hard time limit (%ss) exceeded for %s[%s]", _s(running.hard_ms), running.name, running.task_id
+                    )
+                    raise_thread_exception(thread_id, TimeLimitExceeded)
+
+
+def _s(ms: int) -> str:
+    return f"{ms / 1000:g}"

@@ -1,0 +1,45 @@
+"""Builds the project's broker with its middleware, from the config."""
+
+from __future__ import annotations
+
+from dramatiq.middleware import AgeLimit, Callbacks, CurrentMessage, Pipelines
+
+from actors.broker import RedisBroker
+from actors.logs import install_log_filters
+from actors.middleware import FixedRetries, TaskLog, TimeLimits
+from app.config import Config
+
+__all__ = ["build_broker", "seconds_to_ms"]
+
+
+def seconds_to_ms(seconds: float) -> int:
+    return int(round(seconds * 1000))
+
+
+def build_broker(config: Config, **overrides) -> RedisBroker:
+    """The broker every process of the project uses (web, workers, CLI).
+
+    The middleware order matters: ``after_*`` hooks run in reverse, so
+    the time limits are lifted first and the retry decision is last.
+    """
+    install_log_filters()
+    middleware = [
+        AgeLimit(),
+        CurrentMessage(),
+        Callbacks(),
+        Pipelines(),
+        FixedRetries(retry_delays_ms=tuple(seconds_to_ms(d) for d in config.retry_delays_s)),
+        TaskLog(),
+        TimeLimits(
+            time_limit_ms=seconds_to_ms(config.time_limit_s),
+            soft_time_limit_ms=seconds_to_ms(config.soft_time_limit_s),
+        ),
+    ]
+    options = {
+        "url": config.redis_uri,
+        "middleware": middleware,
+        "heartbeat_timeout_ms": seconds_to_ms(config.heartbeat_timeout_s),
+        "dead_letter_ttl_ms": seconds_to_ms(config.dead_letter_ttl_s),
+    }
+    options.update(overrides)
+    return RedisBroker(**options)

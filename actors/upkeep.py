@@ -1,0 +1,80 @@
+"""The upkeep thread of a worker process: heartbeat, sweep, delayed messages."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING
+
+import redis
+from dramatiq.logging import get_logger
+
+from actors import keys
+
+if TYPE_CHECKING:
+    from actors.broker import RedisBroker
+
+__all__ = ["Upkeep"]
+
+#: Most seconds one wait on the wake list lasts; bounds how late a stop is seen.
+MAX_WAIT_S = 2.0
+
+#: Seconds to wait before trying again after Redis failed.
+ERROR_BACKOFF_S = 1.0
+
+
+class Upkeep(threading.Thread):
+    """One per worker process, started with its first consumer.
+
+    Every sixth of the heartbeat timeout it records the heartbeat and
+    gives back the messages of processes silent for half the timeout,
+    so a dead worker's messages are back in their queue within the
+    timeout.  In between it moves delayed messages into their queues
+    when they are due: it waits on a Redis list that ``schedule.lua``
+    pushes to whenever a message becomes the earliest, so a retry or a
+    countdown starts on time without polling.
+    """
+
+    def __init__(self, broker: RedisBroker) -> None:
+        super().__init__(name="dramatiq-upkeep", daemon=True)
+        self.logger = get_logger(__name__, type(self))
+        self.broker = broker
+        self.interval_ms = max(100, broker.heartbeat_timeout_ms // 6)
+        self._stopping = threading.Event()
+        # Its own connection, so that stop() can cut a wait short.
+        pool = broker.client.connection_pool
+        self._waiter = redis.Redis(
+            connection_pool=type(pool)(connection_class=pool.connection_class, **pool.connection_kwargs)
+        )
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._waiter.connection_pool.disconnect()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(MAX_WAIT_S + 1)
+        self._waiter.close()
+
+    def run(self) -> None:
+        next_beat = 0.0
+        while not self._stopping.is_set():
+            try:
+                now = time.time() * 1000
+                if now >= next_beat:
+                    self.broker.heartbeat()
+                    self.broker.sweep()
+                    self.broker.release_closed_inflight()
+                    next_beat = now + self.interval_ms
+                next_eta = self.broker.promote_due()
+                now = time.time() * 1000
+                wake_at = next_beat if next_eta < 0 else min(next_beat, next_eta)
+                wait_s = min(MAX_WAIT_S, (wake_at - now) / 1000)
+                if wait_s >= 0.001 and not self._stopping.is_set():
+                    self._waiter.blpop([keys.wake_key()], timeout=wait_s)
+            except redis.RedisError as e:
+                if self._stopping.is_set():
+                    break
+                self.logger.warning("Upkeep could not reach Redis (%s); trying again.", e)
+                self._stopping.wait(ERROR_BACKOFF_S)
+            except Exception:
+                self.logger.critical("Unexpected failure in the upkeep thread.", exc_info=True)
+                self._stopping.wait(ERROR_BACKOFF_S)

@@ -1,0 +1,106 @@
+"""The per-conversation buffer of inbound messages, in Redis under ``app:``.
+
+Inbound messages of one conversation that arrive within the buffer
+window are answered together.  Every append bumps the conversation's
+sequence number; a buffer check carries the number it was scheduled for
+and gives way to a newer one, unless the first message has waited for
+the maximum.  A claimed batch is remembered for a day under its check's
+sequence number, so a worker dying between claim and hand-over loses
+nothing: the check runs again (delivery is at least once) and hands the
+same batch over.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+__all__ = ["Batch", "append_to_buffer", "claim_batch", "DEDUP_TTL_S"]
+
+#: Meta redelivers a webhook for up to about 7 days.
+DEDUP_TTL_S = 7 * 86400
+
+
+def _key(kind: str, conversation: str) -> str:
+    return f"app:{kind}:{conversation}"
+
+
+def dedup_key(wamid: str) -> str:
+    return f"app:seen:{wamid}"
+
+
+# KEYS: dedup, buffer, seq, first-at.  ARGV: element, ttl s, now ms.
+# Returns the new sequence number, or 0 for a wamid seen before.
+_APPEND = """
+if not redis.call("SET", KEYS[1], "1", "NX", "EX", ARGV[2]) then
+  return 0
+end
+redis.call("RPUSH", KEYS[2], ARGV[1])
+redis.call("SET", KEYS[4], ARGV[3], "NX")
+return redis.call("INCR", KEYS[3])
+"""
+
+# KEYS: buffer, seq, first-at, claimed.  ARGV: seq, now ms, max wait ms, keep s.
+# Returns {} when a newer check will do the work, else {batch id, batch}.
+# A check that runs again (redelivered after a crash) gets the batch it
+# claimed before, so a batch is never lost between claim and hand-over.
+_CLAIM = """
+local claimed = redis.call("HGET", KEYS[4], ARGV[1])
+if claimed then
+  return {redis.sha1hex(claimed), claimed}
+end
+local current = tonumber(redis.call("GET", KEYS[2]) or "0")
+local first = tonumber(redis.call("GET", KEYS[3]) or ARGV[2])
+if current ~= tonumber(ARGV[1]) and tonumber(ARGV[2]) - first < tonumber(ARGV[3]) then
+  return {}
+end
+local batch = redis.call("LRANGE", KEYS[1], 0, -1)
+if #batch == 0 then
+  return {}
+end
+redis.call("DEL", KEYS[1], KEYS[3])
+local payload = cjson.encode(batch)
+redis.call("HSET", KEYS[4], ARGV[1], payload)
+redis.call("EXPIRE", KEYS[4], ARGV[4])
+return {redis.sha1hex(payload), payload}
+"""
+
+#: How long a claimed batch is remembered for a check that runs again.
+CLAIM_MEMORY_S = 86400
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Inbound messages to answer in one model call, in arrival order."""
+
+    batch_id: str
+    messages: list[dict[str, Any]]
+
+
+def append_to_buffer(client: redis.Redis, conversation: str, wamid: str, message: dict[str, Any],
+                     *, now_ms: int) -> int:
+    """Accept ``message`` once per wamid and append it to the buffer.
+
+    Returns:
+      The conversation's new sequence number, or 0 for a duplicate.
+    """
+    script = client.register_script(_APPEND)
+    element = json.dumps(message, separators=(",", ":"))
+    keys = [dedup_key(wamid), _key("buffer", conversation), _key("seq", conversation), _key("first", conversation)]
+    return int(script(keys=keys, args=[element, DEDUP_TTL_S, now_ms]))
+
+
+def claim_batch(client: redis.Redis, conversation: str, seq: int, *, now_ms: int, max_wait_ms: int) -> Batch | None:
+    """Take the buffer if ``seq`` is still the latest (or the wait is over)."""
+    script = client.register_script(_CLAIM)
+    keys = [_key("buffer", conversation), _key("seq", conversation), _key("first", conversation),
+            _key("claimed", conversation)]
+    result = script(keys=keys, args=[seq, now_ms, max_wait_ms, CLAIM_MEMORY_S])
+    if not result:
+        return None
+    batch_id, payload = result[0].decode(), result[1]
+    return Batch(batch_id, [json.loads(e) for e in json.loads(payload)])
+

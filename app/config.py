@@ -1,0 +1,178 @@
+"""Configuration: one frozen dataclass, read from the environment once.
+
+This is the only module that reads ``os.environ``.  Every other module
+gets a :class:`Config` passed down explicitly, so tests build one and
+override its fields with :func:`dataclasses.replace`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from app.errors import ConfigError
+
+__all__ = ["Config", "DEFAULT_REDIS_URI", "mask_url", "normalise_db_url"]
+
+#: Where Redis is looked for when REDIS_URI is not set.
+DEFAULT_REDIS_URI = "redis://127.0.0.1:6379/0"
+
+#: Where the embedded defaults keep their files (SQLite, private Redis).
+DEFAULT_DATA_DIR = ".run"
+
+
+def _float(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum:g}, got {raw!r}")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {raw!r}")
+    return value
+
+
+def _delays(env: Mapping[str, str], name: str, default: tuple[float, ...]) -> tuple[float, ...]:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        delays = tuple(float(part) for part in raw.split(","))
+    except ValueError:
+        raise ConfigError(f"{name} must be a comma-separated list of seconds, got {raw!r}") from None
+    if any(d < 0 for d in delays):
+        raise ConfigError(f"{name} must not contain negative delays, got {raw!r}")
+    return delays
+
+
+def normalise_db_url(url: str) -> str:
+    """Point ``postgresql://`` URLs at psycopg 3, the project's only driver.
+
+    SQLAlchemy 2.0 maps a bare ``postgresql://`` to psycopg2, which is
+    not installed; 2.1 maps it to psycopg 3.  Being explicit makes both
+    behave the same.
+    """
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def mask_url(url: str) -> str:
+    """Return ``url`` with its password replaced by ``**``, as Celery prints it."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    netloc = f"{user}:**@{host}"
+    return parts._replace(netloc=netloc).geturl()
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything the web app, the actors and the CLI need to know.
+
+    Secrets are excluded from ``repr`` so that a logged config never
+    shows them.
+    """
+
+    #: Redis connection URL (``redis://`` or ``rediss://``, password allowed).
+    redis_uri: str = dataclasses.field(default=DEFAULT_REDIS_URI, repr=False)
+    #: True when REDIS_URI was not set and the default was used.
+    redis_is_default: bool = True
+    #: SQLAlchemy URL; SQLite under ``data_dir`` when DB_URL is not set.
+    db_url: str = dataclasses.field(default="", repr=False)
+    #: Directory of the embedded defaults' files.
+    data_dir: str = DEFAULT_DATA_DIR
+    #: Gemini key; None selects the offline model.
+    google_api_key: str | None = dataclasses.field(default=None, repr=False)
+    whatsapp_token: str | None = dataclasses.field(default=None, repr=False)
+    whatsapp_phone_number_id: str | None = None
+    whatsapp_app_secret: str | None = dataclasses.field(default=None, repr=False)
+    whatsapp_verify_token: str | None = dataclasses.field(default=None, repr=False)
+    whatsapp_api_base: str = "https://graph.facebook.com/v21.0"
+
+    #: Inbound messages closer together than this are answered together.
+    buffer_window_s: float = 3.0
+    #: A customer who keeps typing is answered after this long anyway.
+    buffer_max_wait_s: float = 15.0
+
+    #: A worker process whose heartbeat is older than this is dead; its
+    #: messages go back to their queue within this time.
+    heartbeat_timeout_s: float = 60.0
+    #: How long dead-lettered messages are kept.
+    dead_letter_ttl_s: float = 7 * 86400.0
+    #: Delays of the retries of a transient failure (3 retries, 4 runs).
+    retry_delays_s: tuple[float, ...] = (5.0, 10.0, 20.0)
+    #: Hard and soft time limits of every task.
+    time_limit_s: float = 300.0
+    soft_time_limit_s: float = 240.0
+
+    #: Largest webhook body accepted (Meta batches up to ~3 MB).
+    webhook_max_body_bytes: int = 4 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if not self.db_url:
+            path = Path(self.data_dir) / "assistant.sqlite3"
+            object.__setattr__(self, "db_url", f"sqlite:///{path}")
+        object.__setattr__(self, "db_url", normalise_db_url(self.db_url))
+        scheme = urlsplit(self.redis_uri).scheme
+        if scheme not in ("redis", "rediss", "unix"):
+            raise ConfigError(f"REDIS_URI must start with redis://, rediss:// or unix://, got scheme {scheme!r}")
+        if self.soft_time_limit_s > self.time_limit_s:
+            raise ConfigError("the soft time limit must not exceed the hard time limit")
+
+    @property
+    def uses_offline_model(self) -> bool:
+        return not self.google_api_key
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
+        """Build a config from environment variables (the runbook's names).
+
+        Raises:
+          ConfigError: when a variable holds a value that cannot be used.
+        """
+        env = os.environ if env is None else env
+        redis_uri = env.get("REDIS_URI") or ""
+        return cls(
+            redis_uri=redis_uri or DEFAULT_REDIS_URI,
+            redis_is_default=not redis_uri,
+            db_url=env.get("DB_URL", ""),
+            data_dir=env.get("DATA_DIR") or DEFAULT_DATA_DIR,
+            google_api_key=env.get("GOOGLE_API_KEY") or None,
+            whatsapp_token=env.get("WHATSAPP_TOKEN") or None,
+            whatsapp_phone_number_id=env.get("WHATSAPP_PHONE_NUMBER_ID") or None,
+            whatsapp_app_secret=env.get("WHATSAPP_APP_SECRET") or None,
+            whatsapp_verify_token=env.get("WHATSAPP_VERIFY_TOKEN") or None,
+            whatsapp_api_base=env.get("WHATSAPP_API_BASE") or cls.whatsapp_api_base,
+            buffer_window_s=_float(env, "BUFFER_WINDOW_SECONDS", cls.buffer_window_s),
+            buffer_max_wait_s=_float(env, "BUFFER_MAX_WAIT_SECONDS", cls.buffer_max_wait_s),
+            heartbeat_timeout_s=_float(env, "HEARTBEAT_TIMEOUT_SECONDS", cls.heartbeat_timeout_s, minimum=0.5),
+            dead_letter_ttl_s=_float(env, "DEAD_LETTER_TTL_SECONDS", cls.dead_letter_ttl_s, minimum=1),
+            retry_delays_s=_delays(env, "RETRY_DELAYS_SECONDS", cls.retry_delays_s),
+            time_limit_s=_float(env, "TASK_TIME_LIMIT_SECONDS", cls.time_limit_s, minimum=0.001),
+            soft_time_limit_s=_float(env, "TASK_SOFT_TIME_LIMIT_SECONDS", cls.soft_time_limit_s, minimum=0.001),
+            webhook_max_body_bytes=_int(env, "WEBHOOK_MAX_BODY_BYTES", cls.webhook_max_body_bytes, minimum=1024),
+        )

@@ -1,0 +1,98 @@
+"""Delivery statuses: they only move forward, and wait for their message."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.db.models import STATUS_RANK, Message, MessageStatus
+from app.errors import InvalidTaskArguments
+
+__all__ = ["StatusUpdate", "record_status", "apply_pending_statuses"]
+
+_META_STATUSES = ("sent", "delivered", "read", "failed")
+
+
+@dataclass(frozen=True)
+class StatusUpdate:
+    """One entry of ``value.statuses[]`` of a webhook."""
+
+    wamid: str
+    status: str
+    timestamp: int
+    recipient_id: str | None = None
+    error_code: int | None = None
+    error_title: str | None = None
+
+    @classmethod
+    def parse(cls, data: Any) -> StatusUpdate:
+        """Validate a status object as Meta sends it.
+
+        Raises:
+          InvalidTaskArguments: a field is missing or of the wrong type.
+        """
+        if not isinstance(data, dict):
+            raise InvalidTaskArguments(f"a status must be an object, got {type(data).__name__}")
+        wamid, status = data.get("id"), data.get("status")
+        if not isinstance(wamid, str) or not wamid:
+            raise InvalidTaskArguments("status.id (the wamid) must be a non-empty string")
+        if status not in _META_STATUSES:
+            raise InvalidTaskArguments(f"status.status must be one of {', '.join(_META_STATUSES)}, got {status!r}")
+        try:
+            timestamp = int(data.get("timestamp", 0))
+        except (TypeError, ValueError):
+            raise InvalidTaskArguments(f"status.timestamp must be seconds, got {data.get('timestamp')!r}") from None
+        code = title = None
+        errors = data.get("errors") or []
+        if errors and isinstance(errors, list) and isinstance(errors[0], dict):
+            raw_code = errors[0].get("code")
+            code = int(raw_code) if isinstance(raw_code, (int, str)) and str(raw_code).isdigit() else None
+            title = errors[0].get("title") or errors[0].get("message")
+        recipient = data.get("recipient_id") or data.get("recipient_user_id")
+        return cls(wamid, status, timestamp, recipient if isinstance(recipient, str) else None, code, title)
+
+
+def _advance(message: Message, status: str, error_code: int | None, error_title: str | None) -> bool:
+    """Move ``message`` to ``status`` unless that would go backwards."""
+    if message.status == "failed" or STATUS_RANK[status] <= STATUS_RANK.get(message.status, 0):
+        return False
+    message.status = status
+    if status == "failed":
+        message.error_code, message.error_title = error_code, error_title
+    return True
+
+
+def record_status(session: Session, update: StatusUpdate) -> str | None:
+    """Keep ``update`` and apply it to its message if that row exists.
+
+    Returns:
+      The message's status afterwards, or None when the message is not
+      stored yet (the status is applied when it appears).
+    """
+    session.add(
+        MessageStatus(
+            wamid=update.wamid,
+            status=update.status,
+            timestamp=update.timestamp,
+            recipient_id=update.recipient_id,
+            error_code=update.error_code,
+            error_title=update.error_title,
+        )
+    )
+    message = session.scalars(select(Message).where(Message.wamid == update.wamid).with_for_update()).first()
+    if message is None:
+        return None
+    _advance(message, update.status, update.error_code, update.error_title)
+    return message.status
+
+
+def apply_pending_statuses(session: Session, message: Message) -> None:
+    """Apply statuses that arrived before ``message`` was stored."""
+    if not message.wamid:
+        return
+    rows = session.scalars(select(MessageStatus).where(MessageStatus.wamid == message.wamid)).all()
+    for row in sorted(rows, key=lambda r: STATUS_RANK[r.status]):
+        _advance(message, row.status, row.error_code, row.error_title)

@@ -1,0 +1,97 @@
+"""Test set-up: a private Redis database and a fresh PostgreSQL database per run.
+
+The environment is set before anything imports :mod:`actors`, because
+importing it builds the broker from the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import psycopg
+import pytest
+import redis
+
+#: The machine's services; override for another host.
+REDIS_BASE = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
+PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _claim_redis_db() -> int:
+    """A database number no other test run uses: a lock in db 0, and an empty db."""
+    admin = redis.Redis.from_url(REDIS_BASE + "/0")
+    for n in range(1, 16):
+        if admin.set(f"tests:whatsapp-tasks:db-lock:{n}", os.getpid(), nx=True, ex=3600):
+            if redis.Redis.from_url(f"{REDIS_BASE}/{n}").dbsize() == 0:
+                return n
+            admin.delete(f"tests:whatsapp-tasks:db-lock:{n}")
+    raise RuntimeError("no empty Redis database (1-15) is free for the tests")
+
+
+def _create_pg_database() -> tuple[str, str]:
+    name = f"test_wa_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    return name, f"{base}/{name}"
+
+
+REDIS_DB = _claim_redis_db()
+PG_DB_NAME, PG_URL = _create_pg_database()
+os.environ["REDIS_URI"] = f"{REDIS_BASE}/{REDIS_DB}"
+os.environ["DB_URL"] = PG_URL
+os.environ.pop("GOOGLE_API_KEY", None)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    redis.Redis.from_url(f"{REDIS_BASE}/{REDIS_DB}").flushdb()
+    redis.Redis.from_url(REDIS_BASE + "/0").delete(f"tests:whatsapp-tasks:db-lock:{REDIS_DB}")
+    try:
+        from actors import runtime
+
+        rt = runtime._current
+        if rt is not None:
+            rt.sessions.kw["bind"].dispose()
+    except Exception:
+        pass
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{PG_DB_NAME}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    return os.environ["REDIS_URI"]
+
+
+@pytest.fixture
+def redis_client(redis_url):
+    """The private Redis database, empty before and after the test."""
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def engine():
+    from app.db import create_schema, make_engine
+
+    engine = make_engine(os.environ["DB_URL"])
+    create_schema(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def db(engine):
+    """A session factory on the run's PostgreSQL database, emptied after the test."""
+    from sqlalchemy import text
+
+    from app.db import Base, make_session_factory
+
+    yield make_session_factory(engine)
+    with engine.begin() as conn:
+        names = ", ".join(t.name for t in Base.metadata.sorted_tables)
+        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
