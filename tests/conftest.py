@@ -6,12 +6,14 @@ importing it builds the broker from the environment.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import uuid
 
 import psycopg
 import pytest
 import redis
+from dramatiq import Worker
 
 #: The machine's services; override for another host.
 REDIS_BASE = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
@@ -95,3 +97,65 @@ def db(engine):
     with engine.begin() as conn:
         names = ", ".join(t.name for t in Base.metadata.sorted_tables)
         conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+
+@pytest.fixture
+def config(redis_url):
+    from app.config import Config
+
+    return Config.from_env()
+
+
+@pytest.fixture
+def make_broker(redis_client, config):
+    from actors.setup import build_broker
+
+    """Build extra brokers (each one stands for a worker process)."""
+    made = []
+
+    def make(**overrides):
+        broker = build_broker(config, **overrides)
+        made.append(broker)
+        return broker
+
+    yield make
+    for broker in made:
+        broker.close()
+
+
+@pytest.fixture
+def global_broker(redis_client):
+    """The broker the five actors are declared on, cleaned up after the test."""
+    import actors
+
+    yield actors.broker
+    actors.broker.close()
+
+
+@pytest.fixture
+def runtime(db, redis_client, config):
+    """Actors' runtime on the test databases."""
+    from actors import runtime as rt_module
+    from app.llm import OfflineModel
+
+    rt = rt_module.Runtime(config=dataclasses.replace(config), sessions=db, redis=redis_client, model=OfflineModel())
+    rt_module.install(rt)
+    yield rt
+    rt_module.install(None)
+
+
+@pytest.fixture
+def start_worker():
+    """Start an in-process Dramatiq worker; stopped after the test."""
+    workers = []
+
+    def start(broker, **options) -> Worker:
+        options.setdefault("worker_timeout", 100)
+        options.setdefault("worker_threads", 2)
+        worker = Worker(broker, **options)
+        worker.start()
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()

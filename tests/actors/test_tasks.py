@@ -1,0 +1,216 @@
+"""The five actors' contract: names, queues, priorities, limits, retries, dead letters."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import pytest
+from sqlalchemy import select
+
+import tasks
+from actors import keys, runtime as runtime_module
+from app.buffer import append_to_buffer
+from app.db import Message, make_engine, make_session_factory
+from facade.api import Task
+from tests.support import extra_actors as test_actors
+
+
+def wait_for(predicate, timeout_s=10.0, interval_s=0.02):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError("condition not met in time")
+
+
+CONTRACT = {
+    "update_langgraph_state_task": ("state", 8),
+    "sync_operator_message_to_graph_task": ("state", 7),
+    "process_message_task": ("default", 5),
+    "check_buffer_task": ("default", 3),
+    "update_message_status_task": ("default", 1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONTRACT))
+def test_each_task_keeps_the_runbook_contract(name):
+    actor = tasks.TASKS[name]
+    queue, priority = CONTRACT[name]
+    assert isinstance(actor, Task)
+    assert actor.name == name
+    assert actor.queue_name == queue
+    # Dramatiq's scale inside: lower is more urgent.
+    assert actor.priority == -priority
+    assert actor.options["time_limit"] == 300_000
+    assert actor.options["soft_time_limit"] == 240_000
+    assert actor.options["retry_delays"] == (5_000, 10_000, 20_000)
+    assert actor.options["max_retries"] == 3
+
+
+def test_delay_of_each_task_shows_in_llen(global_broker, redis_client):
+    tasks.update_langgraph_state_task.delay("c1", "takeover")
+    tasks.sync_operator_message_to_graph_task.delay("c1", "hello", "op-1")
+    tasks.process_message_task.delay("c1", "b1", [{"wamid": "w1", "text": "hi"}])
+    tasks.check_buffer_task.delay("c1", 1)
+    tasks.update_message_status_task.delay({"id": "w1", "status": "sent", "timestamp": "1"})
+
+    assert redis_client.llen("celery") == 3
+    assert redis_client.llen("state") == 2
+
+
+def test_a_state_task_runs_before_default_tasks_the_worker_already_holds(global_broker, redis_client, runtime,
+                                                                          start_worker):
+    # Given a one-thread worker busy with a task, holding a default task in memory
+    start_worker(global_broker, worker_threads=1)
+    test_actors.test_gate.send("test:open")
+    wait_for(lambda: redis_client.lrange("test:order", 0, -1) == [b"gate"])
+    for i in range(4):
+        test_actors.test_record_default.send(f"default-{i}")
+    wait_for(lambda: redis_client.llen("celery") == 3)  # one default task prefetched
+
+    # When a state task arrives and the busy task ends
+    test_actors.test_record_state.send("state")
+    wait_for(lambda: redis_client.llen("state") == 0)
+    redis_client.set("test:open", 1)
+
+    # Then the state task runs next, before the prefetched default one
+    order = wait_for(lambda: len(redis_client.lrange("test:order", 0, -1)) == 6 and redis_client.lrange("test:order", 0, -1))
+    assert order[:2] == [b"gate", b"state"]
+    assert sorted(order[2:]) == [f"default-{i}".encode() for i in range(4)]
+
+
+def test_a_transient_failure_is_retried_at_5_10_and_20_seconds_then_dead_lettered(global_broker, redis_client,
+                                                                                   runtime, start_worker):
+    # Given the database is unreachable (connection refused)
+    down = make_session_factory(make_engine("postgresql+psycopg://postgres@127.0.0.1:1/none"))
+    runtime_module.install(dataclasses.replace(runtime, sessions=down))
+    start_worker(global_broker)
+    sent = tasks.update_message_status_task.delay({"id": "wamid.X", "status": "read", "timestamp": "5"})
+    delayed = keys.delayed_key("default")
+
+    # When each attempt fails, the retry waits exactly the runbook's delay
+    for attempt, expected_s in enumerate((5, 10, 20), start=1):
+        ((element, eta),) = wait_for(lambda: redis_client.zrange(delayed, 0, -1, withscores=True))
+        wait = eta / 1000 - time.time()
+        assert expected_s - 1.0 < wait <= expected_s, (attempt, wait)
+        assert f'"retries":{attempt}'.encode() in element
+        # Shorten the clock: make the retry due now, and wake the scheduler.
+        redis_client.zadd(delayed, {element: 0})
+        redis_client.lpush(keys.wake_key(), 1)
+        wait_for(lambda: redis_client.zscore(delayed, element) is None)
+
+    # Then the fourth failure goes to the dead-letter set with its error
+    (record,) = wait_for(lambda: global_broker.dead_letters("default"))
+    assert record["message_id"] == sent.id
+    assert "OperationalError" in record["error"]
+    assert "Traceback" in record["traceback"]
+    assert redis_client.zcard(delayed) == 0
+
+
+def test_retries_follow_injected_delays_for_four_executions_in_all(global_broker, redis_client, runtime,
+                                                                    start_worker):
+    start_worker(global_broker)
+    test_actors.test_flaky.send_with_options(args=("x",), retry_delays=(50, 100, 200))
+    (record,) = wait_for(lambda: global_broker.dead_letters("default"))
+    assert redis_client.llen("test:runs") == 4
+    assert record["error"] == "ConnectionError('upstream down')"
+
+
+def test_invalid_arguments_are_dead_lettered_at_once(global_broker, redis_client, runtime, start_worker):
+    start_worker(global_broker)
+    sent = tasks.process_message_task.delay("c1", "b1", "not a list")
+    (record,) = wait_for(lambda: global_broker.dead_letters("default"))
+    assert record["message_id"] == sent.id
+    assert "messages must be a non-empty list of objects" in record["error"]
+    assert redis_client.zcard(keys.delayed_key("default")) == 0
+
+
+def test_a_message_for_an_unknown_task_is_dead_lettered(global_broker, redis_client, runtime, start_worker):
+    message = tasks.check_buffer_task.message("c", 1).copy(actor_name="no_such_task")
+    global_broker.enqueue(message)
+    start_worker(global_broker)
+    (record,) = wait_for(lambda: global_broker.dead_letters("default"))
+    assert "no_such_task" in record["error"]
+
+
+def test_the_soft_limit_raises_inside_the_task(global_broker, redis_client, runtime, start_worker, caplog):
+    caplog.set_level("WARNING", logger="celery.worker.request")
+    start_worker(global_broker)
+    test_actors.test_soft_limit.apply_async(soft_time_limit=0.2, time_limit=5)
+    wait_for(lambda: redis_client.lrange("test:order", 0, -1) == [b"soft limit caught"])
+    assert any("Soft time limit (0.2s) exceeded for test_soft_limit[" in r.getMessage() for r in caplog.records)
+
+
+def test_the_hard_limit_stops_a_task_that_ignores_the_soft_one_and_retries_it(global_broker, redis_client, runtime,
+                                                                            start_worker, caplog):
+    caplog.set_level("WARNING", logger="celery.worker.request")
+    start_worker(global_broker)
+    sent = test_actors.test_hard_limit.apply_async(soft_time_limit=0.1, time_limit=0.3)
+    ((element, _eta),) = wait_for(lambda: redis_client.zrange(keys.delayed_key("default"), 0, -1, withscores=True))
+    assert sent.id.encode() in element and b'"retries":1' in element
+    assert b"ignored the soft limit" in redis_client.lrange("test:order", 0, -1)
+    assert any("Hard time limit (0.3s) exceeded for test_hard_limit[" in r.getMessage() for r in caplog.records)
+
+
+def test_a_buffered_conversation_gets_one_reply_even_if_its_check_runs_twice(global_broker, redis_client, runtime,
+                                                                              start_worker, db):
+    # Given two messages buffered for one conversation
+    now = int(time.time() * 1000)
+    seq1 = append_to_buffer(redis_client, "c1", "w1", {"wamid": "w1", "text": "hello"}, now_ms=now)
+    seq2 = append_to_buffer(redis_client, "c1", "w2", {"wamid": "w2", "text": "are you there?"}, now_ms=now)
+    assert append_to_buffer(redis_client, "c1", "w1", {"wamid": "w1", "text": "hello"}, now_ms=now) == 0
+    start_worker(global_broker)
+
+    # When the stale check, the latest check and a redelivered latest check run
+    tasks.check_buffer_task.delay("c1", seq1)
+    tasks.check_buffer_task.delay("c1", seq2)
+    tasks.check_buffer_task.delay("c1", seq2)
+    global_broker.join("default", timeout=10_000)
+
+    # Then both messages are stored and answered once
+    with db() as session:
+        rows = session.scalars(select(Message).order_by(Message.id)).all()
+    assert [(m.author, m.text) for m in rows if m.author == "customer"] == [
+        ("customer", "hello"),
+        ("customer", "are you there?"),
+    ]
+    replies = [m for m in rows if m.author == "ai"]
+    assert len(replies) == 1
+    assert "are you there?" in replies[0].text
+
+
+def test_takeover_silences_the_ai_and_handback_resumes_it(global_broker, runtime, start_worker, db):
+    start_worker(global_broker)
+    tasks.update_langgraph_state_task.delay("c9", "takeover", "op-7")
+    global_broker.join("state", timeout=10_000)
+    tasks.process_message_task.delay("c9", "b1", [{"wamid": "w9", "text": "hi"}])
+    tasks.sync_operator_message_to_graph_task.delay("c9", "An operator here", "op-msg-1", "op-7")
+    global_broker.join("default", timeout=10_000)
+    global_broker.join("state", timeout=10_000)
+    tasks.update_langgraph_state_task.delay("c9", "handback")
+    global_broker.join("state", timeout=10_000)
+    tasks.process_message_task.delay("c9", "b2", [{"wamid": "w10", "text": "thanks"}])
+    global_broker.join("default", timeout=10_000)
+
+    with db() as session:
+        authors = [(m.author, m.batch_id) for m in session.scalars(select(Message).order_by(Message.id))]
+    assert ("ai", "b1") not in authors
+    assert ("ai", "b2") in authors
+    assert ("operator", None) in authors
+
+
+def test_statuses_delivered_out_of_order_end_as_read(global_broker, runtime, start_worker, db):
+    with db() as session, session.begin():
+        from app.conversation import get_or_create_conversation
+
+        conversation = get_or_create_conversation(session, "c5")
+        session.add(Message(conversation=conversation, author="ai", wamid="wamid.S", text="hi", status="sending"))
+    start_worker(global_broker, worker_threads=1)
+    for status in ("read", "delivered", "sent"):
+        tasks.update_message_status_task.delay({"id": "wamid.S", "status": status, "timestamp": "9"})
+    global_broker.join("default", timeout=10_000)
+    with db() as session:
+        assert session.scalars(select(Message.status).where(Message.wamid == "wamid.S")).one() == "read"

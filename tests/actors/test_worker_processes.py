@@ -1,0 +1,102 @@
+"""Real worker processes under the plain ``dramatiq`` CLI, killed for real."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from actors import keys
+from tests.support import extra_actors as test_actors
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def start_dramatiq(env_overrides: dict[str, str]) -> subprocess.Popen:
+    env = {**os.environ, **env_overrides}
+    return subprocess.Popen(
+        [sys.executable, "-m", "dramatiq", "tests.support.worker_app", "--processes", "1", "--threads", "2"],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def wait_for(predicate, timeout_s=20.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.fixture
+def processes():
+    started: list[subprocess.Popen] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+@pytest.mark.slow
+def test_a_kill_9_workers_message_is_processed_by_another_worker(global_broker, redis_client, processes):
+    env = {"HEARTBEAT_TIMEOUT_SECONDS": "1.5"}
+    # Given a worker process in the middle of a task
+    first = start_dramatiq(env)
+    processes.append(first)
+    sent = test_actors.test_crash_once.send("k1")
+    wait_for(lambda: redis_client.llen("test:started") == 1)
+    assert redis_client.llen("celery") == 0
+
+    # When it is killed without a word
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    killed_at = time.monotonic()
+
+    # Then another worker gets the message within the heartbeat timeout and finishes it once
+    second = start_dramatiq(env)
+    processes.append(second)
+    wait_for(lambda: redis_client.lrange("test:done", 0, -1) == [b"k1"])
+    assert time.monotonic() - killed_at < 15
+    assert redis_client.llen("test:started") == 2
+    time.sleep(0.5)
+    assert redis_client.lrange("test:done", 0, -1) == [b"k1"]
+    for key in redis_client.scan_iter(keys.inflight_key("default", "*")):
+        assert redis_client.llen(key) == 0
+    assert sent.message_id
+
+
+@pytest.mark.slow
+def test_the_plain_dramatiq_cli_runs_the_five_actors(global_broker, redis_client, processes, engine):
+    import tasks
+
+    proc = start_dramatiq({})
+    processes.append(proc)
+    tasks.update_langgraph_state_task.delay("cli-1", "takeover")
+    tasks.update_message_status_task.delay({"id": "wamid.cli", "status": "sent", "timestamp": "1"})
+    wait_for(lambda: redis_client.llen("celery") == 0 and redis_client.llen("state") == 0)
+    global_broker.join("default", timeout=20_000)
+    global_broker.join("state", timeout=20_000)
+    assert global_broker.dead_letters("default") == []
+    assert global_broker.dead_letters("state") == []
+    # A clean stop (SIGTERM to the main process, as systemd's KillMode=mixed
+    # does; Dramatiq's children take a second SIGTERM as "kill now")
+    # leaves no heartbeat behind.
+    os.kill(proc.pid, signal.SIGTERM)
+    proc.wait(20)
+    assert redis_client.zcard(keys.HEARTBEATS) == 0

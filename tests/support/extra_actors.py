@@ -1,0 +1,70 @@
+"""Extra actors for tests, declared on the project's broker next to the five."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from actors import runtime
+from facade import SoftTimeLimitExceeded
+from facade.api import task
+
+_LIMITS = dict(time_limit=300, soft_time_limit=240, retry_delays=(5, 10, 20))
+
+
+def _redis():
+    return runtime.get().redis
+
+
+@task(queue="default", priority=5, name="test_gate", **_LIMITS)
+def test_gate(key: str) -> None:
+    """Blocks until ``key`` exists in Redis (30 s at most)."""
+    _redis().rpush("test:order", "gate")
+    deadline = time.monotonic() + 30
+    while not _redis().exists(key) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+@task(queue="default", priority=1, name="test_record_default", **_LIMITS)
+def test_record_default(tag: str) -> None:
+    _redis().rpush("test:order", tag)
+
+
+@task(queue="state", priority=8, name="test_record_state", **_LIMITS)
+def test_record_state(tag: str) -> None:
+    _redis().rpush("test:order", tag)
+
+
+@task(queue="default", priority=5, name="test_soft_limit", **_LIMITS)
+def test_soft_limit() -> None:
+    try:
+        while True:
+            time.sleep(0.01)
+    except SoftTimeLimitExceeded:
+        _redis().rpush("test:order", "soft limit caught")
+
+
+@task(queue="default", priority=5, name="test_hard_limit", **_LIMITS)
+def test_hard_limit() -> None:
+    _redis().rpush("test:order", "hard limit started")
+    while True:
+        try:
+            time.sleep(0.01)
+        except SoftTimeLimitExceeded:
+            _redis().rpush("test:order", "ignored the soft limit")
+
+
+@task(queue="default", priority=5, name="test_flaky", **_LIMITS)
+def test_flaky(tag: str) -> None:
+    _redis().rpush("test:runs", tag)
+    raise ConnectionError("upstream down")
+
+
+@task(queue="default", priority=5, name="test_crash_once", **_LIMITS)
+def test_crash_once(tag: str) -> None:
+    """The first run stalls (to be killed); the run after redelivery completes."""
+    client = _redis()
+    client.rpush("test:started", f"{tag}:{os.getpid()}")
+    if client.set(f"test:first-run:{tag}", os.getpid(), nx=True):
+        time.sleep(120)
+    client.rpush("test:done", tag)
