@@ -131,6 +131,8 @@ class Config:
 
     #: Largest webhook body accepted (Meta batches up to ~3 MB).
     webhook_max_body_bytes: int = 4 * 1024 * 1024
+    #: Port of the web app (the runbook curls localhost:5000/health).
+    web_port: int = 5000
 
     def __post_init__(self) -> None:
         if not self.db_url:
@@ -175,4 +177,5 @@ class Config:
             time_limit_s=_float(env, "TASK_TIME_LIMIT_SECONDS", cls.time_limit_s, minimum=0.001),
             soft_time_limit_s=_float(env, "TASK_SOFT_TIME_LIMIT_SECONDS", cls.soft_time_limit_s, minimum=0.001),
             webhook_max_body_bytes=_int(env, "WEBHOOK_MAX_BODY_BYTES", cls.webhook_max_body_bytes, minimum=1024),
+            web_port=_int(env, "WEB_PORT", cls.web_port, minimum=1),
         )

@@ -1,0 +1,189 @@
+"""``assistant``: run the whole system on one machine, or migrate the database.
+
+``assistant run`` is the README's first command.  With no REDIS_URI it
+starts a private redis-server (installing Debian's package if it is
+missing and it may), with no DB_URL it uses SQLite, and with no
+GOOGLE_API_KEY the offline model; then it creates the tables and runs
+the web app (gunicorn) and a worker (the ``dramatiq`` CLI) until
+stopped.  Production runs each of those under systemd instead (deploy/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis
+
+from app.config import Config, mask_url
+from app.db import create_schema, make_engine
+from app.errors import ConfigError
+
+__all__ = ["main"]
+
+#: Seconds the private Redis may take to answer its first PING.
+REDIS_START_TIMEOUT_S = 15
+
+
+def _say(text: str) -> None:
+    print(f"[assistant] {text}", flush=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _redis_server_binary() -> str:
+    binary = shutil.which("redis-server")
+    if binary:
+        return binary
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        _say("redis-server is missing; installing Debian's package...")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "redis-server"], check=True, env=env)
+        binary = shutil.which("redis-server")
+        if binary:
+            return binary
+    raise SystemExit(
+        "assistant: REDIS_URI is not set and redis-server is not installed; "
+        "install it (apt-get install redis-server) or set REDIS_URI"
+    )
+
+
+def start_private_redis(data_dir: Path) -> tuple[subprocess.Popen, str]:
+    """A redis-server on a free loopback port, keeping its data under ``data_dir``."""
+    folder = data_dir / "redis"
+    folder.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            _redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder.resolve()),
+            "--appendonly", "yes", "--save", "", "--logfile", str((folder / "redis.log").resolve()),
+        ],
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    deadline = time.monotonic() + REDIS_START_TIMEOUT_S
+    while True:
+        try:
+            client.ping()
+            return proc, url
+        except redis.ConnectionError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise SystemExit(f"assistant: the private redis-server did not start (see {folder / 'redis.log'})")
+            time.sleep(0.05)
+
+
+def migrate(config: Config) -> None:
+    """Create the tables that do not exist yet."""
+    engine = make_engine(config.db_url)
+    try:
+        create_schema(engine)
+    finally:
+        engine.dispose()
+
+
+def _stop(procs: list[tuple[str, subprocess.Popen]], timeout_s: float = 30) -> None:
+    # Web first (no new work), then the worker (finishes what it runs), Redis last.
+    for name, proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                _say(f"{name} did not stop in {timeout_s:g}s; killing it")
+                proc.kill()
+                proc.wait()
+
+
+def run(config: Config, *, worker_threads: int) -> int:
+    """Run Redis (if private), the web app and one worker until a signal or a crash."""
+    env = dict(os.environ)
+    redis_proc = None
+    if config.redis_is_default:
+        redis_proc, url = start_private_redis(Path(config.data_dir))
+        env["REDIS_URI"] = url
+        _say(f"Redis: {url} (private, data in {Path(config.data_dir) / 'redis'})")
+    else:
+        _say(f"Redis: {mask_url(config.redis_uri)}")
+    _say(f"Database: {mask_url(config.db_url)}")
+    _say("Model: offline (no GOOGLE_API_KEY)" if config.uses_offline_model else "Model: Gemini")
+    migrate(config)
+
+    python = sys.executable
+    # Each child gets its own session: a Ctrl-C reaches only this process,
+    # which then stops the children in order (Dramatiq's worker takes a
+    # second signal as "kill now").
+    web = subprocess.Popen(
+        [python, "-m", "gunicorn", "wsgi:app", "--bind", f"127.0.0.1:{config.web_port}", "--workers", "2",
+         "--access-logfile", "-"],
+        env=env,
+        start_new_session=True,
+    )
+    worker = subprocess.Popen(
+        [python, "-m", "dramatiq", "actors", "--processes", "1", "--threads", str(worker_threads)],
+        env=env,
+        start_new_session=True,
+    )
+    procs = [("web", web), ("worker", worker)]
+    if redis_proc is not None:
+        procs.append(("redis", redis_proc))
+    _say(f"Web: http://127.0.0.1:{config.web_port}/ (pid {web.pid}); worker pid {worker.pid}. Ctrl-C stops.")
+
+    stopping = False
+
+    def on_signal(signum, _frame):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    code = 0
+    while not stopping:
+        for name, proc in procs:
+            if proc.poll() is not None:
+                _say(f"{name} exited with code {proc.returncode}; stopping everything")
+                code = proc.returncode or 1
+                stopping = True
+                break
+        time.sleep(0.2)
+    _stop(procs)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="assistant", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_parser = sub.add_parser("run", help="run Redis (if needed), the web app and a worker")
+    run_parser.add_argument("--threads", type=int, default=4, help="worker threads (default 4)")
+    sub.add_parser("migrate", help="create the database tables")
+    args = parser.parse_args(argv)
+    try:
+        config = Config.from_env()
+    except ConfigError as e:
+        print(f"assistant: {e}", file=sys.stderr)
+        return 2
+    if args.command == "migrate":
+        migrate(config)
+        _say(f"Tables ready in {mask_url(config.db_url)}")
+        return 0
+    if args.threads < 1:
+        parser.error("--threads must be at least 1")
+    return run(config, worker_threads=args.threads)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,15 @@
+#!/bin/sh
+# Install the project with its test extra into .venv, make sure Redis and
+# PostgreSQL answer (starting them if needed), and run the whole suite.
+# Arguments go to pytest.  Exit code 5 (no tests ran) is a failure.
+set -eu
+cd "$(dirname "$0")"
+. ./scripts/venv.sh
+. ./scripts/services.sh
+ensure_venv "[test]"
+TEST_REDIS_URL="${TEST_REDIS_URL:-redis://127.0.0.1:6379}"
+TEST_PG_ADMIN_URL="${TEST_PG_ADMIN_URL:-postgresql://postgres@127.0.0.1:5432/test}"
+export TEST_REDIS_URL TEST_PG_ADMIN_URL
+ensure_redis
+ensure_postgres
+exec .venv/bin/python -m pytest "$@"

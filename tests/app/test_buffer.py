@@ -1,0 +1,47 @@
+"""The conversation buffer in Redis: dedup, order, quiet window, maximum wait."""
+
+from __future__ import annotations
+
+from app.buffer import append_to_buffer, claim_batch
+
+
+def msg(wamid, text):
+    return {"wamid": wamid, "text": text}
+
+
+def test_a_wamid_is_accepted_once(redis_client):
+    assert append_to_buffer(redis_client, "c1", "w1", msg("w1", "a"), now_ms=0) == 1
+    assert append_to_buffer(redis_client, "c1", "w1", msg("w1", "a"), now_ms=5) == 0
+    assert 0 < redis_client.ttl("app:seen:w1") <= 7 * 86400
+
+
+def test_the_latest_check_takes_the_whole_buffer_in_arrival_order(redis_client):
+    for i, text in enumerate(["one", "two", "three"], start=1):
+        seq = append_to_buffer(redis_client, "c1", f"w{i}", msg(f"w{i}", text), now_ms=i)
+    assert claim_batch(redis_client, "c1", 1, now_ms=10, max_wait_ms=15_000) is None
+    batch = claim_batch(redis_client, "c1", seq, now_ms=10, max_wait_ms=15_000)
+    assert [m["text"] for m in batch.messages] == ["one", "two", "three"]
+    assert redis_client.llen("app:buffer:c1") == 0
+
+
+def test_a_check_that_runs_again_gets_the_same_batch(redis_client):
+    seq = append_to_buffer(redis_client, "c1", "w1", msg("w1", "hi"), now_ms=0)
+    first = claim_batch(redis_client, "c1", seq, now_ms=1, max_wait_ms=15_000)
+    again = claim_batch(redis_client, "c1", seq, now_ms=2, max_wait_ms=15_000)
+    assert again == first
+
+
+def test_a_customer_who_keeps_typing_is_answered_after_the_maximum_wait(redis_client):
+    append_to_buffer(redis_client, "c1", "w1", msg("w1", "a"), now_ms=0)
+    append_to_buffer(redis_client, "c1", "w2", msg("w2", "b"), now_ms=14_000)
+    assert claim_batch(redis_client, "c1", 1, now_ms=14_999, max_wait_ms=15_000) is None
+    batch = claim_batch(redis_client, "c1", 1, now_ms=15_000, max_wait_ms=15_000)
+    assert [m["wamid"] for m in batch.messages] == ["w1", "w2"]
+
+
+def test_batches_of_different_content_have_different_ids(redis_client):
+    seq = append_to_buffer(redis_client, "c1", "w1", msg("w1", "a"), now_ms=0)
+    one = claim_batch(redis_client, "c1", seq, now_ms=1, max_wait_ms=15_000)
+    seq = append_to_buffer(redis_client, "c1", "w2", msg("w2", "a"), now_ms=2)
+    two = claim_batch(redis_client, "c1", seq, now_ms=3, max_wait_ms=15_000)
+    assert one.batch_id != two.batch_id

@@ -1,0 +1,57 @@
+"""Configuration from the environment, with embedded defaults and clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.config import DEFAULT_REDIS_URI, Config, mask_url
+from app.errors import ConfigError
+
+
+def test_an_empty_environment_gives_the_embedded_defaults():
+    config = Config.from_env({})
+    assert config.redis_uri == DEFAULT_REDIS_URI and config.redis_is_default
+    assert config.db_url == "sqlite:///.run/assistant.sqlite3"
+    assert config.uses_offline_model
+    assert (config.buffer_window_s, config.buffer_max_wait_s) == (3.0, 15.0)
+    assert (config.time_limit_s, config.soft_time_limit_s) == (300.0, 240.0)
+    assert config.retry_delays_s == (5.0, 10.0, 20.0)
+    assert config.heartbeat_timeout_s == 60.0
+    assert config.webhook_max_body_bytes == 4 * 1024 * 1024
+
+
+def test_postgresql_urls_use_psycopg_3():
+    assert Config.from_env({"DB_URL": "postgresql://u@h/db"}).db_url == "postgresql+psycopg://u@h/db"
+    assert Config.from_env({"DB_URL": "postgres://u@h/db"}).db_url == "postgresql+psycopg://u@h/db"
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"REDIS_URI": "http://x"}, "REDIS_URI must start with"),
+        ({"BUFFER_WINDOW_SECONDS": "soon"}, "BUFFER_WINDOW_SECONDS must be a number"),
+        ({"HEARTBEAT_TIMEOUT_SECONDS": "0"}, "HEARTBEAT_TIMEOUT_SECONDS must be at least"),
+        ({"RETRY_DELAYS_SECONDS": "5,x"}, "RETRY_DELAYS_SECONDS must be a comma-separated"),
+        ({"TASK_SOFT_TIME_LIMIT_SECONDS": "400"}, "soft time limit must not exceed"),
+        ({"WEBHOOK_MAX_BODY_BYTES": "1.5"}, "WEBHOOK_MAX_BODY_BYTES must be a whole number"),
+    ],
+)
+def test_a_bad_value_is_refused_with_its_name(env, message):
+    with pytest.raises(ConfigError, match=message):
+        Config.from_env(env)
+
+
+def test_secrets_never_appear_in_the_repr():
+    config = Config.from_env({
+        "REDIS_URI": "redis://:hunter2@h:6379/0", "GOOGLE_API_KEY": "AIza-secret", "WHATSAPP_TOKEN": "EAAG-secret",
+        "WHATSAPP_APP_SECRET": "app-secret", "DB_URL": "postgresql://u:dbpass@h/db",
+    })
+    text = repr(config)
+    for secret in ("hunter2", "AIza-secret", "EAAG-secret", "app-secret", "dbpass"):
+        assert secret not in text
+
+
+def test_mask_url_hides_only_the_password():
+    assert mask_url("redis://:pw@127.0.0.1:6390/0") == "redis://:**@127.0.0.1:6390/0"
+    assert mask_url("rediss://user:pw@host:6380/1") == "rediss://user:**@host:6380/1"
+    assert mask_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"

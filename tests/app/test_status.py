@@ -1,0 +1,61 @@
+"""Delivery statuses move forward only and wait for their message (PostgreSQL)."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from app.conversation import InboundMessage, get_or_create_conversation, store_inbound
+from app.db import Message, session_scope
+from app.errors import InvalidTaskArguments
+from app.status import StatusUpdate, record_status
+
+
+def status(wamid, value, **extra):
+    return StatusUpdate.parse({"id": wamid, "status": value, "timestamp": "1", **extra})
+
+
+def test_a_status_never_moves_backwards(db):
+    with session_scope(db) as session:
+        conversation = get_or_create_conversation(session, "c1")
+        session.add(Message(conversation=conversation, author="ai", wamid="w1", status="sending"))
+    results = []
+    for value in ("delivered", "sent", "read", "delivered"):
+        with session_scope(db) as session:
+            results.append(record_status(session, status("w1", value)))
+    assert results == ["delivered", "delivered", "read", "read"]
+
+
+def test_failed_keeps_metas_code_and_title(db):
+    with session_scope(db) as session:
+        conversation = get_or_create_conversation(session, "c1")
+        session.add(Message(conversation=conversation, author="ai", wamid="w2", status="sent"))
+    failed = status("w2", "failed", errors=[{"code": 131047, "title": "Re-engagement message"}])
+    with session_scope(db) as session:
+        assert record_status(session, failed) == "failed"
+    with session_scope(db) as session:
+        message = session.scalars(select(Message).where(Message.wamid == "w2")).one()
+        assert (message.error_code, message.error_title) == (131047, "Re-engagement message")
+
+
+def test_a_status_for_an_unknown_wamid_is_kept_and_applied_when_the_message_appears(db):
+    with session_scope(db) as session:
+        assert record_status(session, status("w3", "read")) is None
+    with session_scope(db) as session:
+        conversation = get_or_create_conversation(session, "c1")
+        row = store_inbound(session, conversation, InboundMessage("w3", "hello"))
+        assert row.status == "read"
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ("sent", "must be an object"),
+        ({"status": "sent"}, "status.id"),
+        ({"id": "w", "status": "opened"}, "status.status must be one of"),
+        ({"id": "w", "status": "sent", "timestamp": "noon"}, "status.timestamp"),
+    ],
+)
+def test_malformed_statuses_are_refused(data, message):
+    with pytest.raises(InvalidTaskArguments, match=message):
+        StatusUpdate.parse(data)

@@ -1,0 +1,12 @@
+"""The composition root: ``gunicorn wsgi:app``."""
+
+from actors import TASKS, config
+from app.web import create_app
+
+
+def enqueue(task_name: str, args=(), kwargs=None, **options):
+    """Send a runbook task by name, with Celery's options (countdown, priority, ...)."""
+    return TASKS[task_name].apply_async(args=args, kwargs=kwargs, **options)
+
+
+app = create_app(config, enqueue=enqueue)
