@@ -18,10 +18,10 @@ config = Config.from_env()
 broker = build_broker(config)
 dramatiq.set_broker(broker)
 
-from actors.update_langgraph_state_task import update_langgraph_state_task  # noqa: E402
-from actors.sync_operator_message_to_graph_task import sync_operator_message_to_graph_task  # noqa: E402
-from actors.process_message_task import process_message_task  # noqa: E402
 from actors.check_buffer_task import check_buffer_task  # noqa: E402
+from actors.process_message_task import process_message_task  # noqa: E402
+from actors.sync_operator_message_to_graph_task import sync_operator_message_to_graph_task  # noqa: E402
+from actors.update_langgraph_state_task import update_langgraph_state_task  # noqa: E402
 from actors.update_message_status_task import update_message_status_task  # noqa: E402
 
 #: The runbook's tasks, by name.

@@ -25,12 +25,12 @@ import threading
 import time
 import uuid
 from collections import Counter
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import redis
 from dramatiq import Broker, Message, MessageProxy
 from dramatiq.errors import ActorNotFound, ConnectionClosed, QueueJoinTimeout, QueueNotFound
-from dramatiq.logging import get_logger
 
 from actors import keys
 from actors.consumer import Consumer
@@ -357,5 +357,5 @@ class RedisBroker(Broker):
         ids = self.client.zrange(keys.dead_key(queue_name), 0, -1)
         if not ids:
             return []
-        records = self.client.hmget(keys.dead_messages_key(queue_name), ids)
+        records = self.client.hmget(keys.dead_messages_key(queue_name), list(ids))  # type: ignore[arg-type]
         return [json.loads(r) for r in records if r is not None]

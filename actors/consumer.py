@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import traceback
 from collections import deque
-from typing import TYPE_CHECKING, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, cast
 
 import redis
 from dramatiq import Consumer as _DramatiqConsumer
@@ -82,12 +83,15 @@ class Consumer(_DramatiqConsumer):
                         continue
 
                 # Nothing waits: block in Redis until something does.
-                element = self.client.blmove(self.queue_key, self.inflight_key, self.timeout_s, "RIGHT", "LEFT")
+                # Redis takes fractional timeouts; redis-py's stubs say int.
+                element = self.client.blmove(
+                    self.queue_key, self.inflight_key, self.timeout_s, "RIGHT", "LEFT"  # type: ignore[arg-type]
+                )
                 if element is None:
                     self.idle = True
                     return None
                 self.idle = False
-                self.cache.append(element)
+                self.cache.append(cast(bytes, element))
         except redis.ConnectionError as e:
             raise ConnectionClosed(e) from None
 
@@ -111,14 +115,16 @@ class Consumer(_DramatiqConsumer):
         self.broker.mark_busy(self.inflight_key, raw)
         return InflightMessage(decoded.message, raw=raw, inflight_key=self.inflight_key)
 
-    def ack(self, message: InflightMessage) -> None:
+    def ack(self, message: MessageProxy) -> None:
+        message = _inflight(message)
         try:
-            self.client.lrem(message.inflight_key, -1, message.raw)
+            self.client.lrem(message.inflight_key, -1, message.raw)  # type: ignore[arg-type]
         except redis.ConnectionError as e:
             raise ConnectionClosed(e) from None
         self.broker.mark_done(message.inflight_key, [message.raw])
 
-    def nack(self, message: InflightMessage) -> None:
+    def nack(self, message: MessageProxy) -> None:
+        message = _inflight(message)
         error = message.options.get("error")
         tb = message.options.get("traceback")
         if error is None:
@@ -132,9 +138,9 @@ class Consumer(_DramatiqConsumer):
             raise ConnectionClosed(e) from None
         self.broker.mark_done(message.inflight_key, [message.raw])
 
-    def requeue(self, messages: Iterable[InflightMessage]) -> None:
+    def requeue(self, messages: Iterable[MessageProxy]) -> None:
         by_key: dict[str, list[bytes]] = {}
-        for message in messages:
+        for message in map(_inflight, messages):
             by_key.setdefault(message.inflight_key, []).append(message.raw)
         for inflight_key, raws in by_key.items():
             self.logger.debug("Giving back %d message(s) to queue %r.", len(raws), self.queue_name)
@@ -157,3 +163,9 @@ def format_exception(exc: BaseException | None) -> tuple[str, str | None]:
     if exc is None:
         return "unknown error", None
     return repr(exc), "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+
+
+def _inflight(message: MessageProxy) -> InflightMessage:
+    if not isinstance(message, InflightMessage):
+        raise TypeError(f"not a message of this broker: {message!r}")
+    return message

@@ -14,7 +14,7 @@ import binascii
 import json
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from dramatiq import Message
@@ -96,7 +96,7 @@ def _parse_iso_ms(value: Any) -> int | None:
     except ValueError:
         raise UndecodableMessage(f"bad Celery eta/expires {value!r}") from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp() * 1000)
 
 
@@ -119,7 +119,7 @@ def _celery(data: dict[str, Any], queue_name: str, now_ms: int) -> Decoded:
     if expires_ms is not None and expires_ms <= now_ms:
         raise UndecodableMessage(f"Celery message {task_id} expired at {headers['expires']}")
     options: dict[str, Any] = {"retries": int(headers.get("retries") or 0), "celery_task": task}
-    message = Message(
+    message: Message = Message(
         queue_name=queue_name,
         # Celery names tasks by module path ("tasks.process_message_task").
         actor_name=task.rsplit(".", 1)[-1],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from dramatiq.middleware import AgeLimit, Callbacks, CurrentMessage, Pipelines
 
 from actors.broker import RedisBroker
@@ -16,7 +18,7 @@ def seconds_to_ms(seconds: float) -> int:
     return int(round(seconds * 1000))
 
 
-def build_broker(config: Config, **overrides) -> RedisBroker:
+def build_broker(config: Config, **overrides: Any) -> RedisBroker:
     """The broker every process of the project uses (web, workers, CLI).
 
     The middleware order matters: ``after_*`` hooks run in reverse, so
@@ -35,7 +37,7 @@ def build_broker(config: Config, **overrides) -> RedisBroker:
             soft_time_limit_ms=seconds_to_ms(config.soft_time_limit_s),
         ),
     ]
-    options = {
+    options: dict[str, Any] = {
         "url": config.redis_uri,
         "middleware": middleware,
         "heartbeat_timeout_ms": seconds_to_ms(config.heartbeat_timeout_s),

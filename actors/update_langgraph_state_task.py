@@ -5,8 +5,8 @@ from __future__ import annotations
 from actors import runtime, validate
 from actors.task_options import runbook_task
 from app.db import session_scope
-from app.operator import ACTIONS, set_operator_hold
 from app.errors import InvalidTaskArguments
+from app.operator import ACTIONS, set_operator_hold
 
 __all__ = ["update_langgraph_state_task"]
 

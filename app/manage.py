@@ -83,7 +83,9 @@ def start_private_redis(data_dir: Path) -> tuple[subprocess.Popen, str]:
         except redis.ConnectionError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                raise SystemExit(f"assistant: the private redis-server did not start (see {folder / 'redis.log'})")
+                raise SystemExit(
+                    f"assistant: the private redis-server did not start (see {folder / 'redis.log'})"
+                ) from None
             time.sleep(0.05)
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import math
 import time
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import dramatiq
 
@@ -81,7 +82,7 @@ def _delay_ms(countdown: float | None, eta: datetime | None, now: float) -> int 
         if not isinstance(eta, datetime):
             raise ValueError(f"eta must be a datetime, got {type(eta).__name__}")
         if eta.tzinfo is None:
-            eta = eta.replace(tzinfo=timezone.utc)
+            eta = eta.replace(tzinfo=UTC)
         return max(0, int(round((eta.timestamp() - now) * 1000)))
     return None
 
@@ -93,7 +94,7 @@ def _expires_ms(expires: float | datetime | timedelta | None, now: float) -> int
         return seconds_to_ms(expires.total_seconds(), name="expires")
     if isinstance(expires, datetime):
         if expires.tzinfo is None:
-            expires = expires.replace(tzinfo=timezone.utc)
+            expires = expires.replace(tzinfo=UTC)
         return max(1, int(round((expires.timestamp() - now) * 1000)))
     return max(1, seconds_to_ms(expires, name="expires"))
 
@@ -187,7 +188,8 @@ def task(
     """
 
     def decorator(fn: Callable[..., Any]) -> Task:
-        return dramatiq.actor(
+        declare: Callable[..., Task] = dramatiq.actor  # type: ignore[assignment]
+        return declare(
             fn,
             actor_class=Task,
             actor_name=name or fn.__name__,

@@ -48,7 +48,7 @@ def test_assistant_run_starts_redis_sqlite_web_and_a_worker_and_stops_cleanly(tm
 
         # When it is running
         redis_url = find(r"Redis: (redis://127\.0\.0\.1:\d+/0) \(private")[1]
-        find(r"Listening at: http://127\.0\.0\.1:%d" % port)
+        find(rf"Listening at: http://127\.0\.0\.1:{port}")
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as resp:
             assert json.load(resp)["service"] == "whatsapp-assistant"
 

@@ -58,7 +58,9 @@ def test_celery_is_another_name_of_the_default_queue(make_broker, redis_client):
 
 def test_more_urgent_messages_are_consumed_first_and_fifo_within_a_priority(make_broker, redis_client):
     broker = make_broker()
-    low, mid, high = declare(broker, "low", priority=-1), declare(broker, "mid", priority=-3), declare(broker, "high", priority=-5)
+    low = declare(broker, "low", priority=-1)
+    mid = declare(broker, "mid", priority=-3)
+    high = declare(broker, "high", priority=-5)
     sent = [low.send(1), high.send(1), mid.send(1), high.send(2), low.send(2), mid.send(2)]
     assert redis_client.llen("celery") == len(sent)
 

@@ -6,7 +6,7 @@ import base64
 import json
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
@@ -70,7 +70,7 @@ def test_a_celery_message_for_an_unknown_task_is_dead_lettered_with_a_clear_erro
 
 def test_a_celery_message_with_a_future_eta_waits_in_the_delayed_set(global_broker, redis_client, runtime,
                                                                       start_worker):
-    eta = (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat()
+    eta = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     redis_client.lpush("celery", celery_envelope("tasks.check_buffer_task", ["c1", 1], eta=eta))
     start_worker(global_broker)
     ((element, score),) = wait_for(lambda: redis_client.zrange(keys.delayed_key("default"), 0, -1, withscores=True))

@@ -9,7 +9,8 @@ import pytest
 from sqlalchemy import select
 
 import tasks
-from actors import keys, runtime as runtime_module
+from actors import keys
+from actors import runtime as runtime_module
 from app.buffer import append_to_buffer
 from app.db import Message, make_engine, make_session_factory
 from facade.api import Task
@@ -77,7 +78,8 @@ def test_a_state_task_runs_before_default_tasks_the_worker_already_holds(global_
     redis_client.set("test:open", 1)
 
     # Then the state task runs next, before the prefetched default one
-    order = wait_for(lambda: len(redis_client.lrange("test:order", 0, -1)) == 6 and redis_client.lrange("test:order", 0, -1))
+    wait_for(lambda: redis_client.llen("test:order") == 6)
+    order = redis_client.lrange("test:order", 0, -1)
     assert order[:2] == [b"gate", b"state"]
     assert sorted(order[2:]) == [f"default-{i}".encode() for i in range(4)]
 
@@ -100,7 +102,7 @@ def test_a_transient_failure_is_retried_at_5_10_and_20_seconds_then_dead_lettere
         # Shorten the clock: make the retry due now, and wake the scheduler.
         redis_client.zadd(delayed, {element: 0})
         redis_client.lpush(keys.wake_key(), 1)
-        wait_for(lambda: redis_client.zscore(delayed, element) is None)
+        wait_for(lambda element=element: redis_client.zscore(delayed, element) is None)
 
     # Then the fourth failure goes to the dead-letter set with its error
     (record,) = wait_for(lambda: global_broker.dead_letters("default"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from dramatiq.errors import QueueNotFound
@@ -44,14 +44,14 @@ def test_countdown_puts_the_message_in_the_delayed_set(global_broker, redis_clie
 
 
 def test_eta_puts_the_message_in_the_delayed_set(global_broker, redis_client):
-    eta = datetime.now(timezone.utc) + timedelta(seconds=30)
+    eta = datetime.now(UTC) + timedelta(seconds=30)
     tasks.check_buffer_task.apply_async(args=["c1", 1], eta=eta)
     ((_, score),) = redis_client.zrange(keys.delayed_key("default"), 0, -1, withscores=True)
     assert abs(score / 1000 - eta.timestamp()) < 0.01
 
 
 def test_a_past_eta_runs_now(global_broker, redis_client):
-    tasks.check_buffer_task.apply_async(args=["c1", 1], eta=datetime.now(timezone.utc) - timedelta(minutes=1))
+    tasks.check_buffer_task.apply_async(args=["c1", 1], eta=datetime.now(UTC) - timedelta(minutes=1))
     assert redis_client.llen("celery") == 1
 
 
@@ -86,7 +86,7 @@ def test_expires_becomes_a_max_age(global_broker, redis_client):
         ({"priority": 10}, "priority must be from 0 to 9"),
         ({"priority": "high"}, "priority must be a whole number"),
         ({"countdown": -1}, "countdown must not be negative"),
-        ({"countdown": 1, "eta": datetime.now(timezone.utc)}, "either countdown or eta"),
+        ({"countdown": 1, "eta": datetime.now(UTC)}, "either countdown or eta"),
         ({"eta": "tomorrow"}, "eta must be a datetime"),
         ({"args": "c1"}, "args must be a list or tuple"),
         ({"kwargs": ["x"]}, "kwargs must be a dict"),
