@@ -30,9 +30,11 @@ wait_for() {
 ensure_redis() {
   redis_up && return 0
   command -v redis-server >/dev/null 2>&1 || apt_install redis-server
-  echo "Starting redis-server on 127.0.0.1:6379 for the tests..." >&2
+  port=$(printf '%s\n' "$TEST_REDIS_URL" | sed -n 's#.*:\([0-9][0-9]*\)/*$#\1#p')
+  port=${port:-6379}
+  echo "Starting redis-server on 127.0.0.1:$port for the tests..." >&2
   mkdir -p .run/test-redis
-  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+  redis-server --daemonize yes --bind 127.0.0.1 --port "$port" --save "" --appendonly no \
     --dir "$PWD/.run/test-redis" --logfile "$PWD/.run/test-redis/redis.log"
   wait_for redis_up "redis-server"
 }

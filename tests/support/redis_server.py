@@ -46,26 +46,30 @@ def self_signed_cert(folder: Path) -> tuple[Path, Path]:
 
 
 class PrivateRedis:
-    """redis-server on free loopback ports, with a password and a TLS port."""
+    """redis-server on free loopback ports, with a password, a TLS port and an append-only file."""
 
     def __init__(self, folder: Path, password: str) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
+        self.binary = shutil.which("redis-server")
+        if self.binary is None:
             raise RuntimeError("redis-server is not installed (the test command installs it)")
+        self.folder = folder
         self.password = password
         self.port, self.tls_port = free_port(), free_port()
-        self.cert, key = self_signed_cert(folder)
+        self.cert, self.key = self_signed_cert(folder)
+        self.start()
+
+    def start(self) -> None:
         self.proc = subprocess.Popen(
             [
-                binary, "--port", str(self.port), "--bind", "127.0.0.1", "--requirepass", password,
-                "--tls-port", str(self.tls_port), "--tls-cert-file", str(self.cert), "--tls-key-file", str(key),
-                "--tls-ca-cert-file", str(self.cert), "--tls-auth-clients", "no",
-                "--save", "", "--appendonly", "no", "--dir", str(folder),
+                self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--requirepass", self.password,
+                "--tls-port", str(self.tls_port), "--tls-cert-file", str(self.cert),
+                "--tls-key-file", str(self.key), "--tls-ca-cert-file", str(self.cert), "--tls-auth-clients", "no",
+                "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.folder),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        client = redis.Redis(port=self.port, password=password)
+        client = redis.Redis(port=self.port, password=self.password)
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -76,6 +80,7 @@ class PrivateRedis:
                     self.stop()
                     raise
                 time.sleep(0.05)
+        client.close()
 
     @property
     def url(self) -> str:
