@@ -16,8 +16,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Upkeep"]
 
-#: Most seconds one wait on the wake list lasts; bounds how late a stop is seen.
-MAX_WAIT_S = 2.0
+#: Most seconds one wait on the wake list lasts; below the connection's
+#: socket timeout (30 s).  stop() cuts a wait short by disconnecting.
+MAX_WAIT_S = 25.0
 
 #: Seconds to wait before trying again after Redis failed.
 ERROR_BACKOFF_S = 1.0
@@ -51,11 +52,13 @@ class Upkeep(threading.Thread):
         self._stopping.set()
         self._waiter.connection_pool.disconnect()
         if self.is_alive() and threading.current_thread() is not self:
-            self.join(MAX_WAIT_S + 1)
+            self.join(5)
         self._waiter.close()
 
     def run(self) -> None:
         next_beat = 0.0
+        next_eta = -1
+        woken = False
         while not self._stopping.is_set():
             try:
                 now = time.time() * 1000
@@ -63,13 +66,18 @@ class Upkeep(threading.Thread):
                     self.broker.heartbeat()
                     self.broker.sweep()
                     self.broker.release_closed_inflight()
+                    # Also a safety net: a wake-up taken by a process that
+                    # died is seen here within one interval.
+                    next_eta = self.broker.promote_due()
                     next_beat = now + self.interval_ms
-                next_eta = self.broker.promote_due()
+                elif woken or 0 <= next_eta <= now:
+                    next_eta = self.broker.promote_due()
                 now = time.time() * 1000
                 wake_at = next_beat if next_eta < 0 else min(next_beat, next_eta)
                 wait_s = min(MAX_WAIT_S, (wake_at - now) / 1000)
+                woken = False
                 if wait_s >= 0.001 and not self._stopping.is_set():
-                    self._waiter.blpop([keys.wake_key()], timeout=wait_s)
+                    woken = self._waiter.blpop([keys.wake_key()], timeout=wait_s) is not None
             except redis.RedisError as e:
                 if self._stopping.is_set():
                     break
