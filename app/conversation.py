@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -62,16 +62,31 @@ def get_or_create_conversation(session: Session, customer_key: str, *, wa_id: st
     return conversation
 
 
+def insert_once(session: Session, row: Message, existing: Select[tuple[Message]]) -> tuple[Message, bool]:
+    """Insert ``row`` unless ``existing`` finds it, also when another worker races us.
+
+    Returns:
+      (the stored row, whether this call inserted it)
+    """
+    found = session.scalars(existing).first()
+    if found is not None:
+        return found, False
+    try:
+        with session.begin_nested():
+            session.add(row)
+    except IntegrityError:
+        # A unique constraint says another transaction stored it first.
+        return session.scalars(existing).one(), False
+    return row, True
+
+
 def store_inbound(session: Session, conversation: Conversation, message: InboundMessage) -> Message:
     """Store a customer's message once per wamid (the database backstop of dedup)."""
-    existing = session.scalars(select(Message).where(Message.wamid == message.wamid)).first()
-    if existing is not None:
-        return existing
-    row = Message(conversation=conversation, author="customer", wamid=message.wamid, kind=message.kind,
+    row = Message(conversation_id=conversation.id, author="customer", wamid=message.wamid, kind=message.kind,
                   text=message.text, status="received")
-    session.add(row)
-    session.flush()
-    apply_pending_statuses(session, row)
+    row, inserted = insert_once(session, row, select(Message).where(Message.wamid == message.wamid))
+    if inserted:
+        apply_pending_statuses(session, row)
     return row
 
 
@@ -103,17 +118,14 @@ def answer_batch(session: Session, *, customer_key: str, batch_id: str, messages
     conversation = get_or_create_conversation(session, customer_key, wa_id=first.wa_id, user_id=first.user_id)
     for message in messages:
         store_inbound(session, conversation, message)
-    existing = session.scalars(
-        select(Message).where(Message.conversation_id == conversation.id, Message.batch_id == batch_id)
-    ).first()
-    if existing is not None:
-        return existing
+    existing = select(Message).where(Message.conversation_id == conversation.id, Message.batch_id == batch_id)
+    stored = session.scalars(existing).first()
+    if stored is not None:
+        return stored
     if conversation.operator_active:
         return None
     session.flush()
     session.refresh(conversation)
     text = model.generate(SYSTEM_PROMPT, history(conversation))
-    reply = Message(conversation=conversation, author="ai", batch_id=batch_id, text=text, status="pending")
-    session.add(reply)
-    session.flush()
-    return reply
+    reply = Message(conversation_id=conversation.id, author="ai", batch_id=batch_id, text=text, status="pending")
+    return insert_once(session, reply, existing)[0]

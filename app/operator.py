@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.conversation import get_or_create_conversation
+from app.conversation import get_or_create_conversation, insert_once
 from app.db.models import Conversation, Message
 from app.errors import InvalidTaskArguments
 
@@ -29,10 +29,5 @@ def record_operator_message(session: Session, customer_key: str, text: str, *, m
                             operator_id: str | None = None) -> Message:
     """Store what the operator wrote, once per ``message_id``."""
     conversation = get_or_create_conversation(session, customer_key)
-    existing = session.scalars(select(Message).where(Message.wamid == message_id)).first()
-    if existing is not None:
-        return existing
-    row = Message(conversation=conversation, author="operator", wamid=message_id, text=text, status="sent")
-    session.add(row)
-    session.flush()
-    return row
+    row = Message(conversation_id=conversation.id, author="operator", wamid=message_id, text=text, status="sent")
+    return insert_once(session, row, select(Message).where(Message.wamid == message_id))[0]

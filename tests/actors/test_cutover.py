@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -12,6 +11,7 @@ from sqlalchemy import select
 
 from actors import keys
 from app.db import MessageStatus
+from tests.support.waiting import wait_for
 
 
 def celery_envelope(task: str, args: list, kwargs: dict | None = None, *, routing_key: str = "celery",
@@ -36,15 +36,6 @@ def celery_envelope(task: str, args: list, kwargs: dict | None = None, *, routin
         },
     }).encode()
 
-
-def wait_for(predicate, timeout_s=10.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
 
 
 def test_a_celery_message_for_one_of_the_five_tasks_runs(global_broker, redis_client, runtime, start_worker, db):

@@ -11,16 +11,7 @@ from dramatiq import Worker
 from actors.setup import build_broker
 from app.config import Config
 from tests.support.redis_server import PrivateRedis
-
-
-def wait_for(predicate, timeout_s=20.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
+from tests.support.waiting import wait_for
 
 
 @pytest.mark.slow

@@ -12,20 +12,10 @@ import tasks
 from actors import keys
 from actors import runtime as runtime_module
 from app.buffer import append_to_buffer
-from app.db import Message, make_engine, make_session_factory
+from app.db import Conversation, Message, make_engine, make_session_factory
 from facade.api import Task
 from tests.support import extra_actors as test_actors
-
-
-def wait_for(predicate, timeout_s=10.0, interval_s=0.02):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval_s)
-    raise AssertionError("condition not met in time")
-
+from tests.support.waiting import wait_for
 
 CONTRACT = {
     "update_langgraph_state_task": ("state", 8),
@@ -128,6 +118,18 @@ def test_invalid_arguments_are_dead_lettered_at_once(global_broker, redis_client
     assert record["message_id"] == sent.id
     assert "messages must be a non-empty list of objects" in record["error"]
     assert redis_client.zcard(keys.delayed_key("default")) == 0
+
+
+def test_an_expired_message_is_dead_lettered_without_running(global_broker, redis_client, runtime, start_worker,
+                                                             db):
+    sent = tasks.update_langgraph_state_task.apply_async(args=["c-exp", "takeover"], expires=0.05)
+    time.sleep(0.1)
+    start_worker(global_broker)
+    (record,) = wait_for(lambda: global_broker.dead_letters("state"))
+    assert record["message_id"] == sent.id
+    assert "age limit" in record["error"]
+    with db() as session:
+        assert session.scalars(select(Conversation)).all() == []
 
 
 def test_a_message_for_an_unknown_task_is_dead_lettered(global_broker, redis_client, runtime, start_worker):

@@ -13,6 +13,7 @@ import pytest
 
 from actors import keys
 from tests.support import extra_actors as test_actors
+from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,15 +29,6 @@ def start_dramatiq(env_overrides: dict[str, str]) -> subprocess.Popen:
         stderr=subprocess.PIPE,
     )
 
-
-def wait_for(predicate, timeout_s=20.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.fixture

@@ -59,3 +59,38 @@ def test_a_status_for_an_unknown_wamid_is_kept_and_applied_when_the_message_appe
 def test_malformed_statuses_are_refused(data, message):
     with pytest.raises(InvalidTaskArguments, match=message):
         StatusUpdate.parse(data)
+
+
+
+def test_a_racing_insert_of_one_wamid_returns_the_stored_row(db):
+    import threading
+
+    from sqlalchemy import func
+
+    with session_scope(db) as session:
+        get_or_create_conversation(session, "c1")
+    # Given one transaction that inserted the wamid and has not committed yet
+    first = db()
+    store_inbound(first, get_or_create_conversation(first, "c1"), InboundMessage("w-race", "first"))
+    first.flush()
+
+    # When a second one stores the same wamid (it blocks on the unique key)
+    result = {}
+
+    def second():
+        with session_scope(db) as session:
+            row = store_inbound(session, get_or_create_conversation(session, "c1"), InboundMessage("w-race", "2nd"))
+            result["text"] = row.text
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    thread.join(0.5)
+    assert thread.is_alive()
+    first.commit()
+    first.close()
+    thread.join(10)
+
+    # Then it gets the first one's row instead of failing
+    assert result == {"text": "first"}
+    with session_scope(db) as session:
+        assert session.scalar(select(func.count()).select_from(Message).where(Message.wamid == "w-race")) == 1
