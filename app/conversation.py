@@ -62,7 +62,7 @@ def get_or_create_conversation(session: Session, customer_key: str, *, wa_id: st
     return conversation
 
 
-def insert_once(session: Session, row: Message, existing: Select[tuple[Message]]) -> tuple[Message, bool]:
+def insert_once(session: Session, row: Message, existing: Select[Message]) -> tuple[Message, bool]:
     """Insert ``row`` unless ``existing`` finds it, also when another worker races us.
 
     Returns:
