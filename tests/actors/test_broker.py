@@ -130,6 +130,25 @@ def test_requeued_messages_go_back_in_front_of_their_priority(make_broker, redis
     assert order == [0, 1, 2, 3]
 
 
+def test_a_requeued_message_goes_behind_more_urgent_ones_and_before_its_peers(make_broker):
+    broker = make_broker()
+    low, high = declare(broker, "low", priority=-1), declare(broker, "high", priority=-5)
+    low.send("a")
+    low.send("b")
+    consumer = broker.consume("default", prefetch=1, timeout=100)
+    (held,) = drain(consumer, 1)
+    high.send("h")
+
+    consumer.requeue([held])
+
+    order = []
+    for _ in range(3):
+        (m,) = drain(consumer, 1)
+        order.append(m.args[0])
+        consumer.ack(m)
+    assert order == ["h", "a", "b"]
+
+
 def test_nack_keeps_the_message_with_its_error_in_the_dead_letter_set(make_broker, redis_client):
     broker = make_broker()
     declare(broker).send("x")
