@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import heapq
 import logging
+import sys
 import threading
 import time
 
-from dramatiq import Middleware
+from dramatiq import Actor, Middleware
 from dramatiq.middleware import raise_thread_exception
 
 from facade.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
@@ -27,6 +28,17 @@ DEFAULT_TIME_LIMIT_MS = 300_000
 DEFAULT_SOFT_TIME_LIMIT_MS = 240_000
 
 logger = logging.getLogger("celery.worker.request")
+
+
+#: How long to wait before looking again at a task whose deadline passed
+#: while its thread was not inside the actor call, in seconds.
+_RECHECK_S = 0.01
+
+#: Looks at most this many times before dropping such a deadline.
+_MAX_RECHECKS = 200
+
+#: Longest sleep of the monitor with nothing to watch, in seconds.
+_IDLE_WAIT_S = 5.0
 
 
 class _Running:
@@ -40,11 +52,33 @@ class _Running:
         self.hard_ms = hard_ms
 
 
+def _inside_actor_call(thread_id: int) -> bool:
+    """Whether the thread is running an actor's code right now."""
+    frame = sys._current_frames().get(thread_id)
+    while frame is not None:
+        if frame.f_code is _ACTOR_CALL:
+            return True
+        frame = frame.f_back
+    return False
+
+
+_ACTOR_CALL = Actor.__call__.__code__
+
+
 class TimeLimits(Middleware):
     """Enforce ``soft_time_limit`` and ``time_limit`` (milliseconds).
 
     A single monitor thread sleeps until the earliest deadline, so an
     idle worker pays nothing for it.
+
+    An exception raised into a thread lands wherever that thread is, so
+    two rules keep it inside the task: the monitor raises only while the
+    thread is inside ``Actor.__call__``, and it does so holding the lock
+    that ``after_process_message`` (the first ``after`` hook) needs to
+    unregister the task.  The exception therefore lands in the task, or
+    at the latest at that hook, both inside Dramatiq's handling of task
+    failures.  The lock is a plain ``Lock``, whose ``with`` cannot be
+    interrupted between acquiring and entering the block.
 
     Parameters:
       time_limit_ms, soft_time_limit_ms: defaults for actors that set none.
@@ -64,10 +98,11 @@ class TimeLimits(Middleware):
         self.soft_time_limit_ms = soft_time_limit_ms
         self.override_time_limit_ms = override_time_limit_ms
         self.override_soft_time_limit_ms = override_soft_time_limit_ms
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        self._wakeup = threading.Condition(self._lock)
         self._running: dict[int, _Running] = {}
-        #: (deadline, sequence, task, kind) with kind "soft" or "hard".
-        self._deadlines: list[tuple[float, int, _Running, str]] = []
+        #: (deadline, sequence, task, kind, rechecks) with kind "soft" or "hard".
+        self._deadlines: list[tuple[float, int, _Running, str, int]] = []
         self._seq = 0
         self._monitor: threading.Thread | None = None
 
@@ -93,19 +128,30 @@ class TimeLimits(Middleware):
         thread_id = threading.get_ident()
         started = time.monotonic()
         running = _Running(thread_id, message.actor_name, message.message_id, soft, hard)
-        with self._cond:
+        with self._lock:
             self._ensure_monitor()
             self._running[thread_id] = running
             for kind, limit in (("soft", soft), ("hard", hard)):
-                self._seq += 1
-                heapq.heappush(self._deadlines, (started + limit / 1000, self._seq, running, kind))
-            self._cond.notify()
+                self._push(started + limit / 1000, running, kind, 0)
+            self._wakeup.notify()
 
     def after_process_message(self, broker, message, *, result=None, exception=None):
-        with self._cond:
-            self._running.pop(threading.get_ident(), None)
+        # A limit that fired as the task returned lands here, when the
+        # lock is taken: the task did finish, so it is not a failure.
+        # Each limit fires at most once per task, hence three tries.
+        for _ in range(3):
+            try:
+                with self._lock:
+                    self._running.pop(threading.get_ident(), None)
+                return
+            except (SoftTimeLimitExceeded, TimeLimitExceeded):
+                continue
 
     after_skip_message = after_process_message
+
+    def _push(self, deadline: float, running: _Running, kind: str, rechecks: int) -> None:
+        self._seq += 1
+        heapq.heappush(self._deadlines, (deadline, self._seq, running, kind, rechecks))
 
     def _ensure_monitor(self) -> None:
         if self._monitor is None or not self._monitor.is_alive():
@@ -117,34 +163,43 @@ class TimeLimits(Middleware):
 
     def _watch(self) -> None:
         while True:
-            with self._cond:
+            with self._lock:
                 # Drop deadlines of tasks that already finished (the
                 # thread may run another task by now).
                 while self._deadlines and not self._is_running(self._deadlines[0][2]):
                     heapq.heappop(self._deadlines)
                 if not self._deadlines:
-                    self._cond.wait()
+                    self._wakeup.wait(_IDLE_WAIT_S)
                     continue
-                deadline, _, running, kind = self._deadlines[0]
+                deadline, _, running, kind, rechecks = self._deadlines[0]
                 wait_s = deadline - time.monotonic()
                 if wait_s > 0:
-                    self._cond.wait(wait_s)
+                    self._wakeup.wait(wait_s)
                     continue
                 heapq.heappop(self._deadlines)
-                thread_id = running.thread_id
-                if kind == "soft":
-                    if running.soft_ms >= running.hard_ms:
-                        continue
-                    logger.warning(
-                        "Soft time limit (%ss) exceeded for %s[%s]", _s(running.soft_ms), running.name, running.task_id
-                    )
-                    raise_thread_exception(thread_id, SoftTimeLimitExceeded)
-                else:
-                    self._running.pop(thread_id, None)
-                    logger.error(
-                        "Hard time limit (%ss) exceeded for %s[%s]", _s(running.hard_ms), running.name, running.task_id
-                    )
-                    raise_thread_exception(thread_id, TimeLimitExceeded)
+                self._expire(running, kind, rechecks)
+
+    def _expire(self, running: _Running, kind: str, rechecks: int) -> None:
+        """Raise the limit's exception in the task's thread (the lock is held)."""
+        if kind == "soft" and running.soft_ms >= running.hard_ms:
+            return
+        if not _inside_actor_call(running.thread_id):
+            # Not yet entered, or already returned: look again shortly;
+            # after_process_message will have unregistered a finished task.
+            if rechecks < _MAX_RECHECKS:
+                self._push(time.monotonic() + _RECHECK_S, running, kind, rechecks + 1)
+            return
+        if kind == "soft":
+            logger.warning(
+                "Soft time limit (%ss) exceeded for %s[%s]", _s(running.soft_ms), running.name, running.task_id
+            )
+            raise_thread_exception(running.thread_id, SoftTimeLimitExceeded)
+        else:
+            self._running.pop(running.thread_id, None)
+            logger.error(
+                "Hard time limit (%ss) exceeded for %s[%s]", _s(running.hard_ms), running.name, running.task_id
+            )
+            raise_thread_exception(running.thread_id, TimeLimitExceeded)
 
 
 def _s(ms: int) -> str:
