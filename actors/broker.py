@@ -151,16 +151,25 @@ class RedisBroker(Broker):
         self.emit_before("enqueue", message, delay)
         try:
             if delay is not None and delay > 0:
-                self.scripts["schedule"](
-                    keys=[keys.delayed_key(queue_name), keys.wake_key()],
-                    args=[element, now_ms() + int(delay)],
-                )
+                self.schedule(queue_name, element, int(delay))
             else:
                 self.scripts["enqueue"](keys=[keys.queue_key(queue_name)], args=[element])
-        except redis.ConnectionError as e:
+        except redis.RedisError as e:
             raise ConnectionClosed(e) from None
         self.emit_after("enqueue", message, delay)
         return message
+
+    def schedule(self, queue_name: str, element: bytes, delay_ms: int, *,
+                 take_from: tuple[str, bytes] | None = None) -> int:
+        """Put ``element`` in the delayed set of its queue, due in ``delay_ms``
+        by Redis's clock; with ``take_from`` (in-flight key, element), remove
+        that in-flight element in the same step.  Returns the eta in ms."""
+        script_keys = [keys.delayed_key(queue_name), keys.wake_key()]
+        args: list[Any] = [element, max(0, int(delay_ms))]
+        if take_from is not None:
+            script_keys.append(take_from[0])
+            args.append(take_from[1])
+        return int(self.scripts["schedule"](keys=script_keys, args=args))
 
     def encode(self, message: Message) -> bytes:
         """The list element for ``message``, its priority in front."""
@@ -259,7 +268,12 @@ class RedisBroker(Broker):
                 self._upkeep = Upkeep(self)
                 self._upkeep.start()
         # Beat at once, so that the new list is known before it holds anything.
-        self.heartbeat()
+        try:
+            self.heartbeat()
+        except BaseException:
+            with self._lock:
+                del self._inflight[key]
+            raise
         return key
 
     def close_inflight(self, key: str) -> None:
@@ -296,7 +310,7 @@ class RedisBroker(Broker):
             pairs = [part for key, entry in self._inflight.items() for part in (key, entry.queue_key)]
         self.scripts["heartbeat"](
             keys=[keys.HEARTBEATS, keys.inflight_index_key(self.broker_id)],
-            args=[self.broker_id, now_ms(), *pairs],
+            args=[self.broker_id, *pairs],
         )
 
     def sweep(self) -> tuple[int, int]:
@@ -305,8 +319,8 @@ class RedisBroker(Broker):
         Returns:
           (processes found dead, messages given back)
         """
-        cutoff = now_ms() - self.heartbeat_timeout_ms // 2
-        dead, moved = self.scripts["sweep"](keys=[keys.HEARTBEATS], args=[cutoff, keys.INFLIGHT_INDEX_PREFIX])
+        silence_ms = self.heartbeat_timeout_ms // 2
+        dead, moved = self.scripts["sweep"](keys=[keys.HEARTBEATS], args=[silence_ms, keys.INFLIGHT_INDEX_PREFIX])
         if dead:
             self.logger.warning(
                 "Gave back %d message(s) held by %d worker process(es) whose heartbeat stopped.", moved, dead
@@ -328,12 +342,16 @@ class RedisBroker(Broker):
                     del self._inflight[key]
 
     def promote_due(self) -> int:
-        """Move due delayed messages into their queues; returns the next eta in ms (-1: none)."""
+        """Move due delayed messages into their queues.
+
+        Returns:
+          Milliseconds until the next delayed message is due, or -1 for none.
+        """
         key_pairs = [k for q in self.queues for k in (keys.delayed_key(q), keys.queue_key(q))]
         if not key_pairs:
             return -1
-        _moved, next_eta = self.scripts["promote"](keys=key_pairs, args=[now_ms(), 500])
-        return int(next_eta)
+        _moved, wait_ms = self.scripts["promote"](keys=key_pairs, args=[500])
+        return int(wait_ms)
 
     def dead_letter(self, inflight: str, element: bytes, message_id: str, *, queue_name: str, error: str,
                     tb: str | None, message: dict[str, Any] | None) -> None:
@@ -349,7 +367,7 @@ class RedisBroker(Broker):
         }
         self.scripts["dead_letter"](
             keys=[inflight, keys.dead_key(queue_name), keys.dead_messages_key(queue_name)],
-            args=[element, message_id, json.dumps(record, default=repr), now_ms(), self.dead_letter_ttl_ms],
+            args=[element, message_id, json.dumps(record, default=repr), self.dead_letter_ttl_ms],
         )
 
     def dead_letters(self, queue_name: str) -> list[dict[str, Any]]:

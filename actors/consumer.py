@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 import traceback
 from collections import deque
 from collections.abc import Iterable
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING, cast
 
 import redis
 from dramatiq import Consumer as _DramatiqConsumer
-from dramatiq import MessageProxy
+from dramatiq import Message, MessageProxy
 from dramatiq.errors import ConnectionClosed
 from dramatiq.logging import get_logger
 
@@ -34,6 +35,14 @@ class InflightMessage(MessageProxy):
         super().__init__(message)
         self.raw = raw
         self.inflight_key = inflight_key
+        #: (message, delay in ms) to schedule in the same step as the ack.
+        self.retry: tuple[Message, int] | None = None
+
+    def retry_on_ack(self, message: Message, delay_ms: int) -> None:
+        """Schedule ``message`` when this one is acknowledged, atomically with
+        the ack: a Redis failure in between can neither lose the retry nor
+        leave the attempt in flight (the ack is tried again until it works)."""
+        self.retry = (message, delay_ms)
 
 
 class Consumer(_DramatiqConsumer):
@@ -58,7 +67,7 @@ class Consumer(_DramatiqConsumer):
         self.idle = False
         try:
             self.inflight_key = broker.open_inflight(queue_name)
-        except redis.ConnectionError as e:
+        except redis.RedisError as e:
             raise ConnectionClosed(e) from None
 
     def __next__(self) -> InflightMessage | None:
@@ -92,7 +101,7 @@ class Consumer(_DramatiqConsumer):
                     return None
                 self.idle = False
                 self.cache.append(cast(bytes, element))
-        except redis.ConnectionError as e:
+        except redis.RedisError as e:
             raise ConnectionClosed(e) from None
 
     def _hand_out(self, raw: bytes) -> InflightMessage | None:
@@ -107,10 +116,9 @@ class Consumer(_DramatiqConsumer):
             return None
         if decoded.eta_ms is not None:
             # A Celery message with a future eta: wait in the delayed set.
-            self.broker.scripts["schedule"](
-                keys=[keys.delayed_key(self.queue_name), keys.wake_key(), self.inflight_key],
-                args=[self.broker.encode(decoded.message), decoded.eta_ms, raw],
-            )
+            delay_ms = decoded.eta_ms - int(time.time() * 1000)
+            self.broker.schedule(self.queue_name, self.broker.encode(decoded.message), delay_ms,
+                                 take_from=(self.inflight_key, raw))
             return None
         self.broker.mark_busy(self.inflight_key, raw)
         return InflightMessage(decoded.message, raw=raw, inflight_key=self.inflight_key)
@@ -118,23 +126,29 @@ class Consumer(_DramatiqConsumer):
     def ack(self, message: MessageProxy) -> None:
         message = _inflight(message)
         try:
-            self.client.lrem(message.inflight_key, -1, message.raw)  # type: ignore[arg-type]
-        except redis.ConnectionError as e:
+            if message.retry is not None:
+                retry, delay_ms = message.retry
+                self.broker.schedule(retry.queue_name, self.broker.encode(retry), delay_ms,
+                                     take_from=(message.inflight_key, message.raw))
+            else:
+                self.client.lrem(message.inflight_key, -1, message.raw)  # type: ignore[arg-type]
+        except redis.RedisError as e:
+            # Dramatiq tries the ack again until Redis answers.
             raise ConnectionClosed(e) from None
         self.broker.mark_done(message.inflight_key, [message.raw])
 
     def nack(self, message: MessageProxy) -> None:
         message = _inflight(message)
-        error = message.options.get("error")
-        tb = message.options.get("traceback")
-        if error is None:
+        if message._exception is not None:
             error, tb = format_exception(message._exception)
+        else:
+            error, tb = message.options.get("error", "unknown error"), message.options.get("traceback")
         try:
             self.broker.dead_letter(
                 message.inflight_key, message.raw, message.message_id,
                 queue_name=self.queue_name, error=error, tb=tb, message=message._message.asdict(),
             )
-        except redis.ConnectionError as e:
+        except redis.RedisError as e:
             raise ConnectionClosed(e) from None
         self.broker.mark_done(message.inflight_key, [message.raw])
 
@@ -142,10 +156,19 @@ class Consumer(_DramatiqConsumer):
         by_key: dict[str, list[bytes]] = {}
         for message in map(_inflight, messages):
             by_key.setdefault(message.inflight_key, []).append(message.raw)
+        failed: redis.RedisError | None = None
         for inflight_key, raws in by_key.items():
             self.logger.debug("Giving back %d message(s) to queue %r.", len(raws), self.queue_name)
-            self.broker.scripts["requeue"](keys=[inflight_key, self.queue_key], args=raws)
+            try:
+                self.broker.scripts["requeue"](keys=[inflight_key, self.queue_key], args=raws)
+            except redis.RedisError as e:
+                # They stay in flight, no longer busy: given back once this
+                # consumer is closed (release_closed_inflight) or its process
+                # is swept.
+                failed = e
             self.broker.mark_done(inflight_key, raws)
+        if failed is not None:
+            raise ConnectionClosed(failed)
 
     def close(self) -> None:
         try:

@@ -54,8 +54,19 @@ def decode(raw: bytes, queue_name: str, *, now_ms: int | None = None) -> Decoded
 
     Raises:
       UndecodableMessage: when the element is not a message we can run;
-        the caller dead-letters it with the reason.
+        the caller dead-letters it with the reason.  Whatever is wrong
+        with it (bad types, absurd nesting), nothing else is raised, so a
+        poison message can never crash a consumer.
     """
+    try:
+        return _decode(raw, queue_name, now_ms)
+    except UndecodableMessage:
+        raise
+    except Exception as e:
+        raise UndecodableMessage(f"malformed message: {e!r:.300}") from None
+
+
+def _decode(raw: bytes, queue_name: str, now_ms: int | None) -> Decoded:
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:

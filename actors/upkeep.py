@@ -57,23 +57,24 @@ class Upkeep(threading.Thread):
 
     def run(self) -> None:
         next_beat = 0.0
-        next_eta = -1
+        #: When the next delayed message is due (monotonic ms), or None.
+        next_due: float | None = None
         woken = False
         while not self._stopping.is_set():
             try:
-                now = time.time() * 1000
-                if now >= next_beat:
-                    self.broker.heartbeat()
-                    self.broker.sweep()
-                    self.broker.release_closed_inflight()
-                    # Also a safety net: a wake-up taken by a process that
+                now = time.monotonic() * 1000
+                if now >= next_beat or woken or (next_due is not None and now >= next_due):
+                    if now >= next_beat:
+                        self.broker.heartbeat()
+                        self.broker.sweep()
+                        self.broker.release_closed_inflight()
+                        next_beat = now + self.interval_ms
+                    # At every beat too: a wake-up taken by a process that
                     # died is seen here within one interval.
-                    next_eta = self.broker.promote_due()
-                    next_beat = now + self.interval_ms
-                elif woken or 0 <= next_eta <= now:
-                    next_eta = self.broker.promote_due()
-                now = time.time() * 1000
-                wake_at = next_beat if next_eta < 0 else min(next_beat, next_eta)
+                    wait_ms = self.broker.promote_due()
+                    now = time.monotonic() * 1000
+                    next_due = None if wait_ms < 0 else now + wait_ms
+                wake_at = next_beat if next_due is None else min(next_beat, next_due)
                 wait_s = min(MAX_WAIT_S, (wake_at - now) / 1000)
                 woken = False
                 if wait_s >= 0.001 and not self._stopping.is_set():
@@ -84,5 +85,7 @@ class Upkeep(threading.Thread):
                 self.logger.warning("Upkeep could not reach Redis (%s); trying again.", e)
                 self._stopping.wait(ERROR_BACKOFF_S)
             except Exception:
+                if self._stopping.is_set():
+                    break
                 self.logger.critical("Unexpected failure in the upkeep thread.", exc_info=True)
                 self._stopping.wait(ERROR_BACKOFF_S)

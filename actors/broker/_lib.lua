@@ -7,6 +7,13 @@
 -- to tail the numbers never increase; within one priority the oldest
 -- message is nearest the tail.
 
+-- Redis's clock in milliseconds: every process reads the same one, so
+-- heartbeats, sweeps and delays do not depend on the hosts' clocks.
+local function now_ms()
+  local t = redis.call("TIME")
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
 -- The priority written at the start of our envelopes, or 0 for a
 -- foreign message (a Celery envelope left by the old deployment).
 local function priority_of(element)

@@ -1,9 +1,9 @@
 -- Move due delayed messages into their queues.
--- KEYS: pairs of (delayed zset, queue list).  ARGV[1] now in ms,
--- ARGV[2] most messages moved per queue in one call.
--- Returns {moved, next eta in ms or -1}.
-local now = tonumber(ARGV[1])
-local limit = tonumber(ARGV[2])
+-- KEYS: pairs of (delayed zset, queue list).  ARGV[1] most messages
+-- moved per queue in one call.
+-- Returns {moved, ms until the next eta (0 or more), or -1 for none}.
+local now = now_ms()
+local limit = tonumber(ARGV[1])
 local moved = 0
 local next_eta = -1
 for i = 1, #KEYS, 2 do
@@ -22,4 +22,7 @@ for i = 1, #KEYS, 2 do
     end
   end
 end
-return {moved, next_eta}
+if next_eta < 0 then
+  return {moved, -1}
+end
+return {moved, math.max(0, next_eta - now)}

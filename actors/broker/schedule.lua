@@ -1,15 +1,17 @@
 -- Delay a message.
 -- KEYS[1] delayed zset, KEYS[2] wake list, KEYS[3] (optional) in-flight
--- list to take the element ARGV[3] out of (a message rescheduled by a
--- consumer).  ARGV[1] element, ARGV[2] eta in ms.
+-- list to take the element ARGV[3] out of, in the same step (a retry
+-- scheduled as its attempt is acknowledged, or a foreign message with a
+-- future eta).  ARGV[1] element, ARGV[2] delay in ms.  Returns the eta.
 if KEYS[3] then
   redis.call("LREM", KEYS[3], -1, ARGV[3])
 end
-redis.call("ZADD", KEYS[1], ARGV[2], ARGV[1])
+local eta = now_ms() + tonumber(ARGV[2])
+redis.call("ZADD", KEYS[1], eta, ARGV[1])
 -- Wake one scheduler if this message is now the earliest of its queue.
 local first = redis.call("ZRANGE", KEYS[1], 0, 0)
 if first[1] == ARGV[1] then
   redis.call("LPUSH", KEYS[2], "1")
   redis.call("LTRIM", KEYS[2], 0, 0)
 end
-return 1
+return eta

@@ -1,8 +1,8 @@
 -- Give back the messages of worker processes whose heartbeat stopped.
--- KEYS[1] heartbeats zset.  ARGV[1] cutoff in ms (older is dead),
+-- KEYS[1] heartbeats zset.  ARGV[1] silence in ms after which a process is dead,
 -- ARGV[2] prefix of the per-process index hash (in-flight key -> queue key).
 -- Returns {processes recovered, messages given back}.
-local dead = redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", ARGV[1])
+local dead = redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", now_ms() - tonumber(ARGV[1]))
 local moved = 0
 for i = 1, #dead do
   local index = ARGV[2] .. dead[i]

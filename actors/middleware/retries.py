@@ -82,7 +82,12 @@ class FixedRetries(Middleware):
                 "Task %s[%s] retry: Retry in %ss: %r",
                 message.actor_name, message.message_id, _seconds(delay_ms), exception,
             )
-            broker.enqueue(message, delay=delay_ms)
+            retry_on_ack = getattr(message, "retry_on_ack", None)
+            if retry_on_ack is not None:
+                # Scheduled in the same Redis step as this attempt's ack.
+                retry_on_ack(message.copy(), delay_ms)
+            else:
+                broker.enqueue(message, delay=delay_ms)
             return
 
         self.logger.error(
