@@ -20,21 +20,19 @@ What it does differently from Dramatiq's own ``RedisBroker``:
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import uuid
-from collections import Counter
-from collections.abc import Iterable
 from typing import Any
 
 import redis
 from dramatiq import Broker, Message, MessageProxy
 from dramatiq.errors import ActorNotFound, ConnectionClosed, QueueJoinTimeout, QueueNotFound
 
-from actors import keys
+from actors import dead_letters, keys
 from actors.consumer import Consumer
 from actors.envelope import encode
+from actors.inflight import InflightBook
 from actors.lua import load_scripts
 from actors.upkeep import Upkeep
 
@@ -50,22 +48,6 @@ DEFAULT_DEAD_LETTER_TTL_MS = 7 * 86_400_000
 #: Longest single wait of a blocking command, in seconds.  Redis answers
 #: sooner when there is work; this only bounds how late a stop is seen.
 MAX_BLOCK_S = 2.0
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-class _InflightList:
-    """What this process knows of one of its in-flight lists."""
-
-    __slots__ = ("queue_key", "closed", "busy")
-
-    def __init__(self, queue_key: str) -> None:
-        self.queue_key = queue_key
-        self.closed = False
-        #: Elements handed to the worker and not yet acked, nacked or requeued.
-        self.busy: Counter[bytes] = Counter()
 
 
 class RedisBroker(Broker):
@@ -108,10 +90,9 @@ class RedisBroker(Broker):
         self.queues: dict[str, None] = {}
         self.scripts = load_scripts(client)
 
-        self._lock = threading.Condition()
-        self._inflight: dict[str, _InflightList] = {}
-        self._consumer_seq = 0
-        self._upkeep: Any = None
+        self.inflight = InflightBook()
+        self._upkeep_lock = threading.Lock()
+        self._upkeep: Upkeep | None = None
 
     # -- Broker interface -------------------------------------------------
 
@@ -245,9 +226,7 @@ class RedisBroker(Broker):
             upkeep.stop()
         try:
             self.release_closed_inflight()
-            with self._lock:
-                done = all(entry.closed and not entry.busy for entry in self._inflight.values())
-            if upkeep is not None and done:
+            if upkeep is not None and self.inflight.all_closed_and_idle():
                 with self.client.pipeline(transaction=True) as pipe:
                     pipe.zrem(keys.HEARTBEATS, self.broker_id)
                     pipe.delete(keys.inflight_index_key(self.broker_id))
@@ -256,14 +235,14 @@ class RedisBroker(Broker):
             self.logger.warning("Could not clean up on close; the sweep of a live worker will.", exc_info=True)
         self.client.close()
 
-    # -- Bookkeeping shared with consumers and the upkeep thread ----------
+    # -- Shared with consumers and the upkeep thread ----------------------
 
     def open_inflight(self, queue_name: str) -> str:
         """Register a new in-flight list for a consumer; starts the upkeep."""
-        with self._lock:
-            self._consumer_seq += 1
-            key = keys.inflight_key(queue_name, f"{self.broker_id}.{self._consumer_seq}")
-            self._inflight[key] = _InflightList(keys.queue_key(queue_name))
+        key = self.inflight.open(
+            lambda n: keys.inflight_key(queue_name, f"{self.broker_id}.{n}"), keys.queue_key(queue_name)
+        )
+        with self._upkeep_lock:
             if self._upkeep is None:
                 self._upkeep = Upkeep(self)
                 self._upkeep.start()
@@ -271,46 +250,15 @@ class RedisBroker(Broker):
         try:
             self.heartbeat()
         except BaseException:
-            with self._lock:
-                del self._inflight[key]
+            self.inflight.discard(key)
             raise
         return key
 
-    def close_inflight(self, key: str) -> None:
-        with self._lock:
-            entry = self._inflight.get(key)
-            if entry is not None:
-                entry.closed = True
-
-    def mark_busy(self, key: str, element: bytes) -> None:
-        with self._lock:
-            self._inflight[key].busy[element] += 1
-
-    def mark_done(self, key: str, elements: Iterable[bytes]) -> None:
-        with self._lock:
-            busy = self._inflight[key].busy
-            for element in elements:
-                busy[element] -= 1
-                if busy[element] <= 0:
-                    del busy[element]
-            self._lock.notify_all()
-
-    def busy_count(self, key: str) -> int:
-        with self._lock:
-            return sum(self._inflight[key].busy.values())
-
-    def wait_for_room(self, key: str, limit: int, timeout_s: float) -> bool:
-        """Block until fewer than ``limit`` messages of ``key`` are busy."""
-        with self._lock:
-            return self._lock.wait_for(lambda: sum(self._inflight[key].busy.values()) < limit, timeout_s)
-
     def heartbeat(self) -> None:
         """Tell Redis this process lives, and which in-flight lists it owns."""
-        with self._lock:
-            pairs = [part for key, entry in self._inflight.items() for part in (key, entry.queue_key)]
         self.scripts["heartbeat"](
             keys=[keys.HEARTBEATS, keys.inflight_index_key(self.broker_id)],
-            args=[self.broker_id, *pairs],
+            args=[self.broker_id, *self.inflight.pairs()],
         )
 
     def sweep(self) -> tuple[int, int]:
@@ -329,17 +277,12 @@ class RedisBroker(Broker):
 
     def release_closed_inflight(self) -> None:
         """Give back what closed consumers left in flight, once none of it is busy."""
-        with self._lock:
-            idle = [(k, e.queue_key) for k, e in self._inflight.items() if e.closed and not e.busy]
-        for key, queue_key in idle:
+        for key, queue_key in self.inflight.closed_and_idle():
             moved = self.scripts["recover"](keys=[key, queue_key], args=[])
             if moved:
                 self.logger.warning("Gave back %d message(s) a closed consumer left in flight.", moved)
             self.client.hdel(keys.inflight_index_key(self.broker_id), key)
-            with self._lock:
-                entry = self._inflight.get(key)
-                if entry is not None and entry.closed and not entry.busy:
-                    del self._inflight[key]
+            self.inflight.forget_if_idle(key)
 
     def promote_due(self) -> int:
         """Move due delayed messages into their queues.
@@ -356,24 +299,14 @@ class RedisBroker(Broker):
     def dead_letter(self, inflight: str, element: bytes, message_id: str, *, queue_name: str, error: str,
                     tb: str | None, message: dict[str, Any] | None) -> None:
         """Move one in-flight element to the dead-letter set of its queue."""
-        record = {
-            "message_id": message_id,
-            "queue_name": queue_name,
-            "error": error,
-            "traceback": tb,
-            "failed_at": now_ms(),
-            "message": message,
-            "raw": None if message is not None else element.decode("utf-8", "replace"),
-        }
-        self.scripts["dead_letter"](
-            keys=[inflight, keys.dead_key(queue_name), keys.dead_messages_key(queue_name)],
-            args=[element, message_id, json.dumps(record, default=repr), self.dead_letter_ttl_ms],
-        )
+        dead_letters.record(self.scripts, inflight=inflight, element=element, message_id=message_id,
+                            queue_name=queue_name, error=error, tb=tb, message=message,
+                            ttl_ms=self.dead_letter_ttl_ms)
 
     def dead_letters(self, queue_name: str) -> list[dict[str, Any]]:
         """The dead-letter records of a queue, oldest first."""
-        ids = self.client.zrange(keys.dead_key(queue_name), 0, -1)
-        if not ids:
-            return []
-        records = self.client.hmget(keys.dead_messages_key(queue_name), list(ids))  # type: ignore[arg-type]
-        return [json.loads(r) for r in records if r is not None]
+        return dead_letters.records(self.client, queue_name)
+
+    def trim_dead_letters(self) -> int:
+        """Drop dead letters past their time to keep."""
+        return dead_letters.trim(self.scripts, list(self.queues), self.dead_letter_ttl_ms)

@@ -79,9 +79,9 @@ class Consumer(_DramatiqConsumer):
                         return message
                     continue
 
-                room = self.prefetch - self.broker.busy_count(self.inflight_key)
+                room = self.prefetch - self.broker.inflight.busy_count(self.inflight_key)
                 if room <= 0:
-                    if not self.broker.wait_for_room(self.inflight_key, self.prefetch, self.timeout_s):
+                    if not self.broker.inflight.wait_for_room(self.inflight_key, self.prefetch, self.timeout_s):
                         return None
                     continue
 
@@ -120,7 +120,7 @@ class Consumer(_DramatiqConsumer):
             self.broker.schedule(self.queue_name, self.broker.encode(decoded.message), delay_ms,
                                  take_from=(self.inflight_key, raw))
             return None
-        self.broker.mark_busy(self.inflight_key, raw)
+        self.broker.inflight.mark_busy(self.inflight_key, raw)
         return InflightMessage(decoded.message, raw=raw, inflight_key=self.inflight_key)
 
     def ack(self, message: MessageProxy) -> None:
@@ -135,7 +135,7 @@ class Consumer(_DramatiqConsumer):
         except redis.RedisError as e:
             # Dramatiq tries the ack again until Redis answers.
             raise ConnectionClosed(e) from None
-        self.broker.mark_done(message.inflight_key, [message.raw])
+        self.broker.inflight.mark_done(message.inflight_key, [message.raw])
 
     def nack(self, message: MessageProxy) -> None:
         message = _inflight(message)
@@ -150,7 +150,7 @@ class Consumer(_DramatiqConsumer):
             )
         except redis.RedisError as e:
             raise ConnectionClosed(e) from None
-        self.broker.mark_done(message.inflight_key, [message.raw])
+        self.broker.inflight.mark_done(message.inflight_key, [message.raw])
 
     def requeue(self, messages: Iterable[MessageProxy]) -> None:
         by_key: dict[str, list[bytes]] = {}
@@ -166,7 +166,7 @@ class Consumer(_DramatiqConsumer):
                 # consumer is closed (release_closed_inflight) or its process
                 # is swept.
                 failed = e
-            self.broker.mark_done(inflight_key, raws)
+            self.broker.inflight.mark_done(inflight_key, raws)
         if failed is not None:
             raise ConnectionClosed(failed)
 
@@ -178,7 +178,7 @@ class Consumer(_DramatiqConsumer):
         except redis.RedisError:
             self.logger.warning("Could not give back prefetched messages; the upkeep thread will.", exc_info=True)
         finally:
-            self.broker.close_inflight(self.inflight_key)
+            self.broker.inflight.close(self.inflight_key)
 
 
 def format_exception(exc: BaseException | None) -> tuple[str, str | None]:

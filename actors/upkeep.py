@@ -20,7 +20,8 @@ __all__ = ["Upkeep"]
 #: socket timeout (30 s).  stop() cuts a wait short by disconnecting.
 MAX_WAIT_S = 25.0
 
-#: Seconds to wait before trying again after Redis failed.
+#: Most seconds to wait before trying again after Redis failed (less
+#: with a short heartbeat timeout: at most half a heartbeat interval).
 ERROR_BACKOFF_S = 1.0
 
 
@@ -30,7 +31,13 @@ class Upkeep(threading.Thread):
     Every sixth of the heartbeat timeout it records the heartbeat and
     gives back the messages of processes silent for half the timeout,
     so a dead worker's messages are back in their queue within the
-    timeout.  In between it moves delayed messages into their queues
+    timeout.  It sweeps only once it has been connected for a whole
+    interval, after starting and after every Redis failure: when Redis
+    comes back from an outage, the other live workers (which retry
+    sooner than that) have beaten again before anyone judges them dead.
+    It also drops dead letters past their time to keep.
+
+    In between it moves delayed messages into their queues
     when they are due: it waits on a Redis list that ``schedule.lua``
     pushes to whenever a message becomes the earliest, so a retry or a
     countdown starts on time without polling.
@@ -41,6 +48,7 @@ class Upkeep(threading.Thread):
         self.logger = get_logger(__name__, type(self))
         self.broker = broker
         self.interval_ms = max(100, broker.heartbeat_timeout_ms // 6)
+        self.backoff_s = min(ERROR_BACKOFF_S, self.interval_ms / 2000)
         self._stopping = threading.Event()
         # Its own connection, so that stop() can cut a wait short.
         pool = broker.client.connection_pool
@@ -60,14 +68,20 @@ class Upkeep(threading.Thread):
         #: When the next delayed message is due (monotonic ms), or None.
         next_due: float | None = None
         woken = False
+        #: Since when (monotonic ms) Redis has answered without a failure.
+        connected_since: float | None = None
         while not self._stopping.is_set():
             try:
                 now = time.monotonic() * 1000
                 if now >= next_beat or woken or (next_due is not None and now >= next_due):
                     if now >= next_beat:
                         self.broker.heartbeat()
-                        self.broker.sweep()
+                        if connected_since is None:
+                            connected_since = now
+                        elif now - connected_since >= self.interval_ms:
+                            self.broker.sweep()
                         self.broker.release_closed_inflight()
+                        self.broker.trim_dead_letters()
                         next_beat = now + self.interval_ms
                     # At every beat too: a wake-up taken by a process that
                     # died is seen here within one interval.
@@ -82,10 +96,12 @@ class Upkeep(threading.Thread):
             except redis.RedisError as e:
                 if self._stopping.is_set():
                     break
+                connected_since, next_beat = None, 0.0
                 self.logger.warning("Upkeep could not reach Redis (%s); trying again.", e)
-                self._stopping.wait(ERROR_BACKOFF_S)
+                self._stopping.wait(self.backoff_s)
             except Exception:
                 if self._stopping.is_set():
                     break
+                connected_since, next_beat = None, 0.0
                 self.logger.critical("Unexpected failure in the upkeep thread.", exc_info=True)
-                self._stopping.wait(ERROR_BACKOFF_S)
+                self._stopping.wait(self.backoff_s)

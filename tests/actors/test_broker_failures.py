@@ -48,7 +48,7 @@ def test_a_retry_is_scheduled_in_the_same_step_as_the_ack_and_survives_a_failed_
     assert redis_client.llen(message.inflight_key) == 0
     ((element, _),) = redis_client.zrange(keys.delayed_key("default"), 0, -1, withscores=True)
     assert json.loads(element)["options"]["retries"] == 1
-    assert broker.busy_count(message.inflight_key) == 0
+    assert broker.inflight.busy_count(message.inflight_key) == 0
 
 
 @pytest.mark.parametrize("error", [redis.TimeoutError("timed out"), redis.ReadOnlyError("READONLY replica")])
@@ -65,10 +65,10 @@ def test_any_redis_error_in_an_ack_is_a_connection_error_dramatiq_retries(make_b
     monkeypatch.setattr(consumer.client, "lrem", fail)
     with pytest.raises(ConnectionClosed):
         consumer.ack(message)
-    assert broker.busy_count(message.inflight_key) == 1
+    assert broker.inflight.busy_count(message.inflight_key) == 1
     monkeypatch.undo()
     consumer.ack(message)
-    assert broker.busy_count(message.inflight_key) == 0
+    assert broker.inflight.busy_count(message.inflight_key) == 0
 
 
 def test_a_consumer_that_cannot_register_leaves_nothing_behind(make_broker, monkeypatch):
@@ -82,7 +82,7 @@ def test_a_consumer_that_cannot_register_leaves_nothing_behind(make_broker, monk
     for _ in range(3):
         with pytest.raises(ConnectionClosed):
             broker.consume("default", prefetch=1, timeout=100)
-    assert broker._inflight == {}
+    assert len(broker.inflight) == 0
 
 
 def test_heartbeats_use_redis_clock_not_the_hosts(make_broker, redis_client, monkeypatch):
