@@ -8,7 +8,7 @@ cd "$(dirname "$0")"
 . ./scripts/services.sh
 ensure_venv "[test]"
 TEST_REDIS_URL="${TEST_REDIS_URL:-redis://127.0.0.1:6379}"
-TEST_PG_ADMIN_URL="${TEST_PG_ADMIN_URL:-postgresql://postgres@127.0.0.1:5432/test}"
+TEST_PG_ADMIN_URL="${TEST_PG_ADMIN_URL:-postgresql://postgres@127.0.0.1:5432/postgres}"
 export TEST_REDIS_URL TEST_PG_ADMIN_URL
 ensure_redis
 ensure_postgres

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import redis
 
-from app.config import Config, mask_url
+from app.config import Config, child_environment, mask_url
 from app.db import create_schema, make_engine
 from app.errors import ConfigError
 
@@ -48,7 +48,7 @@ def _redis_server_binary() -> str:
         return binary
     if os.geteuid() == 0 and shutil.which("apt-get"):
         _say("redis-server is missing; installing Debian's package...")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        env = child_environment(DEBIAN_FRONTEND="noninteractive")
         subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
         subprocess.run(["apt-get", "install", "-y", "-qq", "redis-server"], check=True, env=env)
         binary = shutil.which("redis-server")
@@ -98,22 +98,22 @@ def migrate(config: Config) -> None:
         engine.dispose()
 
 
-def _stop(procs: list[tuple[str, subprocess.Popen]], timeout_s: float = 30) -> None:
+def _stop(procs: list[tuple[str, subprocess.Popen, float]]) -> None:
     # Web first (no new work), then the worker (finishes what it runs), Redis last.
-    for name, proc in procs:
+    for name, proc, timeout_s in procs:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(timeout_s)
             except subprocess.TimeoutExpired:
                 _say(f"{name} did not stop in {timeout_s:g}s; killing it")
-                proc.kill()
+                os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
 
 
 def run(config: Config, *, worker_threads: int) -> int:
     """Run Redis (if private), the web app and one worker until a signal or a crash."""
-    env = dict(os.environ)
+    env = child_environment()
     redis_proc = None
     if config.redis_is_default:
         redis_proc, url = start_private_redis(Path(config.data_dir))
@@ -122,7 +122,10 @@ def run(config: Config, *, worker_threads: int) -> int:
     else:
         _say(f"Redis: {mask_url(config.redis_uri)}")
     _say(f"Database: {mask_url(config.db_url)}")
-    _say("Model: offline (no GOOGLE_API_KEY)" if config.uses_offline_model else "Model: Gemini")
+    if config.uses_offline_model:
+        _say("Model: offline (no GOOGLE_API_KEY)")
+    else:
+        _say("Model: offline for now: the Gemini client arrives with the conversation pipeline")
     migrate(config)
 
     python = sys.executable
@@ -140,9 +143,11 @@ def run(config: Config, *, worker_threads: int) -> int:
         env=env,
         start_new_session=True,
     )
-    procs = [("web", web), ("worker", worker)]
+    # How long each may take to stop: the worker lets running tasks finish,
+    # up to the hard time limit.
+    procs = [("web", web, 30.0), ("worker", worker, config.time_limit_s + 30)]
     if redis_proc is not None:
-        procs.append(("redis", redis_proc))
+        procs.append(("redis", redis_proc, 30.0))
     _say(f"Web: http://127.0.0.1:{config.web_port}/ (pid {web.pid}); worker pid {worker.pid}. Ctrl-C stops.")
 
     stopping = False
@@ -155,7 +160,7 @@ def run(config: Config, *, worker_threads: int) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     code = 0
     while not stopping:
-        for name, proc in procs:
+        for name, proc, _ in procs:
             if proc.poll() is not None:
                 _say(f"{name} exited with code {proc.returncode}; stopping everything")
                 code = proc.returncode or 1

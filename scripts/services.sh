@@ -15,16 +15,19 @@ psycopg.connect(sys.argv[1], connect_timeout=3).close()
 PY
 }
 
-wait_for() {
+wait_for_quietly() {
   tries=0
   until "$1"; do
     tries=$((tries + 1))
-    if [ "$tries" -ge 60 ]; then
-      echo "error: $2 did not come up" >&2
-      return 1
-    fi
+    [ "$tries" -ge 20 ] && return 1
     sleep 0.5
   done
+}
+
+wait_for() {
+  wait_for_quietly "$1" && return 0
+  echo "error: $2 did not come up (set TEST_REDIS_URL / TEST_PG_ADMIN_URL to reach it)" >&2
+  return 1
 }
 
 ensure_redis() {
@@ -41,18 +44,26 @@ ensure_redis() {
 
 ensure_postgres() {
   pg_up && return 0
-  if ! command -v pg_ctlcluster >/dev/null 2>&1; then
+  if command -v pg_ctlcluster >/dev/null 2>&1; then
+    for version in $(ls /etc/postgresql 2>/dev/null); do
+      echo "Starting PostgreSQL $version for the tests..." >&2
+      # Exit code 2 means "already running": not an error here.
+      pg_ctlcluster --skip-systemctl-redirect "$version" main start 2>/dev/null ||
+        pg_ctlcluster "$version" main start 2>/dev/null || true
+    done
+    wait_for_quietly pg_up && return 0
+  else
     apt_install postgresql
-    fresh_cluster=1
+    for version in $(ls /etc/postgresql); do
+      pg_ctlcluster --skip-systemctl-redirect "$version" main start 2>/dev/null || true
+    done
   fi
-  version=$(ls /etc/postgresql | sort -n | tail -n 1)
-  echo "Starting PostgreSQL $version for the tests..." >&2
-  pg_ctlcluster --skip-systemctl-redirect "$version" main start 2>/dev/null || pg_ctlcluster "$version" main start
-  if [ "${fresh_cluster:-0}" = 1 ]; then
-    # A new Debian cluster wants a password over TCP: give the tests one.
+  # Running, but not reachable as TEST_PG_ADMIN_URL says (a Debian cluster
+  # wants a password over TCP): give the postgres role one, as root.
+  if [ "$(id -u)" = 0 ] && command -v su >/dev/null 2>&1; then
     su postgres -c "psql -q -c \"ALTER USER postgres PASSWORD 'postgres'\"" >/dev/null
     TEST_PG_ADMIN_URL="postgresql://postgres:postgres@127.0.0.1:5432/postgres"
     export TEST_PG_ADMIN_URL
   fi
-  wait_for pg_up "PostgreSQL"
+  wait_for pg_up "PostgreSQL at $TEST_PG_ADMIN_URL"
 }

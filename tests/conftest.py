@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 import uuid
 
 import psycopg
@@ -17,14 +18,19 @@ from dramatiq import Worker
 
 #: The machine's services; override for another host.
 REDIS_BASE = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
-PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/test")
+PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+#: Longer than CI's whole run (90 min): a lock or database older than this
+#: belongs to a run that was killed.
+STALE_AFTER_S = 3 * 3600
 
 
 def _claim_redis_db() -> int:
     """A database number no other test run uses: a lock in db 0, and an empty db."""
     admin = redis.Redis.from_url(REDIS_BASE + "/0")
     for n in range(1, 16):
-        if admin.set(f"tests:whatsapp-tasks:db-lock:{n}", os.getpid(), nx=True, ex=3600):
+        if admin.set(f"tests:whatsapp-tasks:db-lock:{n}", os.getpid(), nx=True, ex=STALE_AFTER_S):
             if redis.Redis.from_url(f"{REDIS_BASE}/{n}").dbsize() == 0:
                 return n
             admin.delete(f"tests:whatsapp-tasks:db-lock:{n}")
@@ -32,8 +38,15 @@ def _claim_redis_db() -> int:
 
 
 def _create_pg_database() -> tuple[str, str]:
-    name = f"test_wa_{uuid.uuid4().hex[:10]}"
+    """A new database for this run, named with its creation time; databases of
+    runs killed more than STALE_AFTER_S ago are dropped on the way."""
+    now = int(time.time())
+    name = f"test_wa_{now}_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        for (old,) in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'test\\_wa\\_%'").fetchall():
+            parts = old.split("_")
+            if len(parts) == 4 and parts[2].isdigit() and now - int(parts[2]) > STALE_AFTER_S:
+                conn.execute(f'DROP DATABASE IF EXISTS "{old}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
     base = PG_ADMIN_URL.rsplit("/", 1)[0]
     return name, f"{base}/{name}"
