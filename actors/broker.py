@@ -45,10 +45,6 @@ DEFAULT_HEARTBEAT_TIMEOUT_MS = 60_000
 #: How long dead-lettered messages are kept, in milliseconds.
 DEFAULT_DEAD_LETTER_TTL_MS = 7 * 86_400_000
 
-#: Longest single wait of a blocking command, in seconds.  Redis answers
-#: sooner when there is work; this only bounds how late a stop is seen.
-MAX_BLOCK_S = 2.0
-
 
 class RedisBroker(Broker):
     """The project's Dramatiq broker.
@@ -78,7 +74,8 @@ class RedisBroker(Broker):
             client = redis.Redis.from_url(
                 url,
                 socket_connect_timeout=5,
-                # Longer than any blocking command we send (MAX_BLOCK_S).
+                # Longer than any blocking command we send (consumer.MAX_BLOCK_S,
+                # upkeep.MAX_WAIT_S), so a hung Redis cannot hang a worker.
                 socket_timeout=30,
                 socket_keepalive=True,
                 health_check_interval=30,

@@ -21,7 +21,11 @@ from actors.envelope import UndecodableMessage, decode
 if TYPE_CHECKING:
     from actors.broker import RedisBroker
 
-__all__ = ["Consumer", "InflightMessage"]
+__all__ = ["Consumer", "InflightMessage", "MAX_BLOCK_S"]
+
+#: Longest single BLMOVE, in seconds.  Redis answers as soon as there is
+#: work; this only bounds how late the worker notices a stop.
+MAX_BLOCK_S = 2.0
 
 
 class InflightMessage(MessageProxy):
@@ -62,7 +66,7 @@ class Consumer(_DramatiqConsumer):
         self.queue_name = queue_name
         self.queue_key = keys.queue_key(queue_name)
         self.prefetch = max(1, int(prefetch))
-        self.timeout_s = max(0.01, min(timeout / 1000, 2.0))
+        self.timeout_s = max(0.01, min(timeout / 1000, MAX_BLOCK_S))
         self.cache: deque[bytes] = deque()
         self.idle = False
         try:
