@@ -34,12 +34,10 @@ class Decoded:
       message: the Dramatiq message to run.
       eta_ms: for a foreign message whose eta lies in the future, when
         it is due; None when it can run now.
-      foreign: True when the element was a Celery envelope.
     """
 
     message: Message
     eta_ms: int | None = None
-    foreign: bool = False
 
 
 def encode(message: Message, priority: int) -> bytes:
@@ -141,4 +139,4 @@ def _celery(data: dict[str, Any], queue_name: str, now_ms: int) -> Decoded:
         message_timestamp=now_ms,
     )
     eta_ms = _parse_iso_ms(headers.get("eta"))
-    return Decoded(message, eta_ms if eta_ms is not None and eta_ms > now_ms else None, foreign=True)
+    return Decoded(message, eta_ms if eta_ms is not None and eta_ms > now_ms else None)

@@ -10,12 +10,9 @@ from actors.broker import RedisBroker
 from actors.logs import install_log_filters
 from actors.middleware import FixedRetries, TaskLog, TimeLimits
 from app.config import Config
+from facade.api import seconds_to_ms
 
-__all__ = ["build_broker", "seconds_to_ms"]
-
-
-def seconds_to_ms(seconds: float) -> int:
-    return int(round(seconds * 1000))
+__all__ = ["build_broker"]
 
 
 def build_broker(config: Config, **overrides: Any) -> RedisBroker:

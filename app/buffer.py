@@ -12,6 +12,7 @@ same batch over.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -72,6 +73,12 @@ return {redis.sha1hex(payload), payload}
 CLAIM_MEMORY_S = 86400
 
 
+@functools.lru_cache(maxsize=32)
+def _script(client: redis.Redis, source: str):
+    """``source`` registered on ``client`` once (it runs by EVALSHA)."""
+    return client.register_script(source)
+
+
 @dataclass(frozen=True)
 class Batch:
     """Inbound messages to answer in one model call, in arrival order."""
@@ -87,7 +94,7 @@ def append_to_buffer(client: redis.Redis, conversation: str, wamid: str, message
     Returns:
       The conversation's new sequence number, or 0 for a duplicate.
     """
-    script = client.register_script(_APPEND)
+    script = _script(client, _APPEND)
     element = json.dumps(message, separators=(",", ":"))
     keys = [dedup_key(wamid), _key("buffer", conversation), _key("seq", conversation), _key("first", conversation)]
     return int(script(keys=keys, args=[element, DEDUP_TTL_S, now_ms]))
@@ -95,7 +102,7 @@ def append_to_buffer(client: redis.Redis, conversation: str, wamid: str, message
 
 def claim_batch(client: redis.Redis, conversation: str, seq: int, *, now_ms: int, max_wait_ms: int) -> Batch | None:
     """Take the buffer if ``seq`` is still the latest (or the wait is over)."""
-    script = client.register_script(_CLAIM)
+    script = _script(client, _CLAIM)
     keys = [_key("buffer", conversation), _key("seq", conversation), _key("first", conversation),
             _key("claimed", conversation)]
     result = script(keys=keys, args=[seq, now_ms, max_wait_ms, CLAIM_MEMORY_S])

@@ -21,9 +21,6 @@ class IndexResource:
     """``GET /``: what this service is.  The webhook, health and metrics
     resources join it with the pipeline and operations issues."""
 
-    def __init__(self, config: Config) -> None:
-        self.config = config
-
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = {"service": "whatsapp-assistant", "version": VERSION}
 
@@ -32,5 +29,5 @@ def create_app(config: Config, *, enqueue: Enqueue) -> falcon.App:
     """The WSGI app (``gunicorn wsgi:app``)."""
     app = falcon.App()
     app.req_options.strip_url_path_trailing_slash = True
-    app.add_route("/", IndexResource(config))
+    app.add_route("/", IndexResource())
     return app
