@@ -184,13 +184,16 @@ class RedisBroker(Broker):
         return int(count)
 
     def queue_sizes(self, queue_name: str) -> dict[str, int]:
-        """Waiting, delayed, in-flight and dead-lettered counts of a queue."""
-        inflight = sum(self.client.llen(k) for k in self.client.scan_iter(keys.inflight_key(queue_name, "*")))
-        with self.client.pipeline(transaction=False) as pipe:
-            pipe.llen(keys.queue_key(queue_name))
-            pipe.zcard(keys.delayed_key(queue_name))
-            pipe.zcard(keys.dead_key(queue_name))
-            waiting, delayed, dead = pipe.execute()
+        """Waiting, delayed, in-flight and dead-lettered counts of a queue, read atomically.
+
+        In flight counts the lists of processes with a heartbeat; a dead
+        process's lists count until a sweep gives them back.
+        """
+        waiting, delayed, inflight, dead = self.scripts["sizes"](
+            keys=[keys.queue_key(queue_name), keys.delayed_key(queue_name), keys.dead_key(queue_name),
+                  keys.HEARTBEATS],
+            args=[keys.INFLIGHT_INDEX_PREFIX],
+        )
         return {"waiting": waiting, "delayed": delayed, "inflight": inflight, "dead": dead}
 
     def join(
