@@ -84,3 +84,16 @@ local function give_back_all(inflight, queue)
   redis.call("DEL", inflight)
   return #elements
 end
+
+-- Drop the dead letters of one queue that failed before cutoff (ms).
+-- Returns how many went.
+local function drop_dead_before(dead, records, cutoff)
+  local expired = redis.call("ZRANGEBYSCORE", dead, "-inf", cutoff)
+  for i = 1, #expired do
+    redis.call("HDEL", records, expired[i])
+  end
+  if #expired > 0 then
+    redis.call("ZREMRANGEBYSCORE", dead, "-inf", cutoff)
+  end
+  return #expired
+end

@@ -6,11 +6,5 @@ redis.call("LREM", KEYS[1], -1, ARGV[1])
 local now = now_ms()
 redis.call("ZADD", KEYS[2], now, ARGV[2])
 redis.call("HSET", KEYS[3], ARGV[2], ARGV[3])
-local expired = redis.call("ZRANGEBYSCORE", KEYS[2], "-inf", now - tonumber(ARGV[4]))
-for i = 1, #expired do
-  redis.call("HDEL", KEYS[3], expired[i])
-end
-if #expired > 0 then
-  redis.call("ZREMRANGEBYSCORE", KEYS[2], "-inf", now - tonumber(ARGV[4]))
-end
+drop_dead_before(KEYS[2], KEYS[3], now - tonumber(ARGV[4]))
 return 1
