@@ -1,0 +1,115 @@
+"""``celery``: the runbook's command line, translated onto the project's workers.
+
+Only the words of the Celery runbook are accepted; an unknown option or a
+Celery feature this project does not offer exits non-zero with one line
+naming it, as Celery's own CLI does for a bad option (exit 2).
+
+Each sub-command lives in ``facade/commands/<name>.py`` and offers
+``configure(parser)`` (its options) and ``run(args) -> int`` (its exit
+code).  The global options come before the sub-command, as in Celery 5:
+``celery -A tasks worker ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from typing import NoReturn
+
+__all__ = ["main", "CliError", "ArgumentParser", "EX_USAGE", "EX_UNAVAILABLE"]
+
+#: Celery's exit codes (click's usage error, and sysexits' EX_UNAVAILABLE).
+EX_USAGE = 2
+EX_UNAVAILABLE = 69
+
+#: The only app ``-A`` may name: the module that holds the five tasks.
+APP_MODULE = "tasks"
+
+#: Sub-command -> module offering ``configure(parser)`` and ``run(args)``.
+COMMANDS: dict[str, str] = {}
+
+#: Celery sub-commands this project does not offer, and what to use instead.
+NOT_OFFERED = {
+    "events": "the monitor ('celery -A tasks flower') shows workers and tasks",
+    "control": "workers are controlled with signals: SIGTERM for a warm shutdown",
+    "multi": "run one 'celery -A tasks worker -n NAME' per node under systemd",
+    "shell": "use 'python -c \"import tasks\"'",
+    "call": "send tasks from Python: tasks.<name>.delay(...)",
+    "result": "results are not kept (no result backend, as in the runbook)",
+    "migrate": "messages of the old deployment are read from the same Redis lists",
+    "amqp": "the broker is Redis",
+    "graph": "not offered",
+    "upgrade": "not offered",
+    "report": "not offered",
+    "logtool": "not offered",
+}
+
+
+class CliError(Exception):
+    """A usage error: printed as ``Error: <message>`` with exit code 2."""
+
+    def __init__(self, message: str, code: int = EX_USAGE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that fails like Celery: usage, then ``Error: ...`` on stderr, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EX_USAGE, f"Error: {message}\n")
+
+
+def _parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="celery", description="The runbook's Celery commands on Dramatiq workers.")
+    parser.add_argument("-A", "--app", help="the application module (only 'tasks')")
+    parser.add_argument("-b", "--broker", help="Redis URL (default: REDIS_URI)")
+    parser.add_argument("--workdir", help="change to this directory first")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no banner")
+    parser.add_argument("--no-color", action="store_true", help="no colours (there are none)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
+    for name, module in COMMANDS.items():
+        command = importlib.import_module(module)
+        command.configure(sub.add_parser(name, help=(command.__doc__ or "").strip().splitlines()[0]))
+    return parser
+
+
+def _check_app(args: argparse.Namespace) -> None:
+    if args.app is None:
+        raise CliError(f"the app is missing: run as 'celery -A {APP_MODULE} {args.command} ...'")
+    if args.app.split(":")[0] != APP_MODULE:
+        raise CliError(f"Invalid value for '-A' / '--app': Unable to load celery application. "
+                       f"The module {args.app} was not found; this project's app is '{APP_MODULE}'.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = _parser()
+    command_name = next((a for a in argv if not a.startswith("-") and a in NOT_OFFERED), None)
+    if command_name is not None:
+        print(f"Error: 'celery {command_name}' is a Celery feature this project does not offer: "
+              f"{NOT_OFFERED[command_name]}", file=sys.stderr)
+        return EX_USAGE
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EX_USAGE
+    try:
+        if args.workdir:
+            os.chdir(args.workdir)
+        _check_app(args)
+        if args.broker:
+            # Read when the actors are imported, which no command has done yet.
+            os.environ["REDIS_URI"] = args.broker
+        command = importlib.import_module(COMMANDS[args.command])
+        return int(command.run(args) or 0)
+    except CliError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return exc.code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

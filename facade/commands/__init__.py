@@ -1,0 +1,1 @@
+"""The ``celery`` sub-commands, one module each (see facade.cli)."""

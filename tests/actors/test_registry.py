@@ -1,0 +1,64 @@
+"""The node registry on the real Redis: beats, expiry, readers."""
+
+from __future__ import annotations
+
+from actors import registry
+from tests.support.waiting import wait_for
+
+
+def test_a_beating_node_is_listed_with_its_info_and_processes(redis_client):
+    registry.beat(redis_client, "worker1@host", info={"pool": "prefork", "concurrency": 2},
+                  processes={101: {"active": [{"id": "a"}], "processed": 3},
+                             102: {"active": [], "reserved": [{"id": "b"}], "processed": 4}})
+
+    [node] = registry.live_nodes(redis_client)
+
+    assert node.name == "worker1@host"
+    assert node.info == {"pool": "prefork", "concurrency": 2}
+    assert sorted(node.processes) == ["101", "102"]
+    assert [t["id"] for t in node.active] == ["a"]
+    assert [t["id"] for t in node.reserved] == ["b"]
+    assert node.total("processed") == 7
+    assert all(p["beat_ms"] > 0 for p in node.processes.values())
+
+
+def test_two_nodes_count_as_two_and_processes_of_one_node_as_one(redis_client):
+    registry.beat(redis_client, "worker1@h", info={}, processes={1: {}, 2: {}})
+    registry.beat(redis_client, "worker2@h", info={}, processes={3: {}})
+
+    assert [n.name for n in registry.live_nodes(redis_client)] == ["worker1@h", "worker2@h"]
+
+
+def test_a_silent_node_is_gone_within_three_intervals(redis_client):
+    interval = 0.2
+    registry.beat(redis_client, "quiet@h", info={}, processes={1: {}}, interval_s=interval)
+    registry.beat(redis_client, "busy@h", info={}, processes={2: {}}, interval_s=interval)
+
+    def only_busy_left():
+        registry.beat(redis_client, "busy@h", processes={2: {}}, interval_s=interval)
+        return [n.name for n in registry.live_nodes(redis_client, interval_s=interval)] == ["busy@h"]
+
+    wait_for(only_busy_left, timeout_s=5, interval_s=interval / 2)
+    assert not redis_client.exists(registry.node_key("quiet@h"))
+
+
+def test_a_replaced_process_leaves_no_ghost(redis_client):
+    interval = 0.2
+    registry.beat(redis_client, "n@h", info={}, processes={1: {}, 2: {}}, interval_s=interval)
+
+    def process_1_dropped():
+        registry.beat(redis_client, "n@h", processes={2: {}}, interval_s=interval)
+        [node] = registry.live_nodes(redis_client, interval_s=interval)
+        return sorted(node.processes) == ["2"]
+
+    wait_for(process_1_dropped, timeout_s=5, interval_s=interval / 2)
+
+
+def test_leave_forgets_a_process_or_the_node(redis_client):
+    registry.beat(redis_client, "n@h", info={}, processes={1: {}, 2: {}})
+    registry.leave(redis_client, "n@h", pid=1)
+    [node] = registry.live_nodes(redis_client)
+    assert sorted(node.processes) == ["2"]
+
+    registry.leave(redis_client, "n@h")
+    assert registry.live_nodes(redis_client) == []
