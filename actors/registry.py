@@ -48,9 +48,12 @@ def node_key(name: str) -> str:
 
 
 # KEYS: nodes zset, node hash.  ARGV: name, ttl ms, info JSON or "",
-# then pairs (field, JSON) of processes.  Each process JSON gets
-# "beat_ms" (Redis's clock) added here.  Process fields older than the
-# ttl are dropped, so a replaced child leaves no ghost behind.
+# then pairs (field, JSON object) of processes.  Each process JSON gets
+# "beat_ms" (Redis's clock) put in front here, as text: decoding and
+# encoding it in Lua would reorder the keys of the task dicts (inspect
+# prints them in Celery's order) and turn empty lists into objects.
+# Process fields older than the ttl are dropped, so a replaced child
+# leaves no ghost behind.
 _BEAT = """
 local t = redis.call("TIME")
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -59,9 +62,12 @@ if ARGV[3] ~= "" then
   redis.call("HSET", KEYS[2], "info", ARGV[3])
 end
 for i = 4, #ARGV, 2 do
-  local state = cjson.decode(ARGV[i + 1])
-  state["beat_ms"] = now
-  redis.call("HSET", KEYS[2], ARGV[i], cjson.encode(state))
+  local rest = string.match(ARGV[i + 1], "^{%s*(.-)%s*}$")
+  if rest == nil then
+    return redis.error_reply("process state of " .. ARGV[i] .. " is not a JSON object")
+  end
+  local sep = (rest == "") and "" or ","
+  redis.call("HSET", KEYS[2], ARGV[i], '{"beat_ms":' .. now .. sep .. rest .. "}")
 end
 local fields = redis.call("HGETALL", KEYS[2])
 for i = 1, #fields, 2 do
@@ -124,7 +130,8 @@ def beat(client: redis.Redis, name: str, *, info: dict[str, Any] | None = None,
     """
     args: list[str] = [name, str(_ttl_ms(interval_s)), "" if info is None else json.dumps(info)]
     for pid, state in (processes or {}).items():
-        args += [f"proc:{pid}", json.dumps(state)]
+        # beat_ms is the script's to write (Redis's clock).
+        args += [f"proc:{pid}", json.dumps({k: v for k, v in state.items() if k != "beat_ms"})]
     return int(client.eval(_BEAT, 2, NODES, node_key(name), *args))
 
 

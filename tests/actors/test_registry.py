@@ -62,3 +62,18 @@ def test_leave_forgets_a_process_or_the_node(redis_client):
 
     registry.leave(redis_client, "n@h")
     assert registry.live_nodes(redis_client) == []
+
+
+def test_task_dicts_keep_their_key_order_and_empty_lists(redis_client):
+    # inspect prints these dicts with repr(), in the order Celery's workers give.
+    task = {"id": "t1", "name": "tasks.check_buffer_task", "args": [], "kwargs": {}, "type": "tasks.check_buffer_task",
+            "hostname": "w@h", "time_start": None, "acknowledged": False,
+            "delivery_info": {"exchange": "", "routing_key": "celery", "priority": 3, "redelivered": False},
+            "worker_pid": None}
+    registry.beat(redis_client, "w@h", info={}, processes={7: {"active": [], "reserved": [task]}})
+
+    [node] = registry.live_nodes(redis_client)
+
+    assert node.reserved == [task]
+    assert list(node.reserved[0]) == list(task)
+    assert node.processes["7"]["active"] == []
