@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from app.errors import ConfigError
 
-__all__ = ["Config", "DEFAULT_REDIS_URI", "child_environment", "mask_url", "normalise_db_url"]
+__all__ = ["Config", "DEFAULT_REDIS_URI", "child_environment", "set_environment", "mask_url", "normalise_db_url"]
 
 #: Where Redis is looked for when REDIS_URI is not set.
 DEFAULT_REDIS_URI = "redis://127.0.0.1:6379/0"
@@ -57,6 +57,12 @@ def _delays(env: Mapping[str, str], name: str, default: tuple[float, ...]) -> tu
     if any(d < 0 for d in delays):
         raise ConfigError(f"{name} must not contain negative delays, got {raw!r}")
     return delays
+
+
+def set_environment(**values: str) -> None:
+    """Set environment variables before the config is read (``celery -b URL``
+    becomes REDIS_URI for this process and the processes it starts)."""
+    os.environ.update(values)
 
 
 def child_environment(**overrides: str) -> dict[str, str]:

@@ -18,6 +18,8 @@ import os
 import sys
 from typing import NoReturn
 
+from app.config import set_environment
+
 __all__ = ["main", "CliError", "ArgumentParser", "EX_USAGE", "EX_UNAVAILABLE"]
 
 #: Celery's exit codes (click's usage error, and sysexits' EX_UNAVAILABLE).
@@ -28,7 +30,10 @@ EX_UNAVAILABLE = 69
 APP_MODULE = "tasks"
 
 #: Sub-command -> module offering ``configure(parser)`` and ``run(args)``.
-COMMANDS: dict[str, str] = {}
+COMMANDS: dict[str, str] = {
+    "status": "facade.commands.status",
+    "inspect": "facade.commands.inspect",
+}
 
 #: Celery sub-commands this project does not offer, and what to use instead.
 NOT_OFFERED = {
@@ -103,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         _check_app(args)
         if args.broker:
             # Read when the actors are imported, which no command has done yet.
-            os.environ["REDIS_URI"] = args.broker
+            set_environment(REDIS_URI=args.broker)
         command = importlib.import_module(COMMANDS[args.command])
         return int(command.run(args) or 0)
     except CliError as exc:
@@ -112,4 +117,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported module, not this __main__ copy: the commands raise
+    # facade.cli.CliError, a different class from __main__.CliError.
+    from facade.cli import main as _main
+
+    sys.exit(_main())
