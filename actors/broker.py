@@ -29,7 +29,7 @@ import redis
 from dramatiq import Broker, Message, MessageProxy
 from dramatiq.errors import ActorNotFound, ConnectionClosed, QueueJoinTimeout, QueueNotFound
 
-from actors import dead_letters, keys
+from actors import dead_letters, keys, waiting
 from actors.consumer import Consumer
 from actors.envelope import encode
 from actors.inflight import InflightBook
@@ -41,6 +41,9 @@ __all__ = ["RedisBroker", "DEFAULT_HEARTBEAT_TIMEOUT_MS", "DEFAULT_DEAD_LETTER_T
 #: A worker process silent for this long is dead; its messages go back
 #: to their queues within this time.
 DEFAULT_HEARTBEAT_TIMEOUT_MS = 60_000
+
+#: Most messages moved out of Celery's side lists in one Lua call.
+ADOPT_BATCH = 500
 
 #: How long dead-lettered messages are kept, in milliseconds.
 DEFAULT_DEAD_LETTER_TTL_MS = 7 * 86_400_000
@@ -176,12 +179,25 @@ class RedisBroker(Broker):
 
     def purge(self, queue_name: str) -> int:
         """Drop the waiting messages of a queue; returns how many there were."""
-        key = keys.queue_key(queue_name)
-        with self.client.pipeline(transaction=True) as pipe:
-            pipe.llen(key)
-            pipe.delete(key)
-            count, _ = pipe.execute()
-        return int(count)
+        return waiting.purge_waiting(self.client, queue_name)
+
+    def adopt_celery_side_lists(self, *, batch: int = ADOPT_BATCH) -> int:
+        """Move what the old Celery left in its priority side lists into the queue lists.
+
+        Returns:
+          How many messages moved.
+        """
+        script_keys = [k for q in self.queues for side in waiting.side_list_keys(q) for k in (side, keys.queue_key(q))]
+        moved = total = 0
+        while script_keys:
+            moved = int(self.scripts["adopt"](keys=script_keys, args=[batch]))
+            total += moved
+            if moved < batch:
+                break
+        if total:
+            self.logger.warning("Moved %d message(s) the old Celery deployment left in its priority side lists "
+                                "into the queue lists.", total)
+        return total
 
     def queue_sizes(self, queue_name: str) -> dict[str, int]:
         """Waiting, delayed, in-flight and dead-lettered counts of a queue, read atomically.

@@ -35,7 +35,8 @@ class Upkeep(threading.Thread):
     interval, after starting and after every Redis failure: when Redis
     comes back from an outage, the other live workers (which retry
     sooner than that) have beaten again before anyone judges them dead.
-    It also drops dead letters past their time to keep.
+    It also drops dead letters past their time to keep, and moves what the
+    old Celery deployment left in its priority side lists into the queues.
 
     In between it moves delayed messages into their queues
     when they are due: it waits on a Redis list that ``schedule.lua``
@@ -82,6 +83,7 @@ class Upkeep(threading.Thread):
                             self.broker.sweep()
                         self.broker.release_closed_inflight()
                         self.broker.trim_dead_letters()
+                        self.broker.adopt_celery_side_lists()
                         next_beat = now + self.interval_ms
                     # At every beat too: a wake-up taken by a process that
                     # died is seen here within one interval.

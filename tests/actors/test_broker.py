@@ -380,3 +380,21 @@ def test_enqueue_on_an_undeclared_queue_is_refused(make_broker):
     actor = declare(broker)
     with pytest.raises(dramatiq.errors.QueueNotFound):
         broker.enqueue(actor.message().copy(queue_name="nowhere"))
+
+
+def test_messages_left_in_celerys_priority_side_lists_join_their_queue_oldest_first(make_broker, redis_client):
+    # Given what an old Celery producer left: kombu pushes on the left
+    broker = make_broker()
+    broker.declare_queue("default")
+    broker.declare_queue("state")
+    redis_client.lpush("state\x06\x166", b'{"first":1}', b'{"second":2}')
+    redis_client.lpush("celery\x06\x169", b'{"third":3}')
+
+    # When the upkeep adopts them (in batches)
+    assert broker.adopt_celery_side_lists(batch=1) == 3
+
+    # Then LLEN counts them, and the oldest is first in line (at the tail)
+    assert redis_client.lrange("state", 0, -1) == [b'{"second":2}', b'{"first":1}']
+    assert redis_client.lrange("celery", 0, -1) == [b'{"third":3}']
+    assert not redis_client.exists("state\x06\x166", "celery\x06\x169")
+    assert broker.adopt_celery_side_lists() == 0
