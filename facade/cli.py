@@ -33,6 +33,7 @@ APP_MODULE = "tasks"
 COMMANDS: dict[str, str] = {
     "status": "facade.commands.status",
     "inspect": "facade.commands.inspect",
+    "purge": "facade.commands.purge",
 }
 
 #: Celery sub-commands this project does not offer, and what to use instead.
