@@ -115,6 +115,11 @@ def _celery(data: dict[str, Any], queue_name: str, now_ms: int) -> Decoded:
     task_id = headers.get("id")
     if not isinstance(task, str) or not task or not isinstance(task_id, str):
         raise UndecodableMessage("Celery message without headers.task or headers.id")
+    content_type = data.get("content-type", "application/json")
+    if content_type != "application/json":
+        # pickle, yaml, msgpack ...: never unpickle what a queue holds.
+        raise UndecodableMessage(f"Celery message {task_id} for {task} is serialised as {content_type!r}; "
+                                 "only application/json is accepted (the old deployment's task_serializer)")
     try:
         body = data["body"]
         if (data.get("properties") or {}).get("body_encoding", "base64") == "base64":
