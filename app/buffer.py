@@ -19,13 +19,14 @@ from typing import Any
 
 import redis
 
-__all__ = ["Batch", "append_to_buffer", "claim_batch", "DEDUP_TTL_S"]
+__all__ = ["Batch", "append_to_buffer", "claim_batch", "conversation_key", "DEDUP_TTL_S"]
 
 #: Meta redelivers a webhook for up to about 7 days.
 DEDUP_TTL_S = 7 * 86400
 
 
-def _key(kind: str, conversation: str) -> str:
+def conversation_key(kind: str, conversation: str) -> str:
+    """The key of one of a conversation's buffer records: ``app:<kind>:<conversation>``."""
     return f"app:{kind}:{conversation}"
 
 
@@ -33,7 +34,7 @@ def dedup_key(wamid: str) -> str:
     return f"app:seen:{wamid}"
 
 
-# KEYS: dedup, buffer, seq, first-at.  ARGV: element, ttl s, now ms.
+# KEYS: dedup, buffer, seq, first-at, last-at.  ARGV: element, ttl s, now ms.
 # Returns the new sequence number, or 0 for a wamid seen before.
 _APPEND = """
 if not redis.call("SET", KEYS[1], "1", "NX", "EX", ARGV[2]) then
@@ -41,10 +42,11 @@ if not redis.call("SET", KEYS[1], "1", "NX", "EX", ARGV[2]) then
 end
 redis.call("RPUSH", KEYS[2], ARGV[1])
 redis.call("SET", KEYS[4], ARGV[3], "NX")
+redis.call("SET", KEYS[5], ARGV[3])
 return redis.call("INCR", KEYS[3])
 """
 
-# KEYS: buffer, seq, first-at, claimed.  ARGV: seq, now ms, max wait ms, keep s.
+# KEYS: buffer, seq, first-at, claimed, last-at.  ARGV: seq, now ms, max wait ms, keep s.
 # Returns {} when a newer check will do the work, else {batch id, batch}.
 # A check that runs again (redelivered after a crash) gets the batch it
 # claimed before, so a batch is never lost between claim and hand-over.
@@ -62,7 +64,7 @@ local batch = redis.call("LRANGE", KEYS[1], 0, -1)
 if #batch == 0 then
   return {}
 end
-redis.call("DEL", KEYS[1], KEYS[3])
+redis.call("DEL", KEYS[1], KEYS[3], KEYS[5])
 local payload = cjson.encode(batch)
 redis.call("HSET", KEYS[4], ARGV[1], payload)
 redis.call("EXPIRE", KEYS[4], ARGV[4])
@@ -96,15 +98,16 @@ def append_to_buffer(client: redis.Redis, conversation: str, wamid: str, message
     """
     script = _script(client, _APPEND)
     element = json.dumps(message, separators=(",", ":"))
-    keys = [dedup_key(wamid), _key("buffer", conversation), _key("seq", conversation), _key("first", conversation)]
+    keys = [dedup_key(wamid), conversation_key("buffer", conversation), conversation_key("seq", conversation), conversation_key("first", conversation),
+            conversation_key("last", conversation)]
     return int(script(keys=keys, args=[element, DEDUP_TTL_S, now_ms]))
 
 
 def claim_batch(client: redis.Redis, conversation: str, seq: int, *, now_ms: int, max_wait_ms: int) -> Batch | None:
     """Take the buffer if ``seq`` is still the latest (or the wait is over)."""
     script = _script(client, _CLAIM)
-    keys = [_key("buffer", conversation), _key("seq", conversation), _key("first", conversation),
-            _key("claimed", conversation)]
+    keys = [conversation_key("buffer", conversation), conversation_key("seq", conversation), conversation_key("first", conversation),
+            conversation_key("claimed", conversation), conversation_key("last", conversation)]
     result = script(keys=keys, args=[seq, now_ms, max_wait_ms, CLAIM_MEMORY_S])
     if not result:
         return None

@@ -45,3 +45,34 @@ def test_batches_of_different_content_have_different_ids(redis_client):
     seq = append_to_buffer(redis_client, "c1", "w2", msg("w2", "a"), now_ms=2)
     two = claim_batch(redis_client, "c1", seq, now_ms=3, max_wait_ms=15_000)
     assert one.batch_id != two.batch_id
+
+
+def test_a_buffer_quiet_for_longer_than_window_and_margin_has_lost_its_check(redis_client):
+    from app.buffer_sweep import LostCheck, find_lost_checks
+
+    # Given a conversation that went quiet long ago, one still typing, and one claimed
+    append_to_buffer(redis_client, "lost", "w1", msg("w1", "a"), now_ms=0)
+    append_to_buffer(redis_client, "lost", "w2", msg("w2", "b"), now_ms=1_000)
+    append_to_buffer(redis_client, "typing", "w3", msg("w3", "c"), now_ms=0)
+    append_to_buffer(redis_client, "typing", "w4", msg("w4", "d"), now_ms=12_000)
+    seq = append_to_buffer(redis_client, "done", "w5", msg("w5", "e"), now_ms=0)
+    claim_batch(redis_client, "done", seq, now_ms=3_000, max_wait_ms=15_000)
+
+    # Then only the quiet one is found, at its current sequence number
+    assert find_lost_checks(redis_client, now_ms=14_000, quiet_ms=12_000) == [LostCheck("lost", 2)]
+    assert find_lost_checks(redis_client, now_ms=12_500, quiet_ms=12_000) == []
+
+
+def test_a_check_sent_for_a_lost_buffer_claims_it_and_a_duplicate_gets_the_same_batch(redis_client):
+    from app.buffer_sweep import find_lost_checks, note_resent
+
+    append_to_buffer(redis_client, "c1", "w1", msg("w1", "a"), now_ms=0)
+    [lost] = find_lost_checks(redis_client, now_ms=60_000, quiet_ms=13_000)
+    assert note_resent(redis_client, lost, resend_after_s=60)
+    assert not note_resent(redis_client, lost, resend_after_s=60)
+
+    batch = claim_batch(redis_client, "c1", lost.seq, now_ms=60_001, max_wait_ms=15_000)
+    again = claim_batch(redis_client, "c1", lost.seq, now_ms=60_002, max_wait_ms=15_000)
+
+    assert [m["wamid"] for m in batch.messages] == ["w1"] and again == batch
+    assert find_lost_checks(redis_client, now_ms=90_000, quiet_ms=13_000) == []
