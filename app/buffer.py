@@ -98,16 +98,14 @@ def append_to_buffer(client: redis.Redis, conversation: str, wamid: str, message
     """
     script = _script(client, _APPEND)
     element = json.dumps(message, separators=(",", ":"))
-    keys = [dedup_key(wamid), conversation_key("buffer", conversation), conversation_key("seq", conversation), conversation_key("first", conversation),
-            conversation_key("last", conversation)]
+    keys = [dedup_key(wamid), *(conversation_key(kind, conversation) for kind in ("buffer", "seq", "first", "last"))]
     return int(script(keys=keys, args=[element, DEDUP_TTL_S, now_ms]))
 
 
 def claim_batch(client: redis.Redis, conversation: str, seq: int, *, now_ms: int, max_wait_ms: int) -> Batch | None:
     """Take the buffer if ``seq`` is still the latest (or the wait is over)."""
     script = _script(client, _CLAIM)
-    keys = [conversation_key("buffer", conversation), conversation_key("seq", conversation), conversation_key("first", conversation),
-            conversation_key("claimed", conversation), conversation_key("last", conversation)]
+    keys = [conversation_key(kind, conversation) for kind in ("buffer", "seq", "first", "claimed", "last")]
     result = script(keys=keys, args=[seq, now_ms, max_wait_ms, CLAIM_MEMORY_S])
     if not result:
         return None

@@ -18,7 +18,7 @@ import redis
 
 from app.buffer import conversation_key
 
-__all__ = ["LostCheck", "find_lost_checks", "note_resent"]
+__all__ = ["LostCheck", "find_lost_checks", "note_resent", "forget_resent"]
 
 _BUFFER_PREFIX = conversation_key("buffer", "")
 
@@ -85,5 +85,13 @@ def note_resent(client: redis.Redis, lost: LostCheck, *, resend_after_s: int) ->
     again while no worker runs; after ``resend_after_s`` a check that was
     lost once more is sent again.
     """
-    key = conversation_key("resent", f"{lost.conversation}:{lost.seq}")
-    return bool(client.set(key, "1", nx=True, ex=max(1, int(resend_after_s))))
+    return bool(client.set(_resent_key(lost), "1", nx=True, ex=max(1, int(resend_after_s))))
+
+
+def forget_resent(client: redis.Redis, lost: LostCheck) -> None:
+    """Undo :func:`note_resent` when the check could not be sent after all."""
+    client.delete(_resent_key(lost))
+
+
+def _resent_key(lost: LostCheck) -> str:
+    return conversation_key("resent", f"{lost.conversation}:{lost.seq}")
