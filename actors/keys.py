@@ -19,6 +19,9 @@ __all__ = [
     "inflight_index_key",
     "INFLIGHT_INDEX_PREFIX",
     "HEARTBEATS",
+    "beat_lease_key",
+    "beat_run_key",
+    "beat_dead_seen_key",
 ]
 
 #: Prefix of every broker key but the runbook's queue lists.
@@ -78,3 +81,18 @@ def inflight_key(queue: str, broker_id: str) -> str:
 def inflight_index_key(broker_id: str) -> str:
     """Hash queue key -> in-flight key of one worker process (used to recover it)."""
     return f"{INFLIGHT_INDEX_PREFIX}{broker_id}"
+
+
+def beat_lease_key() -> str:
+    """String: the token of the ``celery beat`` process that fires the periodic jobs."""
+    return f"{NAMESPACE}:beat:lease"
+
+
+def beat_run_key(job: str) -> str:
+    """String: the last period a periodic job ran for."""
+    return f"{NAMESPACE}:beat:ran:{job}"
+
+
+def beat_dead_seen_key(queue: str) -> str:
+    """String: how many dead letters ``queue`` had at the last queue check."""
+    return f"{NAMESPACE}:beat:dead-seen:{canonical_queue(queue)}"

@@ -136,6 +136,19 @@ class Config:
     time_limit_s: float = 300.0
     soft_time_limit_s: float = 240.0
 
+    #: ``celery beat``: a queue with more waiting messages than this is logged as a WARNING.
+    queue_alert_threshold: int = 1000
+    #: ``celery beat``: seconds between two queue-depth checks.
+    queue_check_interval_s: float = 60.0
+    #: ``celery beat``: seconds between two sweeps for buffers whose check was lost.
+    buffer_sweep_interval_s: float = 10.0
+    #: A buffer whose last message is older than the buffer window plus
+    #: this margin has lost its check (a normal check claims it at the window).
+    buffer_sweep_margin_s: float = 10.0
+    #: ``celery beat``: the lease's lifetime; a standby beat takes over
+    #: within this time (plus a third of it) after the holder died.
+    beat_lease_s: float = 15.0
+
     #: Largest webhook body accepted (Meta batches up to ~3 MB).
     webhook_max_body_bytes: int = 4 * 1024 * 1024
     #: Port of the web app (the runbook curls localhost:5000/health).
@@ -183,6 +196,13 @@ class Config:
             retry_delays_s=_delays(env, "RETRY_DELAYS_SECONDS", cls.retry_delays_s),
             time_limit_s=_float(env, "TASK_TIME_LIMIT_SECONDS", cls.time_limit_s, minimum=0.001),
             soft_time_limit_s=_float(env, "TASK_SOFT_TIME_LIMIT_SECONDS", cls.soft_time_limit_s, minimum=0.001),
+            queue_alert_threshold=_int(env, "QUEUE_ALERT_THRESHOLD", cls.queue_alert_threshold),
+            queue_check_interval_s=_float(env, "QUEUE_CHECK_INTERVAL_SECONDS", cls.queue_check_interval_s,
+                                          minimum=0.1),
+            buffer_sweep_interval_s=_float(env, "BUFFER_SWEEP_INTERVAL_SECONDS", cls.buffer_sweep_interval_s,
+                                           minimum=0.1),
+            buffer_sweep_margin_s=_float(env, "BUFFER_SWEEP_MARGIN_SECONDS", cls.buffer_sweep_margin_s),
+            beat_lease_s=_float(env, "BEAT_LEASE_SECONDS", cls.beat_lease_s, minimum=0.3),
             webhook_max_body_bytes=_int(env, "WEBHOOK_MAX_BODY_BYTES", cls.webhook_max_body_bytes, minimum=1024),
             web_port=_int(env, "WEB_PORT", cls.web_port, minimum=1),
         )

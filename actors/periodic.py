@@ -1,0 +1,78 @@
+"""The periodic jobs ``celery beat`` runs: the buffer sweep and the queue check.
+
+Each job is a plain function of its collaborators; :mod:`actors.beat`
+decides when and where (which beat process) it runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import redis
+
+from actors import keys, waiting
+from app.buffer_sweep import find_lost_checks, forget_resent, note_resent
+from app.config import Config
+
+if TYPE_CHECKING:
+    from actors.broker import RedisBroker
+
+__all__ = ["sweep_buffers", "check_queues", "RESEND_AFTER_S", "QUEUES"]
+
+logger = logging.getLogger(__name__)
+
+#: A check sent again for a lost buffer is not sent once more for this long
+#: (seconds): it waits in the queue when no worker runs.
+RESEND_AFTER_S = 300
+
+#: The queues the queue check watches.
+QUEUES = ("default", "state")
+
+
+def sweep_buffers(client: redis.Redis, config: Config, *, now_ms: int,
+                  send_check: Callable[[str, int], object]) -> int:
+    """Send ``check_buffer_task`` again for every buffer whose check was lost.
+
+    Returns:
+      How many checks were sent.
+    """
+    quiet_ms = int((config.buffer_window_s + config.buffer_sweep_margin_s) * 1000)
+    sent = 0
+    for lost in find_lost_checks(client, now_ms=now_ms, quiet_ms=quiet_ms):
+        if not note_resent(client, lost, resend_after_s=RESEND_AFTER_S):
+            continue
+        try:
+            send_check(lost.conversation, lost.seq)
+        except BaseException:
+            # Not sent: let the next sweep try again.
+            forget_resent(client, lost)
+            raise
+        logger.debug("Sent check_buffer_task(%r, %d) again: its check was lost.", lost.conversation, lost.seq)
+        sent += 1
+    if sent:
+        logger.warning("Buffer sweep: sent check_buffer_task again for %d conversation(s) whose check was lost.",
+                       sent)
+    return sent
+
+
+def check_queues(broker: RedisBroker, *, threshold: int) -> list[str]:
+    """Warn about a queue deeper than ``threshold`` and about dead letters that grew.
+
+    Returns:
+      The warnings logged.
+    """
+    warnings = []
+    for queue in QUEUES:
+        sizes = broker.queue_sizes(queue)
+        depth = waiting.count_waiting(broker.client, queue)
+        if depth > threshold:
+            warnings.append(f"Queue {queue!r} (list {keys.queue_key(queue)!r}) has {depth} waiting messages, "
+                            f"above the alert threshold of {threshold}.")
+        seen = broker.client.getset(keys.beat_dead_seen_key(queue), sizes["dead"])
+        if seen is not None and sizes["dead"] > int(seen):
+            warnings.append(f"Dead letters of queue {queue!r} grew from {int(seen)} to {sizes['dead']}.")
+    for warning in warnings:
+        logger.warning("%s", warning)
+    return warnings
