@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "status": "facade.commands.status",
     "inspect": "facade.commands.inspect",
     "purge": "facade.commands.purge",
+    "beat": "facade.commands.beat",
 }
 
 #: Celery sub-commands this project does not offer, and what to use instead.

@@ -20,10 +20,11 @@ def run_celery(*args: str, input: str | None = None, env: dict[str, str] | None 
     )
 
 
-def start_celery(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """``celery ARGS...`` running in the background, in its own session (killable as a group)."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "facade", *args],
-        cwd=ROOT, env={**os.environ, **(env or {})}, start_new_session=True,
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
+def start_celery(*args: str, output: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """``celery ARGS...`` in the background, in its own session; stdout and stderr go to ``output``."""
+    with open(output, "ab") as sink:
+        return subprocess.Popen(
+            [sys.executable, "-m", "facade", *args],
+            cwd=ROOT, env={**os.environ, **(env or {})}, start_new_session=True,
+            stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT,
+        )
