@@ -10,6 +10,7 @@ an answer": the registry is read again until a node (or, with
 
 from __future__ import annotations
 
+import argparse
 import time
 
 import redis
@@ -63,4 +64,7 @@ def add_remote_options(parser) -> None:
 
 
 def _comma_list(value: str) -> list[str]:
-    return [part.strip() for part in value.split(",") if part.strip()]
+    names = [part.strip() for part in value.split(",") if part.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("no node named")
+    return names

@@ -38,6 +38,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def _comma_list(value: str) -> list[str]:
     names = [part.strip() for part in value.split(",") if part.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("no queue named")
     unknown = [n for n in names if n not in _ACCEPTED]
     if unknown:
         raise argparse.ArgumentTypeError(

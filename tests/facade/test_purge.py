@@ -105,3 +105,11 @@ def test_an_unknown_queue_is_refused_by_name(redis_client):
     assert result.returncode == 2
     assert result.stderr.splitlines()[-1] == ("Error: argument -Q/--queues: unknown queue 'bogus': this project's "
                                               "queues are default (also called celery) and state")
+
+
+def test_an_empty_queue_list_is_refused_not_taken_for_all_queues(queued, redis_client):
+    result = run_celery("-A", "tasks", "purge", "-f", "-Q", "")
+
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == "Error: argument -Q/--queues: no queue named"
+    assert redis_client.llen("celery") == 2

@@ -181,7 +181,7 @@ def test_celery_inspect_commands_not_offered_are_refused_by_name(two_nodes, comm
 
 
 @pytest.mark.parametrize("argv", [["status", "--pattern", "w*"], ["inspect", "ping", "--bogus"],
-                                  ["status", "-t", "soon"]])
+                                  ["status", "-t", "soon"], ["inspect", "ping", "-d", ""]])
 def test_an_unknown_option_or_bad_value_is_a_usage_error_naming_it(redis_client, argv):
     result = run_celery("-A", "tasks", *argv)
 
