@@ -16,17 +16,8 @@ from urllib.parse import urlsplit
 
 from actors.registry import Node
 
-__all__ = ["REPLIES", "ping", "active", "reserved", "registered", "active_queues", "stats", "APP_TASKS"]
+__all__ = ["REPLIES", "ping", "active", "reserved", "registered", "active_queues", "stats", "app_tasks"]
 
-#: The name ``-A tasks`` gives the runbook's tasks (Celery names a task
-#: by module and function: ``tasks.check_buffer_task``).
-APP_TASKS = (
-    "tasks.check_buffer_task",
-    "tasks.process_message_task",
-    "tasks.sync_operator_message_to_graph_task",
-    "tasks.update_langgraph_state_task",
-    "tasks.update_message_status_task",
-)
 
 #: The exchange every queue of the runbook is bound to (kombu's default).
 _EXCHANGE = {"name": "celery", "type": "direct", "arguments": None, "durable": True, "passive": False,
@@ -58,10 +49,17 @@ def reserved(node: Node) -> list[dict[str, Any]]:
     return [_celery_order(t) for t in node.reserved]
 
 
+def app_tasks() -> list[str]:
+    """The runbook's tasks as Celery names them under ``-A tasks`` (module and function)."""
+    from actors import TASKS  # builds the broker: only when asked
+
+    return sorted(f"tasks.{name}" for name in TASKS)
+
+
 def registered(node: Node) -> list[str]:
     """The task names the node runs, sorted (the app's five if it did not say)."""
     names = node.info.get("registered")
-    return sorted(names) if isinstance(names, list) and names else list(APP_TASKS)
+    return sorted(names) if isinstance(names, list) and names else app_tasks()
 
 
 def active_queues(node: Node) -> list[dict[str, Any]]:

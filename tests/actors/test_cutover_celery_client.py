@@ -67,19 +67,23 @@ def test_the_five_tasks_sent_by_celery_run_with_their_arguments(celery_app, glob
 
 def test_unknown_tasks_and_pickled_messages_are_dead_lettered_and_the_worker_carries_on(
         celery_app, global_broker, redis_client, db, processes):  # noqa: F811
-    # Given a task we do not have, and a pickled message for one we have
+    # Given a task we do not have, a pickled message for one we have, and a
+    # message whose retries Celery already spent, for a task that fails transiently
     unknown = celery_app.send_task("tasks.add", args=[2, 2])
     pickled = celery_app.send_task("tasks.update_message_status_task", serializer="pickle",
                                    args=[{"id": "wamid.pickle", "status": "read", "timestamp": "3"}])
+    spent = celery_app.send_task("tasks.test_flaky", args=["spent"], retries=3)
     processes.append(start_dramatiq({}))
 
     # When the worker meets them
-    records = wait_for(lambda: len(found := global_broker.dead_letters("default")) == 2 and found)
+    records = wait_for(lambda: len(found := global_broker.dead_letters("default")) == 3 and found)
 
-    # Then both are dead-lettered with an error that says why
-    by_error = {r["message_id"]: r for r in records}
-    assert "ActorNotFound" in by_error[unknown.id]["error"] and "add" in by_error[unknown.id]["error"]
-    [pickle_record] = [r for r in records if r["message_id"] != unknown.id]
+    # Then all three are dead-lettered with an error that says why, the spent one after one run
+    by_id = {r["message_id"]: r for r in records}
+    assert "ActorNotFound" in by_id[unknown.id]["error"] and "add" in by_id[unknown.id]["error"]
+    assert by_id[spent.id]["error"] == "ConnectionError('upstream down')"
+    assert redis_client.lrange("test:runs", 0, -1) == [b"spent"]
+    [pickle_record] = [r for r in records if r["message_id"] not in (unknown.id, spent.id)]
     assert f"Celery message {pickled.id} for tasks.update_message_status_task is serialised as " \
            "'application/x-python-serialize'" in pickle_record["error"]
     assert _one(db, select(MessageStatus).where(MessageStatus.wamid == "wamid.pickle")) == []
