@@ -398,3 +398,15 @@ def test_messages_left_in_celerys_priority_side_lists_join_their_queue_oldest_fi
     assert redis_client.lrange("celery", 0, -1) == [b'{"third":3}']
     assert not redis_client.exists("state\x06\x166", "celery\x06\x169")
     assert broker.adopt_celery_side_lists() == 0
+
+
+def test_a_side_list_key_of_another_type_does_not_break_the_adoption(make_broker, redis_client):
+    broker = make_broker()
+    broker.declare_queue("default")
+    broker.declare_queue("state")
+    redis_client.set("celery\x06\x163", "not a list")
+    redis_client.lpush("state\x06\x169", b'{"left":1}')
+
+    assert broker.adopt_celery_side_lists() == 1
+    assert redis_client.lrange("state", 0, -1) == [b'{"left":1}']
+    assert redis_client.get("celery\x06\x163") == b"not a list"
