@@ -144,3 +144,12 @@ def test_celery_beat_options_not_offered_are_refused_by_name(option):
     assert result.returncode == 2
     assert result.stderr.splitlines()[-1].startswith(
         f"Error: 'celery beat {option.split('=')[0]}' is a Celery option this project does not offer: ")
+
+
+def test_beat_without_redis_says_the_broker_is_unreachable():
+    from tests.support.redis_server import free_port
+
+    result = run_celery("-A", "tasks", "-b", f"redis://127.0.0.1:{free_port()}/0", "beat")
+
+    assert result.returncode == 69
+    assert result.stderr.startswith("Error: Could not connect to the message broker. ")

@@ -113,3 +113,12 @@ def test_an_empty_queue_list_is_refused_not_taken_for_all_queues(queued, redis_c
     assert result.returncode == 2
     assert result.stderr.splitlines()[-1] == "Error: argument -Q/--queues: no queue named"
     assert redis_client.llen("celery") == 2
+
+
+def test_purge_without_redis_says_the_broker_is_unreachable():
+    from tests.support.redis_server import free_port
+
+    result = run_celery("-A", "tasks", "-b", f"redis://127.0.0.1:{free_port()}/0", "purge", "-f")
+
+    assert result.returncode == 69
+    assert result.stderr.startswith("Error: Could not connect to the message broker. ")
