@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from app.errors import ConfigError
 
-__all__ = ["Config", "DEFAULT_REDIS_URI", "child_environment", "mask_url", "normalise_db_url"]
+__all__ = ["Config", "DEFAULT_REDIS_URI", "child_environment", "mask_url", "normalise_db_url", "use_redis_uri"]
 
 #: Where Redis is looked for when REDIS_URI is not set.
 DEFAULT_REDIS_URI = "redis://127.0.0.1:6379/0"
@@ -57,6 +57,21 @@ def _delays(env: Mapping[str, str], name: str, default: tuple[float, ...]) -> tu
     if any(d < 0 for d in delays):
         raise ConfigError(f"{name} must not contain negative delays, got {raw!r}")
     return delays
+
+
+def _modules(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    raw = env.get(name) or ""
+    modules = tuple(part.strip() for part in raw.split(",") if part.strip())
+    for module in modules:
+        if not all(piece.isidentifier() for piece in module.split(".")):
+            raise ConfigError(f"{name} must be a comma-separated list of module names, got {raw!r}")
+    return modules
+
+
+def use_redis_uri(url: str) -> None:
+    """Make ``url`` this process's (and its children's) REDIS_URI: the CLI's ``-b``,
+    applied before anything builds a :class:`Config`."""
+    os.environ["REDIS_URI"] = url
 
 
 def child_environment(**overrides: str) -> dict[str, str]:
@@ -134,6 +149,9 @@ class Config:
     webhook_max_body_bytes: int = 4 * 1024 * 1024
     #: Port of the web app (the runbook curls localhost:5000/health).
     web_port: int = 5000
+    #: Extra modules a worker imports after the actors (tests and ops
+    #: only: actors that are not part of the runbook).
+    worker_extra_modules: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.db_url:
@@ -179,4 +197,5 @@ class Config:
             soft_time_limit_s=_float(env, "TASK_SOFT_TIME_LIMIT_SECONDS", cls.soft_time_limit_s, minimum=0.001),
             webhook_max_body_bytes=_int(env, "WEBHOOK_MAX_BODY_BYTES", cls.webhook_max_body_bytes, minimum=1024),
             web_port=_int(env, "WEB_PORT", cls.web_port, minimum=1),
+            worker_extra_modules=_modules(env, "WORKER_EXTRA_MODULES"),
         )

@@ -28,7 +28,9 @@ EX_UNAVAILABLE = 69
 APP_MODULE = "tasks"
 
 #: Sub-command -> module offering ``configure(parser)`` and ``run(args)``.
-COMMANDS: dict[str, str] = {}
+COMMANDS: dict[str, str] = {
+    "worker": "facade.commands.worker",
+}
 
 #: Celery sub-commands this project does not offer, and what to use instead.
 NOT_OFFERED = {
@@ -103,7 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         _check_app(args)
         if args.broker:
             # Read when the actors are imported, which no command has done yet.
-            os.environ["REDIS_URI"] = args.broker
+            from app.config import use_redis_uri
+
+            use_redis_uri(args.broker)
         command = importlib.import_module(COMMANDS[args.command])
         return int(command.run(args) or 0)
     except CliError as exc:
