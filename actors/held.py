@@ -7,7 +7,8 @@ run again at once: it is failed as if the task had raised
 ``TimeLimitExceeded``, so :class:`actors.middleware.FixedRetries`
 schedules the next retry (5, 10, 20 s) or dead-letters it.
 
-The prefork supervisor does this for a child it killed; under ``-P solo``
+The prefork supervisor does this for a child it killed, and for the
+task of a child that died by itself (:class:`WorkerLostError`); under ``-P solo``
 and ``-P threads`` the process does it for itself, marks the message
 abandoned (so a late return of the blocked thread changes nothing) and
 then exits.
@@ -21,11 +22,21 @@ from dramatiq import Message
 
 from actors.broker import RedisBroker
 from actors.middleware.retries import FixedRetries
+from app.errors import TransientError
 from facade.exceptions import TimeLimitExceeded
 
-__all__ = ["fail_held", "hard_limit_error"]
+__all__ = ["fail_held", "hard_limit_error", "WorkerLostError"]
 
 logger = logging.getLogger(__name__)
+
+
+class WorkerLostError(TransientError):
+    """The process running a task died (killed, out of memory, crashed).
+
+    Retried like any transient failure, so that a message that kills its
+    process reaches the dead-letter set after the last retry instead of
+    taking down child after child.
+    """
 
 
 def hard_limit_error(hard_ms: int) -> TimeLimitExceeded:

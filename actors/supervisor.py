@@ -36,7 +36,7 @@ import redis
 
 from actors import registry
 from actors.envelope import decode
-from actors.held import fail_held, hard_limit_error
+from actors.held import WorkerLostError, fail_held, hard_limit_error
 from actors.node_process import EX_COLD, child_main, load_broker
 from actors.worker_spec import WorkerSpec
 
@@ -222,13 +222,19 @@ class Supervisor:
         self._restart_at[child.slot] = time.monotonic() + delay
 
     def _clean_up(self, child: _Child) -> None:
-        """Fail a stuck child's message by the retry policy; give back the rest it held."""
+        """Fail the message a child died running by the retry policy; give back the rest it held.
+
+        On a shutdown the running message goes back to its queue instead:
+        its task did not fail, the node stopped.
+        """
         try:
             task = child.current
-            if child.killed_stuck and task is not None and task.get("raw") is not None:
+            if task is not None and task.get("raw") is not None and (child.killed_stuck or not self._signals):
                 message = decode(task["raw"], task["queue"]).message
+                error: BaseException = hard_limit_error(task["hard_ms"]) if child.killed_stuck else \
+                    WorkerLostError(f"Worker exited prematurely: {_exit_text(child.process.exitcode)}")
                 fail_held(self.broker, inflight_key=task["inflight_key"], raw=task["raw"], message=message,
-                          exception=hard_limit_error(task["hard_ms"]))
+                          exception=error)
             if child.broker_id is not None:
                 self.broker.release_process(child.broker_id)
             registry.leave(self.client, self.spec.node_name, pid=child.process.pid)

@@ -273,3 +273,29 @@ def test_the_app_option_after_worker_is_refused_as_in_celery_5():
     result = run_celery(["worker", "-A", "tasks"])
     assert result.returncode == 2
     assert "-A' as a global option: celery -A tasks worker" in result.stderr
+
+
+def test_a_child_that_keeps_dying_is_restarted_with_a_growing_delay(celery_worker):
+    worker = celery_worker("worker -l info -c 1 -Q default",
+                           WORKER_EXTRA_MODULES="tests.support.extra_actors,tests.support.crashing_child")
+    output = worker.wait_for_output("keeps failing (4 times in a row): starting it again in 4s", 120)
+    # One start per announced delay: the supervisor does not spin
+    assert output.count("exited with 'exitcode 3'") == 4
+    assert "keeps failing (3 times in a row): starting it again in 2s" in output
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+
+
+def test_a_child_that_dies_in_a_task_is_replaced_and_the_message_retried(celery_worker, redis_client):
+    worker = celery_worker("worker -l info -c 1 -Q default")
+    worker.wait_ready()
+    sent = test_actors.test_kill_own_process.delay("dies")
+
+    output = worker.wait_for_output(f"Task test_kill_own_process[{sent.id}] retry: Retry in 5s: WorkerLostError", 60)
+    assert "Process 'ForkPoolWorker-1' pid:" in output and "exited with 'exitcode 9'" in output
+    # The replacement runs the retry
+    wait_for(lambda: redis_client.llen("test:killed") == 2, 60)
+    worker.wait_for_output("retry: Retry in 10s: WorkerLostError", 60)
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+    assert redis_client.zcard(keys.delayed_key("default")) == 1

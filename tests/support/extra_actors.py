@@ -85,3 +85,10 @@ def test_blocked_in_c(tag: str) -> None:
     conn = socket.create_connection(server.getsockname())
     conn.recv(1)
     _redis().rpush("test:blocked", f"{tag}:returned")
+
+
+@task(queue="default", priority=5, name="test_kill_own_process", **_LIMITS)
+def test_kill_own_process(tag: str) -> None:
+    """Ends its process without a word, as an out-of-memory kill would."""
+    _redis().rpush("test:killed", f"{tag}:{os.getpid()}")
+    os._exit(9)
