@@ -7,9 +7,12 @@ solo and threads work on Windows.
 
 Signals: the first SIGTERM/SIGINT stops taking messages and lets the
 running tasks finish within the shutdown timeout; whatever is still
-running then goes back to its queue.  A second one (main process only)
-is a cold shutdown: the process gives every message it holds back to
-its queue and exits at once.
+running then goes back to its queue.  A second one is a cold shutdown:
+the process gives every message it holds back to its queue and exits
+at once.  A prefork child ignores SIGINT (Ctrl-C reaches the whole
+process group) and is told to stop by its supervisor over its pipe, so
+a SIGTERM sent to the whole group is still a warm shutdown; it also
+stops when that pipe breaks (the supervisor died).
 
 A task stuck past its hard time limit (:class:`actors.middleware.time_limits.Stuck`):
 a prefork child tells its supervisor, which kills and replaces it; a
@@ -63,6 +66,18 @@ def load_broker(extra_modules: tuple[str, ...] = ()):
     return actors.broker
 
 
+def _quiet(send: Callable[[Any], None]) -> Callable[[Any], None]:
+    """``send``, ignoring a broken pipe: a child outlives its supervisor only to stop."""
+
+    def quiet(event: Any) -> None:
+        try:
+            send(event)
+        except OSError:
+            pass
+
+    return quiet
+
+
 def _middleware(broker, kind):
     return next(m for m in broker.middleware if isinstance(m, kind))
 
@@ -71,14 +86,15 @@ class NodeProcess:
     """Parameters:
       spec: the node's options.
       index: 0 for the node's main process, N for ``ForkPoolWorker-N``.
-      send: a prefork child's channel to its supervisor, None in a main process.
+      conn: a prefork child's duplex pipe to its supervisor, None in a main process.
     """
 
-    def __init__(self, spec: WorkerSpec, *, index: int = 0,
-                 send: Callable[[tuple[Any, ...]], None] | None = None) -> None:
+    def __init__(self, spec: WorkerSpec, *, index: int = 0, conn: Any = None) -> None:
         self.spec = spec
         self.index = index
-        self.is_main = send is None
+        self.conn = conn
+        self.is_main = conn is None
+        send = None if conn is None else _quiet(conn.send)
         self.broker = load_broker(spec.extra_modules)
         self.time_limits: TimeLimits = _middleware(self.broker, TimeLimits)
         self.node_state: NodeState = _middleware(self.broker, NodeState)
@@ -126,6 +142,8 @@ class NodeProcess:
         while not self._stopping:
             self._wake.wait(0.5)
             self._wake.clear()
+            if self.conn is not None and self._told_to_stop():
+                self.request_stop()
             if self.limits is not None and self.limits.reached.is_set():
                 self._send("retire", self.limits.reason)
                 self._stopping = True
@@ -133,6 +151,12 @@ class NodeProcess:
         return self.exit_code
 
     # -- stopping --------------------------------------------------------------
+
+    def _told_to_stop(self) -> bool:
+        try:
+            return self.conn.poll() and self.conn.recv() == "stop"
+        except (EOFError, OSError):
+            return True  # the supervisor is gone
 
     def request_stop(self) -> None:
         self._stopping = True
@@ -207,5 +231,5 @@ def child_main(spec: WorkerSpec, index: int, conn) -> None:
     from actors.worker_logging import setup_logging
 
     setup_logging(spec.loglevel, spec.logfile, index=index)
-    process = NodeProcess(spec, index=index, send=conn.send)
+    process = NodeProcess(spec, index=index, conn=conn)
     sys.exit(process.run())

@@ -15,9 +15,9 @@ Celery.  The supervisor (the node's main process) runs no task; it
   (:mod:`actors.held`) and starts another child;
 - gives back at once whatever a dead child still held (no wait for the
   broker's sweep);
-- on SIGTERM/SIGINT asks every child to stop warmly and waits for them;
-  a second signal kills them (cold shutdown), their messages going back
-  to their queues.
+- on SIGTERM/SIGINT asks every child (over its pipe) to stop warmly
+  and waits for them; a second signal kills them (cold shutdown), their
+  messages going back to their queues.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ class Supervisor:
                     warm_deadline = time.monotonic() + self.spec.shutdown_timeout_s + _SHUTDOWN_SLACK_S
                     self._restart_at.clear()
                     for child in self.children.values():
-                        child.process.terminate()
+                        self._tell_stop(child)
                 if warm_deadline is not None:
                     if not self.children:
                         return 0
@@ -155,13 +155,19 @@ class Supervisor:
     def _start(self, slot: int) -> None:
         self._numbers += 1
         number = self._numbers
-        parent_end, child_end = self.ctx.Pipe(duplex=False)
+        parent_end, child_end = self.ctx.Pipe(duplex=True)
         process = self.ctx.Process(target=child_main, args=(self.spec, number, child_end),
                                    name=f"ForkPoolWorker-{number}", daemon=False)
         process.start()
         child_end.close()
         self.children[slot] = _Child(slot=slot, number=number, process=process, conn=parent_end,
                                      started=time.monotonic())
+
+    def _tell_stop(self, child: _Child) -> None:
+        try:
+            child.conn.send("stop")
+        except OSError:
+            pass  # already gone: reaped on the next tick
 
     def _read(self, child: _Child) -> None:
         try:

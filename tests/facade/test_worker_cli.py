@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 
 import pytest
@@ -183,13 +184,20 @@ def test_the_soft_limit_is_raised_inside_the_task(celery_worker, redis_client):
     assert f"Soft time limit (1s) exceeded for test_soft_limit[{sent.id}]" in output
 
 
-def test_sigterm_lets_the_running_task_finish(celery_worker, redis_client):
-    worker = celery_worker("worker -l info -P solo --time-limit=60 --soft-time-limit=50 -Q default")
+@pytest.mark.parametrize(("pool", "to_group"), [("solo", False), ("prefork", False), ("prefork", True)],
+                         ids=["solo", "prefork", "prefork-whole-process-group"])
+def test_sigterm_lets_the_running_task_finish(pool, to_group, celery_worker, redis_client):
+    worker = celery_worker(f"worker -l info -P {pool} -c 1 --time-limit=60 --soft-time-limit=50 -Q default")
     worker.wait_ready()
     sent = test_actors.test_gate.delay("test:release-gate")
     wait_for(lambda: _order(redis_client) == ["gate"], 60)
 
-    worker.signal(signal.SIGTERM)
+    # A signal to the whole group (as a terminal or a careless kill sends
+    # it) is still one warm shutdown: children are stopped by the supervisor.
+    if to_group:
+        os.killpg(worker.pid, signal.SIGTERM)
+    else:
+        worker.signal(signal.SIGTERM)
     worker.wait_for_output("worker: Warm shutdown (MainProcess)", 30)
     assert worker.proc.poll() is None  # still finishing its task
     redis_client.set("test:release-gate", 1)
