@@ -6,11 +6,13 @@ import os
 import signal
 
 import pytest
+import redis
 
 from actors import keys, registry
 from facade import nodenames
 from tests.support import extra_actors as test_actors
 from tests.support.celery_worker import CeleryWorker, run_celery
+from tests.support.redis_server import PrivateRedis
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
@@ -307,3 +309,53 @@ def test_a_child_that_dies_in_a_task_is_replaced_and_the_message_retried(celery_
     worker.signal(signal.SIGTERM)
     assert worker.wait() == 0
     assert redis_client.zcard(keys.delayed_key("default")) == 1
+
+
+def test_max_memory_per_child_replaces_the_child_after_its_task(celery_worker, redis_client):
+    # 1 KiB: every child is above it after its first task
+    worker = celery_worker("worker -l info -c 1 --max-memory-per-child=1 --prefetch-multiplier=1 -Q default")
+    worker.wait_ready()
+    first = test_actors.test_record_default.delay("first")
+    output = worker.wait_for_output("(max memory per child exceeded (", 60)
+    assert f"INFO/ForkPoolWorker-1] Task test_record_default[{first.id}] succeeded in " in output
+    second = test_actors.test_record_default.delay("second")
+    worker.wait_for_output(f"INFO/ForkPoolWorker-2] Task test_record_default[{second.id}] succeeded in ", 90)
+    assert _order(redis_client) == ["first", "second"]
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+
+
+def test_the_threads_pool_runs_tasks_side_by_side_in_one_process(celery_worker, redis_client):
+    worker = celery_worker("worker -l info -P threads -c 2 -Q default")
+    worker.wait_ready()
+    sent = [test_actors.test_gate.delay("test:release-gate") for _ in range(2)]
+    wait_for(lambda: _order(redis_client) == ["gate", "gate"], 60)
+    # (the registry shows them at the next beat)
+    nodes = wait_for(lambda: (lambda found: found if found and len(found[0].active) == 2 else None)(
+        registry.live_nodes(redis_client)))
+    assert [n.info["pool"] for n in nodes] == ["threads"]
+    assert list(nodes[0].processes) == [str(worker.pid)]
+    assert sorted(t["id"] for t in nodes[0].active) == sorted(s.id for s in sent)
+    assert all(t["worker_pid"] == worker.pid and t["acknowledged"] for t in nodes[0].active)
+    redis_client.set("test:release-gate", 1)
+    for s in sent:
+        worker.wait_for_output(f"Task test_gate[{s.id}] succeeded in ", 60)
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+
+
+def test_the_broker_password_is_masked_in_the_banner_and_log(celery_worker, tmp_path):
+    server = PrivateRedis(tmp_path, password="s3cret-pass")
+    try:
+        worker = celery_worker(["-b", server.url, "worker", "-l", "info", "-P", "solo"])
+        output = worker.wait_for_output(" ready.")
+        shown = f"redis://:**@127.0.0.1:{server.port}/0"
+        assert f".> transport:   {shown}" in output
+        assert f"Connected to {shown}" in output
+        nodes = registry.live_nodes(redis.Redis.from_url(server.url))
+        assert [n.info["broker"] for n in nodes] == [shown]
+        worker.signal(signal.SIGTERM)
+        assert worker.wait() == 0
+        assert "s3cret-pass" not in worker.output()
+    finally:
+        server.stop()
