@@ -69,7 +69,7 @@ def test_a_runbook_worker_line_runs_tasks_and_stops_warmly_on_sigterm(line, cele
     assert ("/ForkPoolWorker-" in output) == (pool == "prefork")
     if "-n worker1@%h" in line:
         assert f"worker1@{nodenames.hostname()} ready." in output
-    assert len(registry.live_nodes(redis_client)) == 1
+    wait_for(lambda: len(registry.live_nodes(redis_client)) == 1)
 
     # When SIGTERM reaches the main process, it stops warmly with exit code 0
     worker.signal(signal.SIGTERM)
@@ -352,7 +352,8 @@ def test_the_broker_password_is_masked_in_the_banner_and_log(celery_worker, tmp_
         shown = f"redis://:**@127.0.0.1:{server.port}/0"
         assert f".> transport:   {shown}" in output
         assert f"Connected to {shown}" in output
-        nodes = registry.live_nodes(redis.Redis.from_url(server.url))
+        client = redis.Redis.from_url(server.url)
+        nodes = wait_for(lambda: registry.live_nodes(client))
         assert [n.info["broker"] for n in nodes] == [shown]
         worker.signal(signal.SIGTERM)
         assert worker.wait() == 0
