@@ -48,7 +48,7 @@ def node_key(name: str) -> str:
 
 
 # KEYS: nodes zset, node hash.  ARGV: name, ttl ms, info JSON or "",
-# then pairs (field, JSON) of processes.  Each process JSON gets
+# then pairs (field, JSON object) of processes.  Each process JSON gets
 # "beat_ms" (Redis's clock) added here.  Process fields older than the
 # ttl are dropped, so a replaced child leaves no ghost behind.
 _BEAT = """
@@ -59,9 +59,15 @@ if ARGV[3] ~= "" then
   redis.call("HSET", KEYS[2], "info", ARGV[3])
 end
 for i = 4, #ARGV, 2 do
-  local state = cjson.decode(ARGV[i + 1])
-  state["beat_ms"] = now
-  redis.call("HSET", KEYS[2], ARGV[i], cjson.encode(state))
+  -- Spliced in, not decoded and encoded again: Redis's cjson turns an
+  -- empty list into {} ("active": [] must stay a list for the readers).
+  local state = ARGV[i + 1]
+  local sep = ","
+  if string.match(state, "^%s*{%s*}%s*$") then
+    sep = ""
+  end
+  state = string.gsub(state, "}%s*$", sep .. '"beat_ms":' .. string.format("%d", now) .. "}")
+  redis.call("HSET", KEYS[2], ARGV[i], state)
 end
 local fields = redis.call("HGETALL", KEYS[2])
 for i = 1, #fields, 2 do
