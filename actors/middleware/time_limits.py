@@ -105,7 +105,8 @@ class TimeLimits(Middleware):
     Parameters:
       time_limit_ms, soft_time_limit_ms: defaults for actors that set none.
       override_time_limit_ms, override_soft_time_limit_ms: worker-wide
-        values that win over the actors' own (``--time-limit`` on the CLI).
+        values that win over the actors' own (``--time-limit`` on the CLI),
+        but not over limits sent with a message.
       grace_s: how long after the hard limit a task counts as stuck.
 
     Attributes:
@@ -147,9 +148,13 @@ class TimeLimits(Middleware):
         actor = broker.get_actor(message.actor_name)
 
         def pick(name: str, override: int | None, default: int) -> int:
+            # A limit sent with the message (apply_async(time_limit=...))
+            # wins, as in Celery; then the node's, then the actor's own.
+            if message.options.get(name):
+                return int(message.options[name])
             if override is not None:
                 return override
-            return int(message.options.get(name) or actor.options.get(name) or default)
+            return int(actor.options.get(name) or default)
 
         hard = pick("time_limit", self.override_time_limit_ms, self.time_limit_ms)
         soft = pick("soft_time_limit", self.override_soft_time_limit_ms, self.soft_time_limit_ms)
