@@ -201,6 +201,7 @@ def _queues(value: str | None, broker) -> list[str]:
 
 def _spec(args, *, pool, level, node, host, logfile, queues, broker_shown, config):
     from actors import keys
+    from actors.middleware.time_limits import HARD_LIMIT_GRACE_S
     from actors.worker_spec import WorkerSpec
 
     concurrency = args.concurrency or os.cpu_count() or 1
@@ -209,7 +210,7 @@ def _spec(args, *, pool, level, node, host, logfile, queues, broker_shown, confi
         logging.getLogger("celery.worker").warning(
             "--max-tasks-per-child and --max-memory-per-child apply to -P prefork only, as in Celery.")
     hard = args.time_limit if args.time_limit is not None else config.time_limit_s
-    grace = 3.0
+    grace = HARD_LIMIT_GRACE_S
     return WorkerSpec(
         node_name=node, hostname=host, pool=pool, concurrency=concurrency,
         queues=tuple(dict.fromkeys(keys.canonical_queue(q) for q in queues)), loglevel=level, logfile=logfile,
