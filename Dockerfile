@@ -1,6 +1,6 @@
 # One image for every role: the web app (default), a worker, or a migration.
 #   docker run IMAGE                                  -> gunicorn wsgi:app on :5000
-#   docker run IMAGE dramatiq actors -p 2 -t 8        -> a worker
+#   docker run IMAGE celery -A tasks worker -l info -Q default,state   -> a worker
 #   docker run IMAGE assistant migrate                -> create the tables
 FROM python:3.11-slim
 

@@ -291,6 +291,20 @@ class RedisBroker(Broker):
             )
         return int(dead), int(moved)
 
+    def release_process(self, broker_id: str) -> int:
+        """Give back every message a worker process holds, busy or not.
+
+        For a process known to be dead (its supervisor reaped it) or
+        about to exit without finishing its tasks: its messages need not
+        wait for the sweep.  Returns how many went back to their queues.
+        """
+        moved = self.scripts["release"](
+            keys=[keys.HEARTBEATS, keys.inflight_index_key(broker_id)], args=[broker_id]
+        )
+        if moved:
+            self.logger.warning("Gave back %d message(s) held by worker process %s.", moved, broker_id)
+        return int(moved)
+
     def release_closed_inflight(self) -> None:
         """Give back what closed consumers left in flight, once none of it is busy."""
         for key, queue_key in self.inflight.closed_and_idle():

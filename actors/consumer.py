@@ -41,6 +41,10 @@ class InflightMessage(MessageProxy):
         self.inflight_key = inflight_key
         #: (message, delay in ms) to schedule in the same step as the ack.
         self.retry: tuple[Message, int] | None = None
+        #: Set when the task was given up at its hard time limit and the
+        #: message already handled (:mod:`actors.held`): a late return of
+        #: the blocked thread must not ack, retry or dead-letter it again.
+        self.abandoned = False
 
     def retry_on_ack(self, message: Message, delay_ms: int) -> None:
         """Schedule ``message`` when this one is acknowledged, atomically with
@@ -129,6 +133,8 @@ class Consumer(_DramatiqConsumer):
 
     def ack(self, message: MessageProxy) -> None:
         message = _inflight(message)
+        if message.abandoned:
+            return
         try:
             if message.retry is not None:
                 retry, delay_ms = message.retry
@@ -143,6 +149,8 @@ class Consumer(_DramatiqConsumer):
 
     def nack(self, message: MessageProxy) -> None:
         message = _inflight(message)
+        if message.abandoned:
+            return
         if message._exception is not None:
             error, tb = format_exception(message._exception)
         else:

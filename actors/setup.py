@@ -8,7 +8,7 @@ from dramatiq.middleware import AgeLimit, Callbacks, CurrentMessage, Pipelines
 
 from actors.broker import RedisBroker
 from actors.logs import install_log_filters
-from actors.middleware import FixedRetries, TaskLog, TimeLimits
+from actors.middleware import FixedRetries, NodeState, TaskLog, TimeLimits
 from app.config import Config
 from facade.api import seconds_to_ms
 
@@ -19,7 +19,8 @@ def build_broker(config: Config, **overrides: Any) -> RedisBroker:
     """The broker every process of the project uses (web, workers, CLI).
 
     The middleware order matters: ``after_*`` hooks run in reverse, so
-    the time limits are lifted first and the retry decision is last.
+    the time limits are lifted first, then the retry decision is taken,
+    and the node state counts the outcome last.
     """
     install_log_filters()
     middleware = [
@@ -27,6 +28,7 @@ def build_broker(config: Config, **overrides: Any) -> RedisBroker:
         CurrentMessage(),
         Callbacks(),
         Pipelines(),
+        NodeState(),
         FixedRetries(retry_delays_ms=tuple(seconds_to_ms(d) for d in config.retry_delays_s)),
         TaskLog(),
         TimeLimits(

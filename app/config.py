@@ -65,6 +65,16 @@ def set_environment(**values: str) -> None:
     os.environ.update(values)
 
 
+def _modules(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    raw = env.get(name) or ""
+    modules = tuple(part.strip() for part in raw.split(",") if part.strip())
+    for module in modules:
+        if not all(piece.isidentifier() for piece in module.split(".")):
+            raise ConfigError(f"{name} must be a comma-separated list of module names, got {raw!r}")
+    return modules
+
+
+
 def child_environment(**overrides: str) -> dict[str, str]:
     """This process's environment with ``overrides``, for the processes it starts."""
     return {**os.environ, **overrides}
@@ -153,6 +163,9 @@ class Config:
     webhook_max_body_bytes: int = 4 * 1024 * 1024
     #: Port of the web app (the runbook curls localhost:5000/health).
     web_port: int = 5000
+    #: Extra modules a worker imports after the actors (tests and ops
+    #: only: actors that are not part of the runbook).
+    worker_extra_modules: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.db_url:
@@ -205,4 +218,5 @@ class Config:
             beat_lease_s=_float(env, "BEAT_LEASE_SECONDS", cls.beat_lease_s, minimum=0.3),
             webhook_max_body_bytes=_int(env, "WEBHOOK_MAX_BODY_BYTES", cls.webhook_max_body_bytes, minimum=1024),
             web_port=_int(env, "WEB_PORT", cls.web_port, minimum=1),
+            worker_extra_modules=_modules(env, "WORKER_EXTRA_MODULES"),
         )

@@ -31,6 +31,7 @@ APP_MODULE = "tasks"
 
 #: Sub-command -> module offering ``configure(parser)`` and ``run(args)``.
 COMMANDS: dict[str, str] = {
+    "worker": "facade.commands.worker",
     "status": "facade.commands.status",
     "inspect": "facade.commands.inspect",
     "purge": "facade.commands.purge",

@@ -66,9 +66,16 @@ class FixedRetries(Middleware):
         max_retries = message.options.get("max_retries", actor.options.get("max_retries", len(delays)))
         return delays, max_retries
 
-    def after_process_message(self, broker, message, *, result=None, exception=None):
-        if exception is None:
-            return
+    def decide(self, broker, message, exception: BaseException) -> int | None:
+        """Record a failed attempt on ``message`` and log what happens next.
+
+        Stores the error and traceback in the message's options and, for
+        a retry, counts it.  Also used for a message whose task was
+        abandoned at the hard time limit (:mod:`actors.held`).
+
+        Returns:
+          The delay of the retry in ms, or None when the message fails.
+        """
         retries = int(message.options.get("retries", 0))
         message.options["error"] = repr(exception)
         message.options["traceback"] = "".join(
@@ -82,20 +89,27 @@ class FixedRetries(Middleware):
                 "Task %s[%s] retry: Retry in %ss: %r",
                 message.actor_name, message.message_id, _seconds(delay_ms), exception,
             )
-            retry_on_ack = getattr(message, "retry_on_ack", None)
-            if retry_on_ack is not None:
-                # Scheduled in the same Redis step as this attempt's ack.
-                retry_on_ack(message.copy(), delay_ms)
-            else:
-                broker.enqueue(message, delay=delay_ms)
-            return
-
+            return delay_ms
         self.logger.error(
             "Task %s[%s] raised unexpected: %r",
             message.actor_name, message.message_id, exception,
             exc_info=(type(exception), exception, exception.__traceback__),
         )
-        message.fail()
+        return None
+
+    def after_process_message(self, broker, message, *, result=None, exception=None):
+        if exception is None or getattr(message, "abandoned", False):
+            return
+        delay_ms = self.decide(broker, message, exception)
+        if delay_ms is None:
+            message.fail()
+            return
+        retry_on_ack = getattr(message, "retry_on_ack", None)
+        if retry_on_ack is not None:
+            # Scheduled in the same Redis step as this attempt's ack.
+            retry_on_ack(message.copy(), delay_ms)
+        else:
+            broker.enqueue(message, delay=delay_ms)
 
 
 def _seconds(ms: int) -> str:

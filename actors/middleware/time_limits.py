@@ -6,7 +6,11 @@ task, which may catch it and clean up; the hard limit raises
 catch.  Both are delivered the way Dramatiq's ``TimeLimit`` delivers its
 exception (``PyThreadState_SetAsyncExc``), so a thread blocked in C code
 (a socket read with no timeout) only sees them when it returns to
-Python; the supervisor of ``celery worker`` replaces such a process.
+Python.  A task still inside the actor call :data:`HARD_LIMIT_GRACE_S`
+after its hard limit is *stuck*: ``on_stuck`` is called with its message
+(the ``celery worker`` runner fails the message by the retry policy and
+replaces the process; see :mod:`actors.held`).  Without ``on_stuck``
+(the plain ``dramatiq`` CLI) a stuck task is only logged.
 """
 
 from __future__ import annotations
@@ -16,13 +20,14 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 from dramatiq import Actor, Middleware
 from dramatiq.middleware import raise_thread_exception
 
 from facade.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 
-__all__ = ["TimeLimits", "DEFAULT_TIME_LIMIT_MS", "DEFAULT_SOFT_TIME_LIMIT_MS"]
+__all__ = ["TimeLimits", "DEFAULT_TIME_LIMIT_MS", "DEFAULT_SOFT_TIME_LIMIT_MS", "HARD_LIMIT_GRACE_S", "Stuck"]
 
 DEFAULT_TIME_LIMIT_MS = 300_000
 DEFAULT_SOFT_TIME_LIMIT_MS = 240_000
@@ -40,15 +45,32 @@ _MAX_RECHECKS = 200
 #: Longest sleep of the monitor with nothing to watch, in seconds.
 _IDLE_WAIT_S = 5.0
 
+#: Seconds a task may stay in the actor call after its hard limit's
+#: exception was raised before it counts as stuck (blocked in C code).
+HARD_LIMIT_GRACE_S = 3.0
+
 
 class _Running:
-    __slots__ = ("thread_id", "name", "task_id", "soft_ms", "hard_ms")
+    __slots__ = ("thread_id", "name", "task_id", "soft_ms", "hard_ms", "message")
 
-    def __init__(self, thread_id: int, name: str, task_id: str, soft_ms: int, hard_ms: int) -> None:
+    def __init__(self, thread_id: int, name: str, task_id: str, soft_ms: int, hard_ms: int, message) -> None:
         self.thread_id = thread_id
         self.name = name
         self.task_id = task_id
         self.soft_ms = soft_ms
+        self.hard_ms = hard_ms
+        self.message = message
+
+
+class Stuck:
+    """A task that did not leave the actor call within the grace after its hard limit."""
+
+    __slots__ = ("thread_id", "message", "hard_ms")
+
+    def __init__(self, thread_id: int, message, hard_ms: int) -> None:
+        self.thread_id = thread_id
+        #: The message proxy the worker thread is processing.
+        self.message = message
         self.hard_ms = hard_ms
 
 
@@ -83,7 +105,13 @@ class TimeLimits(Middleware):
     Parameters:
       time_limit_ms, soft_time_limit_ms: defaults for actors that set none.
       override_time_limit_ms, override_soft_time_limit_ms: worker-wide
-        values that win over the actors' own (``--time-limit`` on the CLI).
+        values that win over the actors' own (``--time-limit`` on the CLI),
+        but not over limits sent with a message.
+      grace_s: how long after the hard limit a task counts as stuck.
+
+    Attributes:
+      on_stuck: called (outside the lock, from the monitor thread) with a
+        :class:`Stuck` for each stuck task; None only logs it.
     """
 
     def __init__(
@@ -93,6 +121,7 @@ class TimeLimits(Middleware):
         soft_time_limit_ms: int = DEFAULT_SOFT_TIME_LIMIT_MS,
         override_time_limit_ms: int | None = None,
         override_soft_time_limit_ms: int | None = None,
+        grace_s: float = HARD_LIMIT_GRACE_S,
     ) -> None:
         self.time_limit_ms = time_limit_ms
         self.soft_time_limit_ms = soft_time_limit_ms
@@ -101,6 +130,10 @@ class TimeLimits(Middleware):
         self._lock = threading.Lock()
         self._wakeup = threading.Condition(self._lock)
         self._running: dict[int, _Running] = {}
+        #: Tasks whose hard limit fired and that have not returned yet.
+        self._hard_fired: dict[int, _Running] = {}
+        self.grace_s = grace_s
+        self.on_stuck: Callable[[Stuck], None] | None = None
         #: (deadline, sequence, task, kind, rechecks) with kind "soft" or "hard".
         self._deadlines: list[tuple[float, int, _Running, str, int]] = []
         self._seq = 0
@@ -115,9 +148,13 @@ class TimeLimits(Middleware):
         actor = broker.get_actor(message.actor_name)
 
         def pick(name: str, override: int | None, default: int) -> int:
+            # A limit sent with the message (apply_async(time_limit=...))
+            # wins, as in Celery; then the node's, then the actor's own.
+            if message.options.get(name):
+                return int(message.options[name])
             if override is not None:
                 return override
-            return int(message.options.get(name) or actor.options.get(name) or default)
+            return int(actor.options.get(name) or default)
 
         hard = pick("time_limit", self.override_time_limit_ms, self.time_limit_ms)
         soft = pick("soft_time_limit", self.override_soft_time_limit_ms, self.soft_time_limit_ms)
@@ -127,7 +164,7 @@ class TimeLimits(Middleware):
         soft, hard = self.limits_ms(broker, message)
         thread_id = threading.get_ident()
         started = time.monotonic()
-        running = _Running(thread_id, message.actor_name, message.message_id, soft, hard)
+        running = _Running(thread_id, message.actor_name, message.message_id, soft, hard, message)
         with self._lock:
             self._ensure_monitor()
             self._running[thread_id] = running
@@ -143,6 +180,7 @@ class TimeLimits(Middleware):
             try:
                 with self._lock:
                     self._running.pop(threading.get_ident(), None)
+                    self._hard_fired.pop(threading.get_ident(), None)
                 return
             except (SoftTimeLimitExceeded, TimeLimitExceeded):
                 continue
@@ -158,15 +196,17 @@ class TimeLimits(Middleware):
             self._monitor = threading.Thread(target=self._watch, name="time-limits", daemon=True)
             self._monitor.start()
 
-    def _is_running(self, running: _Running) -> bool:
-        return self._running.get(running.thread_id) is running
+    def _is_due(self, running: _Running, kind: str) -> bool:
+        watched = self._hard_fired if kind == "grace" else self._running
+        return watched.get(running.thread_id) is running
 
     def _watch(self) -> None:
         while True:
+            stuck = None
             with self._lock:
                 # Drop deadlines of tasks that already finished (the
                 # thread may run another task by now).
-                while self._deadlines and not self._is_running(self._deadlines[0][2]):
+                while self._deadlines and not self._is_due(self._deadlines[0][2], self._deadlines[0][3]):
                     heapq.heappop(self._deadlines)
                 if not self._deadlines:
                     self._wakeup.wait(_IDLE_WAIT_S)
@@ -177,7 +217,37 @@ class TimeLimits(Middleware):
                     self._wakeup.wait(wait_s)
                     continue
                 heapq.heappop(self._deadlines)
-                self._expire(running, kind, rechecks)
+                if kind == "grace":
+                    stuck = self._stuck(running)
+                else:
+                    self._expire(running, kind, rechecks)
+            if stuck is not None:
+                self._report_stuck(stuck)
+
+    def _stuck(self, running: _Running) -> Stuck | None:
+        """The grace after a hard limit ran out (the lock is held)."""
+        if not _inside_actor_call(running.thread_id):
+            # Between the call and the after hook: it is returning.
+            self._push(time.monotonic() + _RECHECK_S, running, "grace", 0)
+            return None
+        self._hard_fired.pop(running.thread_id, None)
+        return Stuck(running.thread_id, running.message, running.hard_ms)
+
+    def _report_stuck(self, stuck: Stuck) -> None:
+        message = stuck.message
+        handler = self.on_stuck
+        if handler is None:
+            logger.error(
+                "Task %s[%s] is still blocked %ss after its hard time limit; this process cannot stop it "
+                "(run the worker as 'celery -A tasks worker' to have it replaced).",
+                message.actor_name, message.message_id, f"{self.grace_s:g}",
+            )
+            return
+        try:
+            handler(stuck)
+        except Exception:
+            logger.critical("Could not handle the stuck task %s[%s].", message.actor_name, message.message_id,
+                            exc_info=True)
 
     def _expire(self, running: _Running, kind: str, rechecks: int) -> None:
         """Raise the limit's exception in the task's thread (the lock is held)."""
@@ -196,6 +266,8 @@ class TimeLimits(Middleware):
             raise_thread_exception(running.thread_id, SoftTimeLimitExceeded)
         else:
             self._running.pop(running.thread_id, None)
+            self._hard_fired[running.thread_id] = running
+            self._push(time.monotonic() + self.grace_s, running, "grace", 0)
             logger.error(
                 "Hard time limit (%ss) exceeded for %s[%s]", _s(running.hard_ms), running.name, running.task_id
             )

@@ -22,6 +22,15 @@ def test_a_beating_node_is_listed_with_its_info_and_processes(redis_client):
     assert all(p["beat_ms"] > 0 for p in node.processes.values())
 
 
+def test_empty_lists_stay_lists(redis_client):
+    registry.beat(redis_client, "worker1@host", info={}, processes={7: {"active": [], "reserved": []}, 8: {}})
+
+    [node] = registry.live_nodes(redis_client)
+
+    assert node.processes["7"]["active"] == [] and node.processes["7"]["reserved"] == []
+    assert node.processes["8"]["beat_ms"] > 0
+
+
 def test_two_nodes_count_as_two_and_processes_of_one_node_as_one(redis_client):
     registry.beat(redis_client, "worker1@h", info={}, processes={1: {}, 2: {}})
     registry.beat(redis_client, "worker2@h", info={}, processes={3: {}})

@@ -11,22 +11,23 @@ from pathlib import Path
 
 import pytest
 
-from actors import keys
+from actors import keys, registry
 from tests.support import extra_actors as test_actors
 from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def start_dramatiq(env_overrides: dict[str, str]) -> subprocess.Popen:
+def start_dramatiq(env_overrides: dict[str, str], processes: int = 1, log=None) -> subprocess.Popen:
     env = {**os.environ, **env_overrides}
     return subprocess.Popen(
-        [sys.executable, "-m", "dramatiq", "tests.support.worker_app", "--processes", "1", "--threads", "2"],
+        [sys.executable, "-m", "dramatiq", "tests.support.worker_app", "--processes", str(processes),
+         "--threads", "2"],
         cwd=ROOT,
         env=env,
         start_new_session=True,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.PIPE if log is None else log,
     )
 
 
@@ -94,3 +95,53 @@ def test_the_plain_dramatiq_cli_runs_the_five_actors(global_broker, redis_client
     os.kill(proc.pid, signal.SIGTERM)
     proc.wait(20)
     assert redis_client.zcard(keys.HEARTBEATS) == 0
+
+
+@pytest.mark.slow
+def test_one_plain_dramatiq_invocation_is_one_node_in_the_registry(global_broker, redis_client, processes):
+    # Given one dramatiq command with two worker processes
+    proc = start_dramatiq({}, processes=2)
+    processes.append(proc)
+
+    # Then the registry shows one node, named after the main process, with both processes
+    nodes = wait_for(lambda: (lambda found: found if found and len(found[0].processes) == 2 else None)(
+        registry.live_nodes(redis_client)), 60)
+    assert len(nodes) == 1
+    node = nodes[0]
+    assert node.name.startswith(f"dramatiq.{proc.pid}@")
+    assert node.info["pid"] == proc.pid
+
+    # And a running task shows in it
+    sent = test_actors.test_gate.send("test:release-gate")
+    wait_for(lambda: [t["id"] for n in registry.live_nodes(redis_client) for t in n.active] == [sent.message_id])
+    redis_client.set("test:release-gate", 1)
+
+    # When it stops cleanly, the node leaves at once
+    os.kill(proc.pid, signal.SIGTERM)
+    proc.wait(30)
+    assert registry.live_nodes(redis_client) == []
+
+
+@pytest.mark.slow
+def test_under_the_plain_dramatiq_cli_a_task_blocked_in_c_is_only_logged(global_broker, redis_client, processes,
+                                                                        tmp_path):
+    # Given the plain CLI: no supervisor to replace its process
+    log_path = tmp_path / "dramatiq.log"
+    with open(log_path, "wb") as log:
+        proc = start_dramatiq({}, log=log)
+    processes.append(proc)
+
+    # When a task blocks in C code past its hard limit
+    sent = test_actors.test_blocked_in_c.apply_async(args=["plain"], time_limit=1, soft_time_limit=0.5)
+
+    # Then the limit fires but cannot stop it: the process says so, and the
+    # message stays in flight (neither retried nor given back) while it lives
+    wait_for(lambda: "is still blocked 3s after its hard time limit" in log_path.read_text(), 60)
+    text = log_path.read_text()
+    assert f"Hard time limit (1s) exceeded for test_blocked_in_c[{sent.id}]" in text
+    assert redis_client.llen("celery") == 0
+    assert redis_client.zcard(keys.delayed_key("default")) == 0
+    held = [m for k in redis_client.scan_iter(keys.inflight_key("default", "*")) for m in redis_client.lrange(k, 0, -1)]
+    assert len(held) == 1 and sent.id.encode() in held[0]
+    # (the task never returned: it would have recorded "plain:returned")
+    assert redis_client.llen("test:blocked") == 1

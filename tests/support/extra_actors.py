@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import time
 
 from actors import runtime
@@ -68,3 +69,26 @@ def test_crash_once(tag: str) -> None:
     if client.set(f"test:first-run:{tag}", os.getpid(), nx=True):
         time.sleep(120)
     client.rpush("test:done", tag)
+
+
+@task(queue="default", priority=5, name="test_blocked_in_c", **_LIMITS)
+def test_blocked_in_c(tag: str) -> None:
+    """Blocks in C code for good: ``recv`` on a connection whose peer never writes.
+
+    The time limits' async exceptions cannot reach it; only replacing
+    the process stops it.
+    """
+    _redis().rpush("test:blocked", f"{tag}:{os.getpid()}")
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    conn = socket.create_connection(server.getsockname())
+    conn.recv(1)
+    _redis().rpush("test:blocked", f"{tag}:returned")
+
+
+@task(queue="default", priority=5, name="test_kill_own_process", **_LIMITS)
+def test_kill_own_process(tag: str) -> None:
+    """Ends its process without a word, as an out-of-memory kill would."""
+    _redis().rpush("test:killed", f"{tag}:{os.getpid()}")
+    os._exit(9)

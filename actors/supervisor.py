@@ -1,0 +1,294 @@
+"""The prefork pool: N child processes of one thread each, replaced one at a time.
+
+Each child is a :class:`actors.node_process.NodeProcess` started with
+``multiprocessing``'s *spawn* (a fresh interpreter, no fork), named
+``ForkPoolWorker-N`` with N counting up as children are replaced, as in
+Celery.  The supervisor (the node's main process) runs no task; it
+
+- beats the node's ``info`` into the registry (the children beat their
+  own state);
+- replaces only the child that exited: a child that retired after
+  ``--max-tasks-per-child``/``--max-memory-per-child`` at once, a
+  crashed one after a back-off that grows while it keeps crashing;
+- kills (SIGKILL) a child whose task is still running a grace after its
+  hard time limit, fails that message by the retry policy
+  (:mod:`actors.held`) and starts another child;
+- gives back at once whatever a dead child still held (no wait for the
+  broker's sweep);
+- on SIGTERM/SIGINT asks every child (over its pipe) to stop warmly
+  and waits for them; a second signal kills them (cold shutdown), their
+  messages going back to their queues.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import multiprocessing.connection
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from actors import registry
+from actors.envelope import decode
+from actors.held import WorkerLostError, fail_held, hard_limit_error
+from actors.node_process import EX_COLD, child_main, load_broker
+from actors.worker_spec import WorkerSpec
+
+__all__ = ["Supervisor"]
+
+logger = logging.getLogger("celery.worker")
+
+#: A child that dies sooner than this after starting is crash-looping.
+QUICK_EXIT_S = 10.0
+#: Longest wait before starting a crash-looping child again, in seconds.
+MAX_BACKOFF_S = 30.0
+#: How long the supervisor waits for events at most, in seconds.
+_TICK_S = 0.25
+#: Extra seconds children get beyond the shutdown timeout before they are killed.
+_SHUTDOWN_SLACK_S = 15.0
+
+
+@dataclass
+class _Child:
+    slot: int
+    number: int
+    process: Any
+    conn: Any
+    started: float
+    broker_id: str | None = None
+    ready: bool = False
+    #: The task running now (the child's "start" event) and its kill deadline (monotonic).
+    current: dict[str, Any] | None = None
+    deadline: float | None = None
+    retiring: str | None = None
+    killed_stuck: bool = False
+    events: list[tuple[Any, ...]] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return f"ForkPoolWorker-{self.number}"
+
+
+class Supervisor:
+    def __init__(self, spec: WorkerSpec) -> None:
+        self.spec = spec
+        self.broker = load_broker(spec.extra_modules)
+        self.client: redis.Redis = self.broker.client
+        self.ctx = multiprocessing.get_context("spawn")
+        self.children: dict[int, _Child] = {}
+        self._numbers = 0
+        self._failures: dict[int, int] = {}
+        self._restart_at: dict[int, float] = {}
+        self._signals = 0
+        self._announced = False
+        self._stop_beat = threading.Event()
+
+    # -- running ---------------------------------------------------------------
+
+    def run(self) -> int:
+        self._install_signals()
+        beat = threading.Thread(target=self._beat, name="node-registry", daemon=True)
+        beat.start()
+        for slot in range(1, self.spec.concurrency + 1):
+            self._start(slot)
+        warm_deadline: float | None = None
+        try:
+            while True:
+                if self._signals >= 2:
+                    return self._cold()
+                if self._signals == 1 and warm_deadline is None:
+                    warm_deadline = time.monotonic() + self.spec.shutdown_timeout_s + _SHUTDOWN_SLACK_S
+                    self._restart_at.clear()
+                    for child in self.children.values():
+                        self._tell_stop(child)
+                if warm_deadline is not None:
+                    if not self.children:
+                        return 0
+                    if time.monotonic() > warm_deadline:
+                        logger.error("Children still running after the shutdown timeout: killing them.")
+                        self._signals = 2
+                        continue
+                self._tick()
+        finally:
+            self._stop_beat.set()
+            beat.join(5)
+            try:
+                registry.leave(self.client, self.spec.node_name)
+            except redis.RedisError:
+                logger.warning("Could not leave the node registry; the entry expires.")
+
+    def _tick(self) -> None:
+        waitables: list[Any] = []
+        for child in self.children.values():
+            waitables += [child.conn, child.process.sentinel]
+        timeout = _TICK_S
+        if waitables:
+            multiprocessing.connection.wait(waitables, timeout)
+        else:
+            time.sleep(timeout)
+        for child in list(self.children.values()):
+            self._read(child)
+            if not child.process.is_alive():
+                child.process.join()
+                self._reap(child)
+        now = time.monotonic()
+        for child in self.children.values():
+            if child.deadline is not None and now >= child.deadline and not child.killed_stuck:
+                self._kill_stuck(child)
+        for slot, when in list(self._restart_at.items()):
+            if now >= when and self._signals == 0:
+                del self._restart_at[slot]
+                self._start(slot)
+        if not self._announced and self.children and all(c.ready for c in self.children.values()):
+            self._announced = True
+            logger.info("Connected to %s", self.spec.broker_shown)
+            logger.info("%s ready.", self.spec.node_name)
+
+    # -- children --------------------------------------------------------------
+
+    def _start(self, slot: int) -> None:
+        self._numbers += 1
+        number = self._numbers
+        parent_end, child_end = self.ctx.Pipe(duplex=True)
+        process = self.ctx.Process(target=child_main, args=(self.spec, number, child_end),
+                                   name=f"ForkPoolWorker-{number}", daemon=False)
+        process.start()
+        child_end.close()
+        self.children[slot] = _Child(slot=slot, number=number, process=process, conn=parent_end,
+                                     started=time.monotonic())
+
+    def _tell_stop(self, child: _Child) -> None:
+        try:
+            child.conn.send("stop")
+        except OSError:
+            pass  # already gone: reaped on the next tick
+
+    def _read(self, child: _Child) -> None:
+        try:
+            while child.conn.poll():
+                self._handle(child, child.conn.recv())
+        except (EOFError, OSError):
+            pass
+
+    def _handle(self, child: _Child, event: tuple[Any, ...]) -> None:
+        kind = event[0]
+        if kind == "broker":
+            child.broker_id = event[1]
+        elif kind == "ready":
+            child.ready = True
+        elif kind == "start":
+            task = event[1]
+            child.current = task
+            # A backstop: the child reports a stuck task itself one grace
+            # after the hard limit, unless it cannot run Python at all.
+            child.deadline = time.monotonic() + task["hard_ms"] / 1000 + 2 * self.spec.grace_s
+        elif kind == "end":
+            if child.current is not None and child.current["id"] == event[1]:
+                child.current, child.deadline = None, None
+        elif kind == "stuck":
+            if child.current is not None and child.current["id"] == event[1]:
+                child.deadline = time.monotonic()
+        elif kind == "retire":
+            child.retiring = event[1]
+
+    def _kill_stuck(self, child: _Child) -> None:
+        child.killed_stuck = True
+        child.process.kill()
+
+    def _reap(self, child: _Child) -> None:
+        del self.children[child.slot]
+        code = child.process.exitcode
+        how = _exit_text(code)
+        planned = child.retiring is not None and code == 0
+        if planned:
+            logger.info("Process '%s' pid:%s exited with '%s' (%s)", child.name, child.process.pid, how,
+                        child.retiring)
+        elif self._signals == 0 or code not in (0, None):
+            logger.error("Process '%s' pid:%s exited with '%s'", child.name, child.process.pid, how)
+        self._clean_up(child)
+        if self._signals:
+            return
+        if planned or child.killed_stuck:
+            self._failures.pop(child.slot, None)
+            self._start(child.slot)
+            return
+        lived = time.monotonic() - child.started
+        failures = self._failures.get(child.slot, 0) + 1 if lived < QUICK_EXIT_S else 1
+        self._failures[child.slot] = failures
+        delay = 0.0 if failures == 1 else min(MAX_BACKOFF_S, 2.0 ** (failures - 2))
+        if delay:
+            logger.warning("Child %d keeps failing (%d times in a row): starting it again in %gs.",
+                           child.slot, failures, delay)
+        self._restart_at[child.slot] = time.monotonic() + delay
+
+    def _clean_up(self, child: _Child) -> None:
+        """Fail the message a child died running by the retry policy; give back the rest it held.
+
+        On a shutdown the running message goes back to its queue instead:
+        its task did not fail, the node stopped.
+        """
+        try:
+            task = child.current
+            if task is not None and task.get("raw") is not None and (child.killed_stuck or not self._signals):
+                message = decode(task["raw"], task["queue"]).message
+                error: BaseException = hard_limit_error(task["hard_ms"]) if child.killed_stuck else \
+                    WorkerLostError(f"Worker exited prematurely: {_exit_text(child.process.exitcode)}")
+                fail_held(self.broker, inflight_key=task["inflight_key"], raw=task["raw"], message=message,
+                          exception=error)
+            if child.broker_id is not None:
+                self.broker.release_process(child.broker_id)
+            registry.leave(self.client, self.spec.node_name, pid=child.process.pid)
+        except redis.RedisError:
+            logger.error("Could not clean up after %s; the broker's sweep gives its messages back.", child.name,
+                         exc_info=True)
+        finally:
+            child.conn.close()
+
+    def _cold(self) -> int:
+        for child in self.children.values():
+            child.process.kill()
+        for child in list(self.children.values()):
+            child.process.join()
+            self._read(child)
+            del self.children[child.slot]
+            self._clean_up(child)
+        return EX_COLD
+
+    # -- signals and registry -----------------------------------------------------
+
+    def _install_signals(self) -> None:
+        for name in ("SIGTERM", "SIGINT", "SIGBREAK"):
+            if hasattr(signal, name):
+                signal.signal(getattr(signal, name), self._on_signal)
+
+    def _on_signal(self, signum, frame) -> None:
+        self._signals += 1
+        how = "Warm" if self._signals == 1 else "Cold"
+        print(f"\nworker: {how} shutdown (MainProcess)", file=sys.stderr, flush=True)
+
+    def _beat(self) -> None:
+        info = self.spec.info()
+        while True:
+            try:
+                registry.beat(self.client, self.spec.node_name, info=info)
+            except redis.RedisError as e:
+                logger.warning("Could not beat into the node registry: %s", e)
+            if self._stop_beat.wait(registry.INTERVAL_S):
+                return
+
+
+def _exit_text(code: int | None) -> str:
+    """Celery's words for how a child ended: ``signal 9 (SIGKILL)`` or ``exitcode 1``."""
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = "unknown"
+        return f"signal {-code} ({name})"
+    return f"exitcode {code}"

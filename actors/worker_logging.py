@@ -1,0 +1,47 @@
+"""Logging of worker processes, in Celery's format.
+
+``[%(asctime)s: %(levelname)s/%(processName)s] %(message)s``: the
+process name is ``MainProcess`` for the node's main process and
+``ForkPoolWorker-N`` in prefork children, as the runbook's log filters
+expect.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+__all__ = ["FORMAT", "setup_logging", "expand_process_index"]
+
+FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
+
+
+def expand_process_index(pattern: str, index: int) -> str:
+    """Celery's ``%i`` (child index, 0 in the main process) and ``%I`` (``-N``, or nothing)."""
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern[i] == "%" and i + 1 < len(pattern) and pattern[i + 1] in "iI%":
+            code = pattern[i + 1]
+            out.append(str(index) if code == "i" else (f"-{index}" if index else "") if code == "I" else "%")
+            i += 2
+            continue
+        out.append(pattern[i])
+        i += 1
+    return "".join(out)
+
+
+def setup_logging(level: int, logfile: str | None, *, index: int = 0) -> None:
+    """Send every log record of this process to stderr or ``logfile`` (appended)."""
+    handler: logging.Handler
+    if logfile:
+        handler = logging.FileHandler(expand_process_index(logfile, index), encoding="utf-8")
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(FORMAT))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    # Dramatiq's own INFO lines ("Shutting down...") repeat ours.
+    logging.getLogger("dramatiq").setLevel(level if level <= logging.DEBUG else max(level, logging.WARNING))

@@ -1,0 +1,53 @@
+"""Celery's node names: ``-n worker1@%h`` and the ``%`` codes of file names."""
+
+from __future__ import annotations
+
+import socket
+
+__all__ = ["hostname", "node_name", "expand"]
+
+#: What a name without ``@`` gets in front, as in Celery.
+DEFAULT_PREFIX = "celery"
+
+
+def hostname() -> str:
+    """The full host name: ``gethostname()``, or its qualified form when the system knows one."""
+    short = socket.gethostname()
+    if "." not in short:
+        qualified = socket.getfqdn()
+        if qualified.startswith(short + "."):
+            return qualified
+    return short
+
+
+def expand(pattern: str, *, host: str, node: str | None = None, per_process: bool = False) -> str:
+    """Expand ``%h`` (host), ``%n`` (host up to the first dot), ``%d`` (its domain),
+    ``%p`` (the node's full name, when given) and ``%%``.
+
+    With ``per_process`` (file names), ``%i``, ``%I`` and ``%%`` are left
+    for each process to expand (:func:`actors.worker_logging.expand_process_index`).
+    """
+    name, _, domain = host.partition(".")
+    codes = {"h": host, "n": name, "d": domain, "%": "%%" if per_process else "%"}
+    if node is not None:
+        codes["p"] = node
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern[i] == "%" and i + 1 < len(pattern) and pattern[i + 1] in codes:
+            out.append(codes[pattern[i + 1]])
+            i += 2
+            continue
+        out.append(pattern[i])
+        i += 1
+    return "".join(out)
+
+
+def node_name(value: str | None, *, host: str | None = None) -> str:
+    """``-n`` as Celery reads it: ``worker1`` -> ``celery@worker1``, ``w1@%h`` -> ``w1@<host>``."""
+    host = host or hostname()
+    if not value:
+        return f"{DEFAULT_PREFIX}@{host}"
+    expanded = expand(value, host=host)
+    if "@" not in expanded:
+        return f"{DEFAULT_PREFIX}@{expanded}"
+    return expanded

@@ -1,0 +1,362 @@
+"""``celery -A tasks worker``: the runbook's commands as real processes on the real Redis."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+import redis
+
+from actors import keys, registry
+from facade import nodenames
+from tests.support import extra_actors as test_actors
+from tests.support.celery_worker import CeleryWorker, run_celery
+from tests.support.redis_server import PrivateRedis
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.slow
+
+#: The worker lines of the runbook, verbatim after ``celery -A tasks``.
+RUNBOOK_WORKERS = [
+    "worker -l info -P solo -Q default,state",
+    "worker -l info -P solo -Q default,state -n worker1@%h",
+    "worker -l info --concurrency=4 --max-tasks-per-child=100 --time-limit=300 --soft-time-limit=240 "
+    "-Q default,state",
+]
+
+
+@pytest.fixture
+def celery_worker(tmp_path, global_broker, redis_client):
+    """Start ``celery -A tasks <args>``; everything it started is killed after the test."""
+    started: list[CeleryWorker] = []
+
+    def start(args: str | list[str], **env: str) -> CeleryWorker:
+        argv = args.split() if isinstance(args, str) else args
+        worker = CeleryWorker(argv, tmp_path / f"worker-{len(started)}.log", env=env)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.kill_all()
+
+
+def _order(redis_client) -> list[str]:
+    return [v.decode() for v in redis_client.lrange("test:order", 0, -1)]
+
+
+@pytest.mark.parametrize("line", RUNBOOK_WORKERS)
+def test_a_runbook_worker_line_runs_tasks_and_stops_warmly_on_sigterm(line, celery_worker, redis_client):
+    # Given the runbook's command, started as written
+    worker = celery_worker(line)
+    worker.wait_ready()
+
+    # When a task of each queue is sent
+    on_default = test_actors.test_record_default.delay("on default")
+    on_state = test_actors.test_record_state.delay("on state")
+
+    # Then both run, with Celery's log lines
+    wait_for(lambda: sorted(_order(redis_client)) == ["on default", "on state"], 60)
+    output = worker.wait_for_output(f"Task test_record_state[{on_state.id}] succeeded in ")
+    assert f"Task test_record_default[{on_default.id}] received" in output
+    assert "[config]" in output and "[queues]" in output and "[tasks]" in output
+    assert ".> default          exchange=celery(direct) key=celery" in output
+    assert ".> state            exchange=celery(direct) key=state" in output
+    assert ".> results:     disabled://" in output
+    pool = "solo" if "solo" in line else "prefork"
+    assert f" ({pool})" in output and ".> concurrency: " in output
+    assert ("/ForkPoolWorker-" in output) == (pool == "prefork")
+    if "-n worker1@%h" in line:
+        assert f"worker1@{nodenames.hostname()} ready." in output
+    wait_for(lambda: len(registry.live_nodes(redis_client)) == 1)
+
+    # When SIGTERM reaches the main process, it stops warmly with exit code 0
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+    assert "worker: Warm shutdown (MainProcess)" in worker.output()
+    # and leaves the registry and the broker's heartbeats at once
+    assert registry.live_nodes(redis_client) == []
+    assert redis_client.zcard(keys.HEARTBEATS) == 0
+
+
+def test_two_named_nodes_side_by_side_are_two_nodes(celery_worker, redis_client):
+    first = celery_worker("worker -l info -P solo -Q default,state -n worker1@%h")
+    second = celery_worker("worker -l info -P solo -Q default,state -n worker2@%h")
+    first.wait_ready()
+    second.wait_ready()
+
+    host = nodenames.hostname()
+    nodes = wait_for(lambda: (lambda found: found if len(found) == 2 else None)(registry.live_nodes(redis_client)))
+    assert [n.name for n in nodes] == [f"worker1@{host}", f"worker2@{host}"]
+    for node, proc in zip(nodes, (first, second), strict=True):
+        assert node.info["pid"] == proc.pid
+        assert node.info["pool"] == "solo"
+        assert node.info["queues"] == ["default", "state"]
+        assert list(node.processes) == [str(proc.pid)]
+
+    first.signal(signal.SIGTERM)
+    assert first.wait() == 0
+    assert [n.name for n in registry.live_nodes(redis_client)] == [f"worker2@{host}"]
+
+
+def test_max_tasks_per_child_replaces_only_that_child_while_another_runs_a_long_task(celery_worker, redis_client):
+    # Given two children, one of them in a long task
+    worker = celery_worker("worker -l info -c 2 --max-tasks-per-child=3 --prefetch-multiplier=1 -Q default")
+    worker.wait_ready()
+    long_task = test_actors.test_gate.delay("test:release-gate")
+    wait_for(lambda: _order(redis_client) == ["gate"], 60)
+    busy = wait_for(lambda: [t["worker_pid"] for n in registry.live_nodes(redis_client) for t in n.active])
+    assert len(busy) == 1
+
+    # When the other child runs three tasks
+    for n in range(3):
+        test_actors.test_record_default.delay(f"short {n}")
+    wait_for(lambda: len(_order(redis_client)) == 4, 60)
+
+    # Then that child alone is replaced (ForkPoolWorker-3 starts) ...
+    output = worker.wait_for_output("(max tasks per child reached (3))")
+    wait_for(lambda: len(_pids(redis_client)) == 2 and busy[0] in _pids(redis_client), 90)
+    assert "exited with 'exitcode 0' (max tasks per child reached (3))" in output
+    # ... while the long task keeps running in its child, which is not restarted
+    assert [t["id"] for n in registry.live_nodes(redis_client) for t in n.active] == [long_task.id]
+    redis_client.set("test:release-gate", 1)
+    worker.wait_for_output(f"Task test_gate[{long_task.id}] succeeded in ", 60)
+    assert _order(redis_client).count("gate") == 1
+    assert busy[0] in _pids(redis_client)
+
+    # And the replacement takes work
+    test_actors.test_record_default.delay("after")
+    wait_for(lambda: "after" in _order(redis_client), 60)
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+
+
+def _pids(redis_client) -> set[int]:
+    return {int(pid) for n in registry.live_nodes(redis_client) for pid in n.processes}
+
+
+def test_a_task_blocked_in_c_is_stopped_at_the_hard_limit_and_retried(celery_worker, redis_client):
+    # Given a prefork node with a hard limit of 2 s
+    worker = celery_worker("worker -l info -c 1 --time-limit=2 --soft-time-limit=1 -Q default")
+    worker.wait_ready()
+
+    # When a task blocks in recv() on a socket that never answers
+    sent = test_actors.test_blocked_in_c.delay("stuck")
+    wait_for(lambda: redis_client.llen("test:blocked") == 1, 60)
+    first_pid = redis_client.lindex("test:blocked", 0).decode().split(":")[1]
+
+    # Then its child is killed and replaced, and the message waits for its first retry (5 s)
+    output = worker.wait_for_output(f"Task test_blocked_in_c[{sent.id}] retry: Retry in 5s: TimeLimitExceeded", 60)
+    assert f"Hard time limit (2s) exceeded for test_blocked_in_c[{sent.id}]" in output
+    assert f"Process 'ForkPoolWorker-1' pid:{first_pid} exited with 'signal 9 (SIGKILL)'" in output
+    assert redis_client.llen("celery") == 0
+    assert redis_client.zcard(keys.delayed_key("default")) + redis_client.llen("test:blocked") >= 1
+    # and runs again, once, in the replacement child
+    wait_for(lambda: redis_client.llen("test:blocked") == 2, 60)
+    runs = [v.decode() for v in redis_client.lrange("test:blocked", 0, -1)]
+    assert runs[1].split(":")[1] != first_pid
+    assert "ForkPoolWorker-2" in worker.wait_for_output(f"Task test_blocked_in_c[{sent.id}] received", 5)
+    output = worker.wait_for_output("retry: Retry in 10s: TimeLimitExceeded", 60)
+    assert redis_client.llen("test:blocked") == 2
+
+
+def test_under_solo_a_task_blocked_in_c_makes_the_process_exit_75_after_scheduling_its_retry(
+        celery_worker, redis_client):
+    worker = celery_worker("worker -l info -P solo --time-limit=2 --soft-time-limit=1 -Q default")
+    worker.wait_ready()
+    sent = test_actors.test_blocked_in_c.delay("stuck solo")
+
+    assert worker.wait(90) == 75
+    output = worker.output()
+    assert f"Task test_blocked_in_c[{sent.id}] retry: Retry in 5s: TimeLimitExceeded" in output
+    # Nothing is left in flight: the message waits in the delayed set for its retry
+    assert redis_client.zcard(keys.delayed_key("default")) == 1
+    assert redis_client.llen("celery") == 0
+    assert list(redis_client.scan_iter(keys.inflight_key("default", "*"))) == []
+    assert registry.live_nodes(redis_client) == []
+
+
+def test_the_soft_limit_is_raised_inside_the_task(celery_worker, redis_client):
+    worker = celery_worker("worker -l info -P solo --time-limit=20 --soft-time-limit=1 -Q default")
+    worker.wait_ready()
+    sent = test_actors.test_soft_limit.delay()
+    wait_for(lambda: _order(redis_client) == ["soft limit caught"], 60)
+    output = worker.wait_for_output(f"Task test_soft_limit[{sent.id}] succeeded in ", 30)
+    assert f"Soft time limit (1s) exceeded for test_soft_limit[{sent.id}]" in output
+
+
+@pytest.mark.parametrize(("pool", "to_group"), [("solo", False), ("prefork", False), ("prefork", True)],
+                         ids=["solo", "prefork", "prefork-whole-process-group"])
+def test_sigterm_lets_the_running_task_finish(pool, to_group, celery_worker, redis_client):
+    worker = celery_worker(f"worker -l info -P {pool} -c 1 --time-limit=60 --soft-time-limit=50 -Q default")
+    worker.wait_ready()
+    sent = test_actors.test_gate.delay("test:release-gate")
+    wait_for(lambda: _order(redis_client) == ["gate"], 60)
+
+    # A signal to the whole group (as a terminal or a careless kill sends
+    # it) is still one warm shutdown: children are stopped by the supervisor.
+    if to_group:
+        os.killpg(worker.pid, signal.SIGTERM)
+    else:
+        worker.signal(signal.SIGTERM)
+    worker.wait_for_output("worker: Warm shutdown (MainProcess)", 30)
+    assert worker.proc.poll() is None  # still finishing its task
+    redis_client.set("test:release-gate", 1)
+
+    assert worker.wait() == 0
+    assert f"Task test_gate[{sent.id}] succeeded in " in worker.output()
+    assert redis_client.llen("celery") == 0
+    assert list(redis_client.scan_iter(keys.inflight_key("default", "*"))) == []
+
+
+def test_a_second_sigterm_gives_the_running_tasks_message_back_to_its_queue(celery_worker, redis_client):
+    worker = celery_worker("worker -l info -c 1 --time-limit=60 --soft-time-limit=50 -Q default")
+    worker.wait_ready()
+    sent = test_actors.test_gate.delay("test:never")
+    wait_for(lambda: _order(redis_client) == ["gate"], 60)
+
+    worker.signal(signal.SIGTERM)
+    worker.wait_for_output("worker: Warm shutdown (MainProcess)", 30)
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() != 0
+    assert "worker: Cold shutdown (MainProcess)" in worker.output()
+
+    waiting = redis_client.lrange("celery", 0, -1)
+    assert len(waiting) == 1 and sent.id.encode() in waiting[0]
+    assert list(redis_client.scan_iter(keys.inflight_key("default", "*"))) == []
+
+
+def test_the_pidfile_is_written_held_and_removed(celery_worker, tmp_path):
+    pidfile = tmp_path / "worker.pid"
+    worker = celery_worker(["worker", "-P", "solo", "--pidfile", str(pidfile)])
+    wait_for(lambda: pidfile.exists() and pidfile.read_text().strip() == str(worker.pid), 60)
+
+    second = run_celery(["-A", "tasks", "worker", "-P", "solo", "--pidfile", str(pidfile)])
+    assert second.returncode == 73
+    assert f"Pidfile ({pidfile}) already exists" in second.stderr
+
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+    assert not pidfile.exists()
+
+
+def test_the_logfile_expands_celerys_codes(celery_worker, tmp_path):
+    pattern = str(tmp_path / "%n%I.log")
+    worker = celery_worker(["worker", "-l", "info", "-c", "1", "-f", pattern])
+    name = nodenames.hostname().partition(".")[0]
+    main_log, child_log = tmp_path / f"{name}.log", tmp_path / f"{name}-1.log"
+    wait_for(lambda: main_log.exists() and " ready." in main_log.read_text(), 120)
+    sent = test_actors.test_record_default.delay("logged")
+    wait_for(lambda: child_log.exists() and f"test_record_default[{sent.id}] succeeded" in child_log.read_text(), 60)
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+
+
+@pytest.mark.parametrize(("args", "named"), [
+    (["--autoscale=10,3"], "--autoscale"),
+    (["-B"], "-B"),
+    (["--beat"], "--beat"),
+    (["-D"], "-D"),
+    (["--uid", "nobody"], "--uid"),
+    (["--purge"], "--purge"),
+    (["-S", "state.db"], "-S"),
+    (["-P", "gevent"], "gevent"),
+    (["-P", "eventlet"], "eventlet"),
+    (["-P", "bogus"], "bogus"),
+    (["-Q", "default,nope"], "nope"),
+    (["-l", "loud"], "loud"),
+    (["-c", "0"], "concurrency"),
+    (["--time-limit=5", "--soft-time-limit=5"], "--soft-time-limit"),
+    (["--soft-time-limit=400"], "--soft-time-limit"),
+    (["--max-tasks"], "--max-tasks"),
+    (["--no-such-option"], "--no-such-option"),
+])
+def test_a_bad_or_unoffered_option_exits_2_naming_it(args, named):
+    result = run_celery(["-A", "tasks", "worker", *args])
+    assert result.returncode == 2, result
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(error_lines) == 1 and named in error_lines[0], result.stderr
+
+
+def test_the_app_option_after_worker_is_refused_as_in_celery_5():
+    result = run_celery(["worker", "-A", "tasks"])
+    assert result.returncode == 2
+    assert "-A' as a global option: celery -A tasks worker" in result.stderr
+
+
+def test_a_child_that_keeps_dying_is_restarted_with_a_growing_delay(celery_worker):
+    worker = celery_worker("worker -l info -c 1 -Q default",
+                           WORKER_EXTRA_MODULES="tests.support.extra_actors,tests.support.crashing_child")
+    output = worker.wait_for_output("keeps failing (4 times in a row): starting it again in 4s", 120)
+    # One start per announced delay: the supervisor does not spin
+    assert output.count("exited with 'exitcode 3'") == 4
+    assert "keeps failing (3 times in a row): starting it again in 2s" in output
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+
+
+def test_a_child_that_dies_in_a_task_is_replaced_and_the_message_retried(celery_worker, redis_client):
+    worker = celery_worker("worker -l info -c 1 -Q default")
+    worker.wait_ready()
+    sent = test_actors.test_kill_own_process.delay("dies")
+
+    output = worker.wait_for_output(f"Task test_kill_own_process[{sent.id}] retry: Retry in 5s: WorkerLostError", 60)
+    assert "Process 'ForkPoolWorker-1' pid:" in output and "exited with 'exitcode 9'" in output
+    # The replacement runs the retry
+    wait_for(lambda: redis_client.llen("test:killed") == 2, 60)
+    worker.wait_for_output("retry: Retry in 10s: WorkerLostError", 60)
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+    assert redis_client.zcard(keys.delayed_key("default")) == 1
+
+
+def test_max_memory_per_child_replaces_the_child_after_its_task(celery_worker, redis_client):
+    # 1 KiB: every child is above it after its first task
+    worker = celery_worker("worker -l info -c 1 --max-memory-per-child=1 --prefetch-multiplier=1 -Q default")
+    worker.wait_ready()
+    first = test_actors.test_record_default.delay("first")
+    output = worker.wait_for_output("(max memory per child exceeded (", 60)
+    assert f"INFO/ForkPoolWorker-1] Task test_record_default[{first.id}] succeeded in " in output
+    second = test_actors.test_record_default.delay("second")
+    worker.wait_for_output(f"INFO/ForkPoolWorker-2] Task test_record_default[{second.id}] succeeded in ", 90)
+    assert _order(redis_client) == ["first", "second"]
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+
+
+def test_the_threads_pool_runs_tasks_side_by_side_in_one_process(celery_worker, redis_client):
+    worker = celery_worker("worker -l info -P threads -c 2 -Q default")
+    worker.wait_ready()
+    sent = [test_actors.test_gate.delay("test:release-gate") for _ in range(2)]
+    wait_for(lambda: _order(redis_client) == ["gate", "gate"], 60)
+    # (the registry shows them at the next beat)
+    nodes = wait_for(lambda: (lambda found: found if found and len(found[0].active) == 2 else None)(
+        registry.live_nodes(redis_client)))
+    assert [n.info["pool"] for n in nodes] == ["threads"]
+    assert list(nodes[0].processes) == [str(worker.pid)]
+    assert sorted(t["id"] for t in nodes[0].active) == sorted(s.id for s in sent)
+    assert all(t["worker_pid"] == worker.pid and t["acknowledged"] for t in nodes[0].active)
+    redis_client.set("test:release-gate", 1)
+    for s in sent:
+        worker.wait_for_output(f"Task test_gate[{s.id}] succeeded in ", 60)
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+
+
+def test_the_broker_password_is_masked_in_the_banner_and_log(celery_worker, tmp_path):
+    server = PrivateRedis(tmp_path, password="s3cret-pass")
+    try:
+        worker = celery_worker(["-b", server.url, "worker", "-l", "info", "-P", "solo"])
+        output = worker.wait_for_output(" ready.")
+        shown = f"redis://:**@127.0.0.1:{server.port}/0"
+        assert f".> transport:   {shown}" in output
+        assert f"Connected to {shown}" in output
+        client = redis.Redis.from_url(server.url)
+        nodes = wait_for(lambda: registry.live_nodes(client))
+        assert [n.info["broker"] for n in nodes] == [shown]
+        worker.signal(signal.SIGTERM)
+        assert worker.wait() == 0
+        assert "s3cret-pass" not in worker.output()
+    finally:
+        server.stop()

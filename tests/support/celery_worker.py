@@ -1,0 +1,78 @@
+"""``celery -A tasks worker ...`` as a real subprocess of the installed script, for tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support.waiting import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+#: The console script the package installs next to the interpreter.
+CELERY = str(Path(sys.executable).parent / "celery")
+
+#: Starting a node imports the whole application in every process; the
+#: machine is shared, so waits are generous (they end as soon as the
+#: condition holds).
+START_TIMEOUT_S = 120.0
+
+
+class CeleryWorker:
+    """One ``celery`` process (and its children), its output kept in a file."""
+
+    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+        self.args = args
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        environment = {**os.environ, "WORKER_EXTRA_MODULES": "tests.support.extra_actors", **(env or {})}
+        self.proc = subprocess.Popen(
+            [CELERY, "-A", "tasks", *args], cwd=ROOT, env=environment, stdout=self._log,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_output(self, text: str, timeout_s: float = START_TIMEOUT_S) -> str:
+        try:
+            wait_for(lambda: text in self.output() or self.proc.poll() is not None, timeout_s)
+        except AssertionError:
+            raise AssertionError(f"{text!r} not printed within {timeout_s:g} s:\n{self.output()}") from None
+        assert text in self.output(), f"exited ({self.proc.poll()}) without printing {text!r}:\n{self.output()}"
+        return self.output()
+
+    def wait_ready(self) -> None:
+        self.wait_for_output(" ready.")
+
+    def signal(self, signum: int = signal.SIGTERM) -> None:
+        os.kill(self.proc.pid, signum)
+
+    def wait(self, timeout_s: float = START_TIMEOUT_S) -> int:
+        try:
+            return self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"still running after {timeout_s:g} s:\n{self.output()}") from None
+
+    def kill_all(self) -> None:
+        """Leave nothing behind: the main process and its children."""
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait()
+        self._log.close()
+
+
+def run_celery(args: list[str], timeout_s: float = START_TIMEOUT_S) -> subprocess.CompletedProcess:
+    """Run a ``celery`` command that is expected to end by itself."""
+    environment = {**os.environ, "WORKER_EXTRA_MODULES": "tests.support.extra_actors"}
+    return subprocess.run([CELERY, *args], cwd=ROOT, env=environment, capture_output=True, text=True,
+                          timeout=timeout_s)
