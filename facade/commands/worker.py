@@ -247,6 +247,7 @@ def _start(args, spec, queue_names, broker) -> int:
             print(banner.banner(spec, app=app, queue_names=queue_names, task_names=tasks,
                                 dramatiq_version=dramatiq.__version__), flush=True)
         setup_logging(spec.loglevel, spec.logfile, index=0)
+        _wait_for_redis(broker.client, spec.broker_shown)
         if spec.pool == "prefork":
             from actors.supervisor import Supervisor
 
@@ -254,6 +255,26 @@ def _start(args, spec, queue_names, broker) -> int:
         from actors.node_process import NodeProcess
 
         return NodeProcess(spec).run()
+
+
+#: Longest pause between two attempts to reach Redis at start, in seconds.
+MAX_CONNECT_WAIT_S = 32.0
+
+
+def _wait_for_redis(client, shown: str) -> None:
+    """Start consuming only once Redis answers, saying so as Celery does meanwhile."""
+    import redis
+
+    wait_s = 1.0
+    while True:
+        try:
+            client.ping()
+            return
+        except redis.RedisError as e:
+            logging.getLogger("celery.worker.consumer.consumer").error(
+                "consumer: Cannot connect to %s: %s.\nTrying again in %.2f seconds...", shown, e, wait_s)
+        time.sleep(wait_s)
+        wait_s = min(wait_s * 2, MAX_CONNECT_WAIT_S)
 
 
 def _check_writable(pattern: str) -> None:

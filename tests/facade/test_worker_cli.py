@@ -360,3 +360,19 @@ def test_the_broker_password_is_masked_in_the_banner_and_log(celery_worker, tmp_
         assert "s3cret-pass" not in worker.output()
     finally:
         server.stop()
+
+
+def test_a_worker_started_before_redis_waits_for_it(celery_worker, tmp_path):
+    server = PrivateRedis(tmp_path, password="pw")
+    server.stop()
+    try:
+        worker = celery_worker(["-b", server.url, "worker", "-l", "info", "-P", "solo"])
+        output = worker.wait_for_output("Trying again in")
+        assert f"consumer: Cannot connect to redis://:**@127.0.0.1:{server.port}/0: " in output
+        assert " ready." not in output and worker.proc.poll() is None
+        server.start()
+        worker.wait_ready()
+        worker.signal(signal.SIGTERM)
+        assert worker.wait() == 0
+    finally:
+        server.stop()
