@@ -38,6 +38,7 @@ from dramatiq import Worker
 from actors.held import fail_held, hard_limit_error
 from actors.middleware import ChildLimits, NodeState, ParentLink, TimeLimits
 from actors.middleware.time_limits import Stuck
+from actors.names import celery_name
 from actors.worker_spec import WorkerSpec
 
 __all__ = ["NodeProcess", "load_broker", "EX_REPLACE", "EX_COLD"]
@@ -211,7 +212,7 @@ class NodeProcess:
             return
         logger.error("Task %s[%s] is still blocked %ss after its hard time limit: its message follows the "
                      "retry policy and this process exits (code %d) to be replaced.",
-                     message.actor_name, message.message_id, f"{self.spec.grace_s:g}", EX_REPLACE)
+                     celery_name(message.actor_name), message.message_id, f"{self.spec.grace_s:g}", EX_REPLACE)
         message.abandoned = True
         outcome = fail_held(self.broker, inflight_key=message.inflight_key, raw=message.raw,
                             message=message._message, exception=hard_limit_error(stuck.hard_ms))

@@ -93,25 +93,56 @@ def _check_app(args: argparse.Namespace) -> None:
                        f"The module {args.app} was not found; this project's app is '{APP_MODULE}'.")
 
 
+#: Global options that take a value (they come before the sub-command).
+_VALUE_OPTIONS = ("-A", "--app", "-b", "--broker", "--workdir")
+
+
+def _command_position(argv: list[str]) -> int | None:
+    """Index of the sub-command: the first word that is not a global option or its value."""
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if word in _VALUE_OPTIONS:
+            i += 2
+            continue
+        if not word.startswith("-"):
+            return i
+        i += 1
+    return None
+
+
+def _early_globals(argv: list[str]) -> None:
+    """Apply ``-b`` and ``--workdir`` before any command module is imported:
+    importing the actors reads REDIS_URI, and ``-A tasks`` is found from the cwd."""
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("-b", "--broker")
+    early.add_argument("--workdir")
+    known, _ = early.parse_known_args(argv)
+    if known.workdir:
+        try:
+            os.chdir(known.workdir)
+        except OSError as e:
+            raise CliError(f"--workdir {known.workdir}: {e.strerror}") from None
+    if known.broker:
+        set_environment(REDIS_URI=known.broker)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = _parser()
-    command_name = next((a for a in argv if not a.startswith("-") and a in NOT_OFFERED), None)
-    if command_name is not None:
-        print(f"Error: 'celery {command_name}' is a Celery feature this project does not offer: "
-              f"{NOT_OFFERED[command_name]}", file=sys.stderr)
-        return EX_USAGE
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
+    position = _command_position(argv)
+    if position is not None and argv[position] in NOT_OFFERED:
+        name = argv[position]
+        print(f"Error: 'celery {name}' is a Celery feature this project does not offer: {NOT_OFFERED[name]}",
+              file=sys.stderr)
         return EX_USAGE
     try:
-        if args.workdir:
-            os.chdir(args.workdir)
+        _early_globals(argv[:position])
+        parser = _parser()
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return EX_USAGE
         _check_app(args)
-        if args.broker:
-            # Read when the actors are imported, which no command has done yet.
-            set_environment(REDIS_URI=args.broker)
         command = importlib.import_module(COMMANDS[args.command])
         return int(command.run(args) or 0)
     except CliError as exc:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+from actors.names import celery_name
 from actors.registry import Node
 
 __all__ = ["REPLIES", "ping", "active", "reserved", "registered", "active_queues", "stats", "app_tasks"]
@@ -53,7 +54,7 @@ def app_tasks() -> list[str]:
     """The runbook's tasks as Celery names them under ``-A tasks`` (module and function)."""
     from actors import TASKS  # builds the broker: only when asked
 
-    return sorted(f"tasks.{name}" for name in TASKS)
+    return sorted(celery_name(name) for name in TASKS)
 
 
 def registered(node: Node) -> list[str]:

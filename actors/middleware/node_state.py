@@ -30,6 +30,7 @@ import redis
 from dramatiq import Middleware
 
 from actors import keys, registry
+from actors.names import celery_name
 from facade.api import from_dramatiq_priority
 
 __all__ = ["NodeState", "task_dict", "rss_kib"]
@@ -57,10 +58,10 @@ def task_dict(message, *, hostname: str, started: float | None, pid: int | None)
     priority = message.options.get("priority")
     return {
         "id": message.message_id,
-        "name": message.actor_name,
+        "name": celery_name(message.actor_name),
         "args": list(message.args),
         "kwargs": dict(message.kwargs),
-        "type": message.actor_name,
+        "type": celery_name(message.actor_name),
         "hostname": hostname,
         "time_start": started,
         "acknowledged": started is not None,
@@ -164,7 +165,7 @@ class NodeState(Middleware):
             entry = self._active.pop(message.message_id, None)
             self._counters["processed"] += 1
             self._counters[outcome] += 1
-            self._by_task[message.actor_name] += 1
+            self._by_task[celery_name(message.actor_name)] += 1
         duration = time.monotonic() - entry[2] if entry else 0.0
         events.info("task finished task=%s id=%s queue=%s duration_s=%.3f outcome=%s",
                     message.actor_name, message.message_id, message.queue_name, duration, outcome)

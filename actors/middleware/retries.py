@@ -9,6 +9,7 @@ import redis
 import sqlalchemy.exc
 from dramatiq import Middleware
 
+from actors.names import celery_name
 from app.errors import TransientError
 from facade.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 
@@ -87,12 +88,12 @@ class FixedRetries(Middleware):
             message.options["retries"] = retries + 1
             self.logger.info(
                 "Task %s[%s] retry: Retry in %ss: %r",
-                message.actor_name, message.message_id, _seconds(delay_ms), exception,
+                celery_name(message.actor_name), message.message_id, _seconds(delay_ms), exception,
             )
             return delay_ms
         self.logger.error(
             "Task %s[%s] raised unexpected: %r",
-            message.actor_name, message.message_id, exception,
+            celery_name(message.actor_name), message.message_id, exception,
             exc_info=(type(exception), exception, exception.__traceback__),
         )
         return None

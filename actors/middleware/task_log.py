@@ -13,6 +13,8 @@ import time
 
 from dramatiq import Middleware
 
+from actors.names import celery_name
+
 __all__ = ["TaskLog", "TaskContextFilter", "current_task"]
 
 #: (task name, task id) of the task the current thread runs, or None.
@@ -41,14 +43,14 @@ class TaskLog(Middleware):
     def before_process_message(self, broker, message):
         current_task.set((message.actor_name, message.message_id))
         self._started[message.message_id] = time.perf_counter()
-        self.logger.info("Task %s[%s] received", message.actor_name, message.message_id)
+        self.logger.info("Task %s[%s] received", celery_name(message.actor_name), message.message_id)
 
     def after_process_message(self, broker, message, *, result=None, exception=None):
         started = self._started.pop(message.message_id, None)
         if exception is None and started is not None:
             runtime = time.perf_counter() - started
             self.trace_logger.info(
-                "Task %s[%s] succeeded in %rs: %r", message.actor_name, message.message_id, runtime, result
+                "Task %s[%s] succeeded in %rs: %r", celery_name(message.actor_name), message.message_id, runtime, result
             )
         current_task.set(None)
 

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dramatiq import Actor, Middleware
 from dramatiq.middleware import raise_thread_exception
 
+from actors.names import celery_name
 from facade.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 
 __all__ = ["TimeLimits", "DEFAULT_TIME_LIMIT_MS", "DEFAULT_SOFT_TIME_LIMIT_MS", "HARD_LIMIT_GRACE_S", "Stuck"]
@@ -164,7 +165,7 @@ class TimeLimits(Middleware):
         soft, hard = self.limits_ms(broker, message)
         thread_id = threading.get_ident()
         started = time.monotonic()
-        running = _Running(thread_id, message.actor_name, message.message_id, soft, hard, message)
+        running = _Running(thread_id, celery_name(message.actor_name), message.message_id, soft, hard, message)
         with self._lock:
             self._ensure_monitor()
             self._running[thread_id] = running
@@ -240,7 +241,7 @@ class TimeLimits(Middleware):
             logger.error(
                 "Task %s[%s] is still blocked %ss after its hard time limit; this process cannot stop it "
                 "(run the worker as 'celery -A tasks worker' to have it replaced).",
-                message.actor_name, message.message_id, f"{self.grace_s:g}",
+                celery_name(message.actor_name), message.message_id, f"{self.grace_s:g}",
             )
             return
         try:

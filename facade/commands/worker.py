@@ -235,6 +235,7 @@ def _version() -> str:
 def _start(args, spec, queue_names, broker) -> int:
     import dramatiq
 
+    from actors.names import celery_name
     from actors.worker_logging import setup_logging
     from facade import banner, pidfile
 
@@ -242,7 +243,8 @@ def _start(args, spec, queue_names, broker) -> int:
         _check_writable(spec.logfile)
     with pidfile.held(args.pidfile):
         if not args.quiet:
-            tasks = sorted(broker.get_declared_actors()) if spec.loglevel <= logging.INFO else None
+            shown = spec.loglevel <= logging.INFO
+            tasks = sorted(celery_name(a) for a in broker.get_declared_actors()) if shown else None
             app = f"{APP_MODULE}:0x{id(sys.modules[APP_MODULE]):x}" if APP_MODULE in sys.modules else APP_MODULE
             print(banner.banner(spec, app=app, queue_names=queue_names, task_names=tasks,
                                 dramatiq_version=dramatiq.__version__), flush=True)

@@ -145,7 +145,7 @@ def test_the_soft_limit_raises_inside_the_task(global_broker, redis_client, runt
     start_worker(global_broker)
     test_actors.test_soft_limit.apply_async(soft_time_limit=0.2, time_limit=5)
     wait_for(lambda: redis_client.lrange("test:order", 0, -1) == [b"soft limit caught"])
-    assert any("Soft time limit (0.2s) exceeded for test_soft_limit[" in r.getMessage() for r in caplog.records)
+    assert any("Soft time limit (0.2s) exceeded for tasks.test_soft_limit[" in r.getMessage() for r in caplog.records)
 
 
 def test_the_hard_limit_stops_a_task_that_ignores_the_soft_one_and_retries_it(global_broker, redis_client, runtime,
@@ -156,7 +156,7 @@ def test_the_hard_limit_stops_a_task_that_ignores_the_soft_one_and_retries_it(gl
     ((element, _eta),) = wait_for(lambda: redis_client.zrange(keys.delayed_key("default"), 0, -1, withscores=True))
     assert sent.id.encode() in element and b'"retries":1' in element
     assert b"ignored the soft limit" in redis_client.lrange("test:order", 0, -1)
-    assert any("Hard time limit (0.3s) exceeded for test_hard_limit[" in r.getMessage() for r in caplog.records)
+    assert any("Hard time limit (0.3s) exceeded for tasks.test_hard_limit[" in r.getMessage() for r in caplog.records)
 
 
 def test_a_buffered_conversation_gets_one_reply_even_if_its_check_runs_twice(global_broker, redis_client, runtime,

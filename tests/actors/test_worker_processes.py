@@ -138,7 +138,7 @@ def test_under_the_plain_dramatiq_cli_a_task_blocked_in_c_is_only_logged(global_
     # message stays in flight (neither retried nor given back) while it lives
     wait_for(lambda: "is still blocked 3s after its hard time limit" in log_path.read_text(), 60)
     text = log_path.read_text()
-    assert f"Hard time limit (1s) exceeded for test_blocked_in_c[{sent.id}]" in text
+    assert f"Hard time limit (1s) exceeded for tasks.test_blocked_in_c[{sent.id}]" in text
     assert redis_client.llen("celery") == 0
     assert redis_client.zcard(keys.delayed_key("default")) == 0
     held = [m for k in redis_client.scan_iter(keys.inflight_key("default", "*")) for m in redis_client.lrange(k, 0, -1)]

@@ -1,4 +1,4 @@
-"""``celery status`` and ``inspect active`` with two real worker processes."""
+"""``celery status`` and ``inspect active`` with two real worker nodes."""
 
 from __future__ import annotations
 
@@ -8,54 +8,54 @@ import signal
 
 import pytest
 
-from actors import keys
-from tests.actors.test_worker_processes import processes, start_dramatiq  # noqa: F401  (fixture)
+from facade.nodenames import hostname
 from tests.support import extra_actors as test_actors
 from tests.support.cli import run_celery
-from tests.support.node_writer_stand_in import beat_for_dramatiq_worker
 from tests.support.waiting import wait_for
 
-
-def _start_node(redis_client, processes, name: str, known: set[str]) -> set[str]:  # noqa: F811
-    """A dramatiq worker subprocess registered as node ``name``; returns its broker ids."""
-    proc = start_dramatiq({})
-    processes.append(proc)
-    ids = wait_for(lambda: {m.decode() for m in redis_client.zrange(keys.HEARTBEATS, 0, -1)} - known)
-    beat_for_dramatiq_worker(redis_client, name, proc, ids)
-    return ids
+pytestmark = pytest.mark.slow
 
 
-@pytest.mark.slow
-def test_two_worker_nodes_show_in_status_and_their_running_tasks_in_inspect_active(
-        global_broker, redis_client, processes):  # noqa: F811
-    # Given two worker nodes running two tasks that wait for a gate key
-    first = _start_node(redis_client, processes, "worker1@vm", set())
-    _start_node(redis_client, processes, "worker2@vm", first)
-    test_actors.test_gate.send("gate:one")
-    test_actors.test_gate.send("gate:two")
-    wait_for(lambda: redis_client.llen("test:order") == 2)
-
-    # When the operator asks
-    status = run_celery("-A", "tasks", "status")
-    active = wait_for(lambda: (r := run_celery("-A", "tasks", "inspect", "active")).stdout.count("* {") == 2 and r)
-
-    # Then both nodes are online, and the running tasks show with their arguments under their node
-    assert status.returncode == 0
-    assert status.stdout == "->  worker1@vm: OK\n->  worker2@vm: OK\n\n2 nodes online.\n"
+def _running(stdout: str) -> dict[str, str]:
+    """gate key -> node, from ``inspect active``'s output."""
     node, running = None, {}
-    for line in active.stdout.splitlines():
+    for line in stdout.splitlines():
         if line.startswith("->  "):
             node = line[4:].removesuffix(": OK")
         elif line.startswith("    * {"):
             task = ast.literal_eval(line[6:])
             assert task["hostname"] == node and task["name"] == "tasks.test_gate"
             running[task["args"][0]] = node
+    return running
+
+
+def test_two_worker_nodes_show_in_status_and_their_running_tasks_in_inspect_active(celery_worker, redis_client):
+    # Given the runbook's two named nodes, each running a task that waits for a gate key
+    # (one message each: a prefetched second gate would sit reserved on the first node)
+    host = hostname()
+    first = celery_worker("worker -l info -P solo --prefetch-multiplier=1 -Q default,state -n worker1@%h")
+    second = celery_worker("worker -l info -P solo --prefetch-multiplier=1 -Q default,state -n worker2@%h")
+    first.wait_ready()
+    second.wait_ready()
+    test_actors.test_gate.send("gate:one")
+    test_actors.test_gate.send("gate:two")
+    wait_for(lambda: redis_client.llen("test:order") == 2)
+
+    # When the operator asks
+    status = wait_for(lambda: (r := run_celery("-A", "tasks", "status")).stdout.endswith("2 nodes online.\n") and r)
+    active = wait_for(lambda: (r := run_celery("-A", "tasks", "inspect", "active")).stdout.count("* {") == 2 and r)
+
+    # Then both nodes are online, and each running task shows under the node that runs it
+    assert status.returncode == 0
+    assert status.stdout == f"->  worker1@{host}: OK\n->  worker2@{host}: OK\n\n2 nodes online.\n"
+    running = _running(active.stdout)
     assert sorted(running) == ["gate:one", "gate:two"]
+    assert set(running.values()) == {f"worker1@{host}", f"worker2@{host}"}
     assert active.stdout.endswith("\n\n2 nodes online.\n")
 
-    # And a node whose process died drops out (its beats stop)
-    os.killpg(processes[1].pid, signal.SIGKILL)
-    processes[1].wait()
+    # And a node killed outright drops out once its beats stop
+    os.killpg(second.pid, signal.SIGKILL)
+    second.proc.wait()
     redis_client.set("gate:one", 1)
     redis_client.set("gate:two", 1)
-    wait_for(lambda: run_celery("-A", "tasks", "status").stdout == "->  worker1@vm: OK\n\n1 node online.\n")
+    wait_for(lambda: run_celery("-A", "tasks", "status").stdout == f"->  worker1@{host}: OK\n\n1 node online.\n")

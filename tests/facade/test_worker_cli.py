@@ -11,7 +11,8 @@ import redis
 from actors import keys, registry
 from facade import nodenames
 from tests.support import extra_actors as test_actors
-from tests.support.celery_worker import CeleryWorker, run_celery
+from tests.support.celery_worker import TEST_ACTORS
+from tests.support.cli import run_celery
 from tests.support.redis_server import PrivateRedis
 from tests.support.waiting import wait_for
 
@@ -24,22 +25,6 @@ RUNBOOK_WORKERS = [
     "worker -l info --concurrency=4 --max-tasks-per-child=100 --time-limit=300 --soft-time-limit=240 "
     "-Q default,state",
 ]
-
-
-@pytest.fixture
-def celery_worker(tmp_path, global_broker, redis_client):
-    """Start ``celery -A tasks <args>``; everything it started is killed after the test."""
-    started: list[CeleryWorker] = []
-
-    def start(args: str | list[str], **env: str) -> CeleryWorker:
-        argv = args.split() if isinstance(args, str) else args
-        worker = CeleryWorker(argv, tmp_path / f"worker-{len(started)}.log", env=env)
-        started.append(worker)
-        return worker
-
-    yield start
-    for worker in started:
-        worker.kill_all()
 
 
 def _order(redis_client) -> list[str]:
@@ -58,8 +43,8 @@ def test_a_runbook_worker_line_runs_tasks_and_stops_warmly_on_sigterm(line, cele
 
     # Then both run, with Celery's log lines
     wait_for(lambda: sorted(_order(redis_client)) == ["on default", "on state"], 60)
-    output = worker.wait_for_output(f"Task test_record_state[{on_state.id}] succeeded in ")
-    assert f"Task test_record_default[{on_default.id}] received" in output
+    output = worker.wait_for_output(f"Task tasks.test_record_state[{on_state.id}] succeeded in ")
+    assert f"Task tasks.test_record_default[{on_default.id}] received" in output
     assert "[config]" in output and "[queues]" in output and "[tasks]" in output
     assert ".> default          exchange=celery(direct) key=celery" in output
     assert ".> state            exchange=celery(direct) key=state" in output
@@ -121,7 +106,7 @@ def test_max_tasks_per_child_replaces_only_that_child_while_another_runs_a_long_
     # ... while the long task keeps running in its child, which is not restarted
     assert [t["id"] for n in registry.live_nodes(redis_client) for t in n.active] == [long_task.id]
     redis_client.set("test:release-gate", 1)
-    worker.wait_for_output(f"Task test_gate[{long_task.id}] succeeded in ", 60)
+    worker.wait_for_output(f"Task tasks.test_gate[{long_task.id}] succeeded in ", 60)
     assert _order(redis_client).count("gate") == 1
     assert busy[0] in _pids(redis_client)
 
@@ -147,8 +132,9 @@ def test_a_task_blocked_in_c_is_stopped_at_the_hard_limit_and_retried(celery_wor
     first_pid = redis_client.lindex("test:blocked", 0).decode().split(":")[1]
 
     # Then its child is killed and replaced, and the message waits for its first retry (5 s)
-    output = worker.wait_for_output(f"Task test_blocked_in_c[{sent.id}] retry: Retry in 5s: TimeLimitExceeded", 60)
-    assert f"Hard time limit (2s) exceeded for test_blocked_in_c[{sent.id}]" in output
+    output = worker.wait_for_output(
+        f"Task tasks.test_blocked_in_c[{sent.id}] retry: Retry in 5s: TimeLimitExceeded", 60)
+    assert f"Hard time limit (2s) exceeded for tasks.test_blocked_in_c[{sent.id}]" in output
     assert f"Process 'ForkPoolWorker-1' pid:{first_pid} exited with 'signal 9 (SIGKILL)'" in output
     assert redis_client.llen("celery") == 0
     assert redis_client.zcard(keys.delayed_key("default")) + redis_client.llen("test:blocked") >= 1
@@ -156,7 +142,7 @@ def test_a_task_blocked_in_c_is_stopped_at_the_hard_limit_and_retried(celery_wor
     wait_for(lambda: redis_client.llen("test:blocked") == 2, 60)
     runs = [v.decode() for v in redis_client.lrange("test:blocked", 0, -1)]
     assert runs[1].split(":")[1] != first_pid
-    assert "ForkPoolWorker-2" in worker.wait_for_output(f"Task test_blocked_in_c[{sent.id}] received", 5)
+    assert "ForkPoolWorker-2" in worker.wait_for_output(f"Task tasks.test_blocked_in_c[{sent.id}] received", 5)
     output = worker.wait_for_output("retry: Retry in 10s: TimeLimitExceeded", 60)
     assert redis_client.llen("test:blocked") == 2
 
@@ -169,7 +155,7 @@ def test_under_solo_a_task_blocked_in_c_makes_the_process_exit_75_after_scheduli
 
     assert worker.wait(90) == 75
     output = worker.output()
-    assert f"Task test_blocked_in_c[{sent.id}] retry: Retry in 5s: TimeLimitExceeded" in output
+    assert f"Task tasks.test_blocked_in_c[{sent.id}] retry: Retry in 5s: TimeLimitExceeded" in output
     # Nothing is left in flight: the message waits in the delayed set for its retry
     assert redis_client.zcard(keys.delayed_key("default")) == 1
     assert redis_client.llen("celery") == 0
@@ -182,8 +168,8 @@ def test_the_soft_limit_is_raised_inside_the_task(celery_worker, redis_client):
     worker.wait_ready()
     sent = test_actors.test_soft_limit.delay()
     wait_for(lambda: _order(redis_client) == ["soft limit caught"], 60)
-    output = worker.wait_for_output(f"Task test_soft_limit[{sent.id}] succeeded in ", 30)
-    assert f"Soft time limit (1s) exceeded for test_soft_limit[{sent.id}]" in output
+    output = worker.wait_for_output(f"Task tasks.test_soft_limit[{sent.id}] succeeded in ", 30)
+    assert f"Soft time limit (1s) exceeded for tasks.test_soft_limit[{sent.id}]" in output
 
 
 @pytest.mark.parametrize(("pool", "to_group"), [("solo", False), ("prefork", False), ("prefork", True)],
@@ -205,7 +191,7 @@ def test_sigterm_lets_the_running_task_finish(pool, to_group, celery_worker, red
     redis_client.set("test:release-gate", 1)
 
     assert worker.wait() == 0
-    assert f"Task test_gate[{sent.id}] succeeded in " in worker.output()
+    assert f"Task tasks.test_gate[{sent.id}] succeeded in " in worker.output()
     assert redis_client.llen("celery") == 0
     assert list(redis_client.scan_iter(keys.inflight_key("default", "*"))) == []
 
@@ -232,7 +218,7 @@ def test_the_pidfile_is_written_held_and_removed(celery_worker, tmp_path):
     worker = celery_worker(["worker", "-P", "solo", "--pidfile", str(pidfile)])
     wait_for(lambda: pidfile.exists() and pidfile.read_text().strip() == str(worker.pid), 60)
 
-    second = run_celery(["-A", "tasks", "worker", "-P", "solo", "--pidfile", str(pidfile)])
+    second = run_celery("-A", "tasks", "worker", "-P", "solo", "--pidfile", str(pidfile), env=TEST_ACTORS)
     assert second.returncode == 73
     assert f"Pidfile ({pidfile}) already exists" in second.stderr
 
@@ -273,14 +259,14 @@ def test_the_logfile_expands_celerys_codes(celery_worker, tmp_path):
     (["--no-such-option"], "--no-such-option"),
 ])
 def test_a_bad_or_unoffered_option_exits_2_naming_it(args, named):
-    result = run_celery(["-A", "tasks", "worker", *args])
+    result = run_celery("-A", "tasks", "worker", *args, env=TEST_ACTORS)
     assert result.returncode == 2, result
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     assert len(error_lines) == 1 and named in error_lines[0], result.stderr
 
 
 def test_the_app_option_after_worker_is_refused_as_in_celery_5():
-    result = run_celery(["worker", "-A", "tasks"])
+    result = run_celery("worker", "-A", "tasks", env=TEST_ACTORS)
     assert result.returncode == 2
     assert "-A' as a global option: celery -A tasks worker" in result.stderr
 
@@ -301,7 +287,8 @@ def test_a_child_that_dies_in_a_task_is_replaced_and_the_message_retried(celery_
     worker.wait_ready()
     sent = test_actors.test_kill_own_process.delay("dies")
 
-    output = worker.wait_for_output(f"Task test_kill_own_process[{sent.id}] retry: Retry in 5s: WorkerLostError", 60)
+    output = worker.wait_for_output(
+        f"Task tasks.test_kill_own_process[{sent.id}] retry: Retry in 5s: WorkerLostError", 60)
     assert "Process 'ForkPoolWorker-1' pid:" in output and "exited with 'exitcode 9'" in output
     # The replacement runs the retry
     wait_for(lambda: redis_client.llen("test:killed") == 2, 60)
@@ -317,9 +304,9 @@ def test_max_memory_per_child_replaces_the_child_after_its_task(celery_worker, r
     worker.wait_ready()
     first = test_actors.test_record_default.delay("first")
     output = worker.wait_for_output("(max memory per child exceeded (", 60)
-    assert f"INFO/ForkPoolWorker-1] Task test_record_default[{first.id}] succeeded in " in output
+    assert f"INFO/ForkPoolWorker-1] Task tasks.test_record_default[{first.id}] succeeded in " in output
     second = test_actors.test_record_default.delay("second")
-    worker.wait_for_output(f"INFO/ForkPoolWorker-2] Task test_record_default[{second.id}] succeeded in ", 90)
+    worker.wait_for_output(f"INFO/ForkPoolWorker-2] Task tasks.test_record_default[{second.id}] succeeded in ", 90)
     assert _order(redis_client) == ["first", "second"]
     worker.signal(signal.SIGTERM)
     assert worker.wait() == 0
@@ -339,7 +326,7 @@ def test_the_threads_pool_runs_tasks_side_by_side_in_one_process(celery_worker, 
     assert all(t["worker_pid"] == worker.pid and t["acknowledged"] for t in nodes[0].active)
     redis_client.set("test:release-gate", 1)
     for s in sent:
-        worker.wait_for_output(f"Task test_gate[{s.id}] succeeded in ", 60)
+        worker.wait_for_output(f"Task tasks.test_gate[{s.id}] succeeded in ", 60)
     worker.signal(signal.SIGTERM)
     assert worker.wait() == 0
 

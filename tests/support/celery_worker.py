@@ -19,6 +19,9 @@ CELERY = str(Path(sys.executable).parent / "celery")
 #: condition holds).
 START_TIMEOUT_S = 120.0
 
+#: The environment that makes a worker load the test actors too.
+TEST_ACTORS = {"WORKER_EXTRA_MODULES": "tests.support.extra_actors"}
+
 
 class CeleryWorker:
     """One ``celery`` process (and its children), its output kept in a file."""
@@ -27,7 +30,7 @@ class CeleryWorker:
         self.args = args
         self.log_path = log_path
         self._log = open(log_path, "wb")
-        environment = {**os.environ, "WORKER_EXTRA_MODULES": "tests.support.extra_actors", **(env or {})}
+        environment = {**os.environ, **TEST_ACTORS, **(env or {})}
         self.proc = subprocess.Popen(
             [CELERY, "-A", "tasks", *args], cwd=ROOT, env=environment, stdout=self._log,
             stderr=subprocess.STDOUT, start_new_session=True,
@@ -69,10 +72,3 @@ class CeleryWorker:
                 pass
             self.proc.wait()
         self._log.close()
-
-
-def run_celery(args: list[str], timeout_s: float = START_TIMEOUT_S) -> subprocess.CompletedProcess:
-    """Run a ``celery`` command that is expected to end by itself."""
-    environment = {**os.environ, "WORKER_EXTRA_MODULES": "tests.support.extra_actors"}
-    return subprocess.run([CELERY, *args], cwd=ROOT, env=environment, capture_output=True, text=True,
-                          timeout=timeout_s)
