@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -35,6 +36,7 @@ class StandinServer:
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self._lock = threading.Lock()
         self._requests: list[dict[str, Any]] = []
+        self._stalls: list[float] = []
         self._server = ThreadingHTTPServer((host, port), self._handler_class())
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -76,6 +78,15 @@ class StandinServer:
         with self._lock:
             self._requests.clear()
 
+    def stall(self, seconds: float, *, times: int = 1) -> None:
+        """Hold the next ``times`` answers for ``seconds`` (to test client timeouts)."""
+        with self._lock:
+            self._stalls.extend([seconds] * times)
+
+    def _take_stall(self) -> float:
+        with self._lock:
+            return self._stalls.pop(0) if self._stalls else 0.0
+
     def record(self, request: dict[str, Any]) -> None:
         with self._lock:
             self._requests.append(request)
@@ -100,6 +111,8 @@ class StandinServer:
                 except ValueError:
                     body = raw.decode("utf-8", "replace")
                 headers = {k.lower(): v for k, v in self.headers.items()}
+                if not self.path.startswith("/_standin/"):
+                    time.sleep(standin._take_stall())
                 try:
                     status, reply = standin.handle(self.command, self.path, headers, body)
                 except Exception:  # a stand-in bug must show, not hang the client
@@ -112,11 +125,14 @@ class StandinServer:
                     data, kind = reply.encode(), "text/plain; charset=utf-8"
                 else:
                     data, kind = json.dumps(reply).encode(), "application/json"
-                self.send_response(status)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", kind)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True  # the client gave up (a timeout test)
 
             do_GET = do_POST = do_DELETE = do_PUT = _serve
 

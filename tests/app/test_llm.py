@@ -105,3 +105,10 @@ def test_build_model_picks_gemini_only_with_a_key(standin):
     assert isinstance(model, GeminiModel)
     model.generate("p", [Turn("user", "hi")])
     assert standin.requests()[0]["model"] == "gemini-x"
+
+
+def test_a_call_that_outlasts_the_timeout_is_transient(standin):
+    standin.stall(4)
+    model = GeminiModel("k", "m", base_url=standin.url, timeout_s=1)
+    with pytest.raises(TransientError, match="could not be reached: .*Timeout"):
+        model.generate("p", [Turn("user", "hello")])

@@ -160,3 +160,10 @@ def test_the_standin_is_driven_over_http(standin, client):
                                                                                       ("second", 200)]
     _http("DELETE", f"{standin.url}/_standin/requests")
     assert _http("GET", f"{standin.url}/_standin/requests") == []
+
+
+def test_a_call_that_outlasts_the_timeout_is_transient(standin):
+    standin.stall(3)
+    with WhatsAppClient(standin.url, "t", "1", timeout_s=0.3) as client, \
+            pytest.raises(WhatsAppTransientError, match="timed out"):
+        client.send_text(to="1", recipient=None, text="hi")
