@@ -125,8 +125,7 @@ class WebhookResource:
 
     def _buffer(self, message: dict[str, Any]) -> bool:
         """Append ``message`` once and schedule its buffer check; False for a duplicate."""
-        key = conversation_key(message)
-        assert key is not None  # parse_body refuses a message without either id
+        key = str(conversation_key(message))  # the parser refuses a message with neither id
         seq = append_to_buffer(self.redis, key, message["wamid"], message, now_ms=self.clock_ms())
         if not seq:
             return False
