@@ -22,6 +22,7 @@ from pathlib import Path
 
 import redis
 
+from app.checkpoints import open_checkpoints
 from app.config import Config, child_environment, mask_url
 from app.db import create_schema, make_engine
 from app.errors import ConfigError
@@ -90,12 +91,18 @@ def start_private_redis(data_dir: Path) -> tuple[subprocess.Popen, str]:
 
 
 def migrate(config: Config) -> None:
-    """Create the tables that do not exist yet."""
+    """Migrate the tables to the newest schema (Alembic) and set up
+    LangGraph's checkpoint tables (the checkpointer's own migrations)."""
     engine = make_engine(config.db_url)
     try:
         create_schema(engine)
     finally:
         engine.dispose()
+    checkpoints = open_checkpoints(config.db_url)
+    try:
+        checkpoints.setup()
+    finally:
+        checkpoints.close()
 
 
 def _stop(procs: list[tuple[str, subprocess.Popen, float]]) -> None:
@@ -176,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run_parser = sub.add_parser("run", help="run Redis (if needed), the web app and a worker")
     run_parser.add_argument("--threads", type=int, default=4, help="worker threads (default 4)")
-    sub.add_parser("migrate", help="create the database tables")
+    sub.add_parser("migrate", help="migrate the database tables and the checkpointer's")
     args = parser.parse_args(argv)
     try:
         config = Config.from_env()
