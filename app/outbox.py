@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import STATUS_RANK, Conversation, Message, MessageStatus, OutboxEntry
 from app.db.session import session_scope
-from app.errors import AppError, TransientError
+from app.errors import AppError, InvalidTaskArguments, TransientError
 from app.status import apply_pending_statuses
 
 __all__ = ["WhatsAppSender", "Outgoing", "find_entry", "send_once", "recover", "complete_from_status",
@@ -137,6 +137,7 @@ def send_once(sessions: sessionmaker[Session], whatsapp: WhatsAppSender, convers
     Raises:
       TransientError: WhatsApp did not accept the message; the entry is
         gone and a retry sends again.
+      InvalidTaskArguments: the customer has neither a wa_id nor a user_id.
     """
     with session_scope(sessions) as session:
         entry = find_entry(session, conversation_id, outgoing.key)
@@ -147,6 +148,10 @@ def send_once(sessions: sessionmaker[Session], whatsapp: WhatsAppSender, convers
         assert conversation is not None
         if allowed is not None and not allowed(session, conversation):
             return None
+        to, recipient = (conversation.wa_id, None) if conversation.wa_id else (None, conversation.user_id)
+        if not (to or recipient):
+            raise InvalidTaskArguments(
+                f"conversation {conversation.customer_key!r} has no wa_id or user_id to send to")
         message = Message(conversation_id=conversation_id, author=outgoing.author, kind="text", text=outgoing.text,
                           status="sending", batch_id=outgoing.batch_id,
                           operator_message_id=outgoing.operator_message_id, operator_id=outgoing.operator_id)
@@ -155,7 +160,6 @@ def send_once(sessions: sessionmaker[Session], whatsapp: WhatsAppSender, convers
         entry = OutboxEntry(conversation_id=conversation_id, key=outgoing.key, state="sending", text=outgoing.text,
                             message_id=message.id)
         session.add(entry)
-        to, recipient = (conversation.wa_id, None) if conversation.wa_id else (None, conversation.user_id)
     entry_id = entry.id
     try:
         wamid = whatsapp.send_text(to=to, recipient=recipient, text=outgoing.text, callback_data=outgoing.key)

@@ -116,3 +116,15 @@ def test_a_takeover_while_the_model_writes_stops_the_reply(services, whatsapp, m
     assert entry is None
     assert whatsapp.sent == []
     assert [m.id for m in services.graph.messages(KEY)] == ["w1"]
+
+
+def test_an_operator_message_for_a_customer_without_any_id_is_refused_clearly(services, whatsapp, db):
+    import pytest
+
+    from app.errors import InvalidTaskArguments
+
+    with pytest.raises(InvalidTaskArguments, match="has no wa_id or user_id"):
+        sync_operator_message(services, "nobody-known", "Hello?", message_id="op-9", send=True)
+    assert whatsapp.sent == []
+    with db() as session:
+        assert session.scalars(select(Message)).all() == []

@@ -212,3 +212,56 @@ def test_the_history_holds_customer_and_ai_turns_as_messages(services):
     process_batch(services, "15550001111", "b1", parsed(inbound("w1", "hello")))
     customer, reply = services.graph.messages("15550001111")
     assert isinstance(customer, HumanMessage) and isinstance(reply, AIMessage)
+
+
+def test_a_model_failure_propagates_and_the_retry_answers_once(services, whatsapp, model, db):
+    # Given the model is out of quota for one call
+    def quota_exhausted():
+        model.during = None
+        raise TransientError("model quota exhausted")
+
+    model.during = quota_exhausted
+    batch = parsed(inbound("w1", "hello"))
+    with pytest.raises(TransientError):
+        process_batch(services, "15550001111", "b1", batch)
+    assert whatsapp.sent == [] and rows(db, OutboxEntry) == []
+
+    # When the task is retried
+    entry = process_batch(services, "15550001111", "b1", batch)
+
+    # Then one reply, and the history holds the message once
+    assert entry is not None and entry.state == "sent"
+    assert len(whatsapp.sent) == 1
+    assert [m.id for m in services.graph.messages("15550001111")] == ["w1", "reply:b1"]
+
+
+def test_the_pipeline_runs_on_the_embedded_sqlite_with_its_checkpointer(tmp_path, redis_client, whatsapp, model):
+    from app.checkpoints import open_checkpoints
+    from app.db import create_schema, make_engine, make_session_factory
+    from app.graph import ConversationGraph
+    from app.replies import Services
+
+    # Given the embedded defaults: one SQLite file for the tables and the checkpoints
+    url = f"sqlite:///{tmp_path / 'assistant.sqlite3'}"
+    engine = make_engine(url)
+    create_schema(engine)
+    checkpoints = open_checkpoints(url)
+    checkpoints.setup()
+    try:
+        sqlite_services = Services(sessions=make_session_factory(engine), redis=redis_client,
+                                   graph=ConversationGraph(checkpoints.saver, model), whatsapp=whatsapp,
+                                   lock_ttl_s=60)
+        # When a batch is answered twice
+        for _ in range(2):
+            process_batch(sqlite_services, "15550001111", "b1", parsed(inbound("w1", "hello")))
+        # Then one reply, and the thread is checkpointed in SQLite
+        assert len(whatsapp.sent) == 1
+        reopened = open_checkpoints(url)
+        try:
+            graph = ConversationGraph(reopened.saver, model)
+            assert [m.id for m in graph.messages("15550001111")] == ["w1", "reply:b1"]
+        finally:
+            reopened.close()
+    finally:
+        checkpoints.close()
+        engine.dispose()
