@@ -9,7 +9,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.customers import change_number, get_or_create_conversation
+from app.customers import change_number, get_or_create_conversation, ids_from_key
 from app.db.models import Conversation, Message
 from app.errors import InvalidTaskArguments
 from app.status import apply_pending_statuses
@@ -74,7 +74,8 @@ class InboundMessage:
             value = data.get(name)
             if value is not None and not isinstance(value, str):
                 raise InvalidTaskArguments(f"message.{name} must be a string or null (message {wamid})")
-            optional[name] = value or None
+            # An empty emoji is meaningful: the customer removed a reaction.
+            optional[name] = value if name == "emoji" else (value or None)
         timestamp = data.get("timestamp")
         if timestamp is not None:
             try:
@@ -119,9 +120,10 @@ def store_inbound(session: Session, conversation: Conversation, message: Inbound
 def store_batch(session: Session, customer_key: str, messages: list[InboundMessage]) -> Conversation:
     """Store every message of a batch (reactions and system messages too)
     and apply identity changes; returns the conversation."""
-    first = next((m for m in messages if m.wa_id or m.user_id), messages[0])
-    conversation = get_or_create_conversation(session, customer_key, wa_id=first.wa_id, user_id=first.user_id,
-                                              profile_name=first.profile_name)
+    first = next((m for m in messages if m.wa_id or m.user_id), None)
+    wa_id, user_id = (first.wa_id, first.user_id) if first is not None else ids_from_key(customer_key)
+    conversation = get_or_create_conversation(session, customer_key, wa_id=wa_id, user_id=user_id,
+                                              profile_name=messages[0].profile_name)
     session.flush()
     for message in messages:
         store_inbound(session, conversation, message)

@@ -10,13 +10,28 @@ new number find the same conversation through the customer row.
 
 from __future__ import annotations
 
+import re
+
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.db.models import Conversation, Customer
 
-__all__ = ["find_conversation", "get_or_create_conversation", "change_number"]
+__all__ = ["find_conversation", "get_or_create_conversation", "change_number", "ids_from_key"]
+
+#: A business-scoped user id: country code, dot, digits (``BR.70021933458812006655``).
+_USER_ID = re.compile(r"[A-Z]{2}\.[0-9]+")
+
+
+def ids_from_key(customer_key: str) -> tuple[str | None, str | None]:
+    """(wa_id, user_id) that a conversation key stands for, when messages
+    do not say (older queued messages carry only wamid and text)."""
+    if customer_key.isdigit():
+        return customer_key, None
+    if _USER_ID.fullmatch(customer_key):
+        return None, customer_key
+    return None, None
 
 
 def _find_customer(session: Session, wa_id: str | None, user_id: str | None) -> Customer | None:

@@ -265,3 +265,11 @@ def test_the_pipeline_runs_on_the_embedded_sqlite_with_its_checkpointer(tmp_path
     finally:
         checkpoints.close()
         engine.dispose()
+
+
+def test_a_removed_reaction_keeps_its_empty_emoji(services, whatsapp, db):
+    batch = parsed(inbound("w-r0", "[reaction removed]", kind="reaction", reaction_to="wamid.x", emoji=""))
+    assert process_batch(services, "15550001111", "b1", batch) is None
+    (row,) = rows(db, Message)
+    assert (row.kind, row.reaction_to, row.emoji, row.answerable) == ("reaction", "wamid.x", "", False)
+    assert whatsapp.sent == []
