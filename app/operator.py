@@ -9,6 +9,7 @@ value, so takeovers and handbacks that race converge on the last one).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,9 @@ logger = logging.getLogger(__name__)
 
 #: What ``update_langgraph_state_task`` may be asked to do.
 ACTIONS = ("takeover", "handback")
+
+#: Longer wamids are hashed in a handback's batch id (batch ids are at most 128 characters).
+_MAX_WAMID_IN_BATCH_ID = 110
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,10 @@ def _waiting(session: Session, services: Services, conversation: Conversation) -
         for m in rows
     ]
     # One batch id per set of waiting messages: a repeated handback answers once.
-    return Handback(conversation.customer_key, f"handback:{rows[-1].wamid}", messages)
+    last = rows[-1].wamid or ""
+    if len(last) > _MAX_WAMID_IN_BATCH_ID:
+        last = hashlib.sha1(last.encode()).hexdigest()
+    return Handback(conversation.customer_key, f"handback:{last}", messages)
 
 
 def set_operator_hold(services: Services, customer_key: str, action: str,

@@ -12,12 +12,13 @@ from dataclasses import dataclass
 
 import redis
 from langchain_core.messages import BaseMessage
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.conversation import InboundMessage, store_batch
 from app.db.models import Conversation, OutboxEntry
 from app.db.session import session_scope
-from app.errors import AppError, TransientError
+from app.errors import AppError
 from app.graph import ConversationGraph, customer_turn
 from app.lock import conversation_lock
 from app.outbox import Outgoing, WhatsAppSender, find_entry, recover, send_once
@@ -59,7 +60,7 @@ def _mark_read(services: Services, wamid: str) -> None:
     so a failure is logged and the reply goes on."""
     try:
         services.whatsapp.mark_read(wamid, typing=True)
-    except (AppError, TransientError) as e:
+    except AppError as e:
         logger.warning("Could not mark %s read: %r", wamid, e)
 
 
@@ -82,10 +83,13 @@ def process_batch(services: Services, customer_key: str, batch_id: str,
     with session_scope(services.sessions) as session:
         conversation = store_batch(session, customer_key, messages)
         thread_id, conversation_id = conversation.customer_key, conversation.id
-        held = conversation.operator_active
     turns = graph_turns(messages)
     with conversation_lock(services.redis, thread_id, ttl_s=services.lock_ttl_s):
         with session_scope(services.sessions) as session:
+            # Read under the lock: a handback that ran while this task
+            # waited did not see these messages, so this run answers them.
+            held = bool(session.scalar(select(Conversation.operator_active)
+                                       .where(Conversation.id == conversation_id)))
             entry = find_entry(session, conversation_id, batch_id)
             if entry is not None:
                 recover(session, entry)

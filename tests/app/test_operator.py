@@ -25,7 +25,7 @@ def test_takeover_silences_the_ai_while_inbound_messages_are_stored_and_in_the_h
     assert whatsapp.sent == [] and whatsapp.read == []
     with db() as session:
         assert session.scalars(select(Message.wamid)).all() == ["w1"]
-        conversation = session.scalars(select(Conversation)).one()
+        conversation = session.scalars(select(Conversation).where(Conversation.customer_key == KEY)).one()
         assert (conversation.operator_active, conversation.operator_id) == (True, "op-7")
     assert [m.id for m in services.graph.messages(KEY)] == ["w1"]
     assert services.graph.operator_active(KEY) is True
@@ -128,3 +128,25 @@ def test_an_operator_message_for_a_customer_without_any_id_is_refused_clearly(se
     assert whatsapp.sent == []
     with db() as session:
         assert session.scalars(select(Message)).all() == []
+
+
+def test_a_batch_that_waited_for_the_lock_through_a_handback_is_answered(services, whatsapp, monkeypatch):
+    from app import replies
+
+    # Given a held conversation, and a batch stored while held whose task then waits
+    # for the lock while the operator hands back (the handback cannot see the batch yet)
+    set_operator_hold(services, KEY, "takeover", "op-7")
+    real_lock = replies.conversation_lock
+
+    def handback_while_waiting(*args, **kwargs):
+        assert set_operator_hold(services, KEY, "handback", "op-7") is None
+        return real_lock(*args, **kwargs)
+
+    monkeypatch.setattr(replies, "conversation_lock", handback_while_waiting)
+
+    # When the batch's task gets the lock
+    entry = process_batch(services, KEY, "b1", parsed(inbound("w1", "anyone there?")))
+
+    # Then it reads the flag afresh and answers
+    assert entry is not None and entry.state == "sent"
+    assert [s.callback_data for s in whatsapp.sent] == ["b1"]

@@ -193,8 +193,9 @@ def test_a_changed_number_moves_the_customer_and_keeps_the_conversation(services
     process_batch(services, "16505559876", "b3", parsed(inbound("w2", "still me", wa_id="16505559876")))
 
     # Then one conversation, one customer, and the reply goes to the new number
-    (conversation,) = rows(db, Conversation)
-    (customer,) = rows(db, Customer)
+    (conversation,) = rows(db, Conversation, Conversation.wa_id == "16505559876")
+    (customer,) = rows(db, Customer, Customer.id == conversation.customer_id)
+    assert rows(db, Conversation, Conversation.customer_key == "16505559876") == []
     assert (conversation.customer_key, conversation.wa_id) == ("16505551234", "16505559876")
     assert (customer.wa_id, customer.previous_wa_id) == ("16505559876", "16505551234")
     assert [s.to for s in whatsapp.sent] == ["16505551234", "16505559876"]
