@@ -30,6 +30,7 @@ from pathlib import Path
 
 import redis
 
+from app.checkpoints import open_checkpoints
 from app.config import Config, child_environment, mask_url
 from app.db import create_schema, make_engine
 from app.devtools import local
@@ -125,12 +126,18 @@ def start_whatsapp_standin(data_dir: Path) -> tuple[subprocess.Popen, str]:
 
 
 def migrate(config: Config) -> None:
-    """Create the tables that do not exist yet."""
+    """Migrate the tables to the newest schema (Alembic) and set up
+    LangGraph's checkpoint tables (the checkpointer's own migrations)."""
     engine = make_engine(config.db_url)
     try:
         create_schema(engine)
     finally:
         engine.dispose()
+    checkpoints = open_checkpoints(config.db_url)
+    try:
+        checkpoints.setup()
+    finally:
+        checkpoints.close()
 
 
 def _stop(procs: list[tuple[str, subprocess.Popen, float]]) -> None:
@@ -256,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run_parser = sub.add_parser("run", help="run Redis (if needed), the web app and a worker")
     run_parser.add_argument("--threads", type=int, default=4, help="worker threads (default 4)")
-    sub.add_parser("migrate", help="create the database tables")
+    sub.add_parser("migrate", help="migrate the database tables and the checkpointer's")
     standin_parser = sub.add_parser("whatsapp-standin", help="run the local WhatsApp Cloud API stand-in")
     standin_parser.add_argument("--host", default="127.0.0.1")
     standin_parser.add_argument("--port", type=int, default=8081)
