@@ -105,7 +105,8 @@ def services(rt: Runtime) -> Services:
                 rt._services = Services(
                     sessions=rt.sessions,
                     redis=rt.redis,
-                    graph=ConversationGraph(rt.checkpoints.saver, rt.model),
+                    graph=ConversationGraph(rt.checkpoints.saver, rt.model,
+                                            system_prompt=rt.config.system_prompt),
                     whatsapp=rt.whatsapp if rt.whatsapp is not None else _build_whatsapp(rt.config),
                     lock_ttl_s=rt.config.time_limit_s + LOCK_MARGIN_S,
                 )
