@@ -21,10 +21,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.checkpoints import Checkpoints, open_checkpoints
 from app.config import Config
 from app.db import make_engine, make_session_factory
-from app.errors import AppError
+from app.errors import ConfigError
 from app.graph import ConversationGraph
-from app.llm import Model, OfflineModel
+from app.llm import Model, build_model
 from app.replies import Services
+from app.whatsapp import WhatsAppClient
 
 __all__ = ["Runtime", "get", "install", "build", "services", "LOCK_MARGIN_S"]
 
@@ -50,34 +51,35 @@ class Runtime:
     _services: Services | None = field(default=None, init=False, repr=False)
 
 
-class _UnavailableWhatsApp:
-    """Stands in while app.whatsapp is missing: every send is refused, recorded as failed."""
+class _UnconfiguredWhatsApp:
+    """Stands in while WHATSAPP_TOKEN or WHATSAPP_PHONE_NUMBER_ID is not set.
+
+    A worker without them still stores messages and statuses; only a send
+    fails, with the ConfigError that names what is missing (the outbox
+    records it on the message).  Reading the config when a send is
+    attempted, not at start, keeps every other task of the worker working.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
 
     def send_text(self, *, to: str | None, recipient: str | None, text: str,
                   callback_data: str | None = None) -> str:
-        raise AppError("no WhatsApp client is installed (app.whatsapp is missing)")
+        missing = [name for name, value in (("WHATSAPP_TOKEN", self.config.whatsapp_token),
+                                            ("WHATSAPP_PHONE_NUMBER_ID", self.config.whatsapp_phone_number_id))
+                   if not value]
+        raise ConfigError(f"{' and '.join(missing)} must be set to send WhatsApp messages")
 
     def mark_read(self, wamid: str, *, typing: bool = True) -> None:
         return None
 
 
-def _build_model(config: Config) -> Model:
-    try:
-        from app.llm import build_model  # type: ignore[attr-defined]
-    except ImportError:
-        # NOTE: build_model (Gemini or offline) arrives with the edges of issue 5.
-        return OfflineModel()
-    return build_model(config)
-
-
 def _build_whatsapp(config: Config) -> Any:
-    try:
-        from app import whatsapp  # type: ignore[attr-defined]
-    except ImportError:
-        logger.warning("app.whatsapp is missing: replies cannot be sent and are recorded as failed.")
-        return _UnavailableWhatsApp()
-    build = getattr(whatsapp, "build_client", None)
-    return build(config) if build is not None else whatsapp.WhatsAppClient.from_config(config)
+    if not (config.whatsapp_token and config.whatsapp_phone_number_id):
+        logger.warning("WHATSAPP_TOKEN or WHATSAPP_PHONE_NUMBER_ID is not set: replies cannot be sent and are "
+                       "recorded as failed.")
+        return _UnconfiguredWhatsApp(config)
+    return WhatsAppClient.from_config(config)
 
 
 def build(config: Config) -> Runtime:
@@ -86,7 +88,7 @@ def build(config: Config) -> Runtime:
         config=config,
         sessions=make_session_factory(make_engine(config.db_url)),
         redis=redis.Redis.from_url(config.redis_uri, socket_connect_timeout=5, socket_timeout=10),
-        model=_build_model(config),
+        model=build_model(config),
         whatsapp=_build_whatsapp(config),
     )
 
