@@ -8,8 +8,8 @@ from the database.
   body optional ``{"operator_id": "..."}``: ``update_langgraph_state_task``.
 - ``POST /operator/conversations/{key}/messages``, body ``{"text": "...",
   "operator_id": optional}``: ``sync_operator_message_to_graph_task`` with
-  a fresh ``operator:<uuid>`` message id (returned), which the task sends
-  to WhatsApp and adds to the conversation's history.
+  a fresh message id (a UUID, returned), which the task sends to WhatsApp
+  (outbox key ``operator:<id>``) and adds to the conversation's history.
 - ``GET /operator/conversations/{key}``: the conversation and its messages.
 """
 
@@ -137,7 +137,7 @@ class OperatorConversationResource:
         if len(text) > MAX_TEXT_LENGTH:
             raise _bad(f"text must be at most {MAX_TEXT_LENGTH} characters, got {len(text)}")
         operator_id = _operator_id(body)
-        message_id = f"operator:{self.new_id()}"
+        message_id = self.new_id()
         self._send("sync_operator_message_to_graph_task", (key, text, message_id),
                    {"operator_id": operator_id, "send": True})
         resp.status = falcon.HTTP_202

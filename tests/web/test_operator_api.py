@@ -56,11 +56,11 @@ def test_an_operator_message_gets_a_fresh_id_and_is_enqueued_to_be_sent(client, 
     first = post(client, f"{BASE}/messages", {"text": "Hi, this is Ana from support.", "operator_id": "ana"})
     second = post(client, f"{BASE}/messages", {"text": "Your lamp ships today."})
     assert (first.status_code, second.status_code) == (202, 202)
-    assert (first.json["message_id"], second.json["message_id"]) == ("operator:uuid-1", "operator:uuid-2")
+    assert (first.json["message_id"], second.json["message_id"]) == ("uuid-1", "uuid-2")
     assert enqueue.calls == [
-        ("sync_operator_message_to_graph_task", ("16505551234", "Hi, this is Ana from support.", "operator:uuid-1"),
+        ("sync_operator_message_to_graph_task", ("16505551234", "Hi, this is Ana from support.", "uuid-1"),
          {"operator_id": "ana", "send": True}, {}),
-        ("sync_operator_message_to_graph_task", ("16505551234", "Your lamp ships today.", "operator:uuid-2"),
+        ("sync_operator_message_to_graph_task", ("16505551234", "Your lamp ships today.", "uuid-2"),
          {"operator_id": None, "send": True}, {}),
     ]
 
