@@ -12,7 +12,11 @@ A real HTTP server (``assistant whatsapp-standin --port N``) that
 - fails on request: ``POST /_standin/fail`` with ``{"code": 131056,
   "http_status": 400, "times": 2}`` makes the next 2 sends answer Meta's
   error JSON with that code (``"kind": "read"`` or ``"any"`` for
-  mark-reads too).
+  mark-reads too);
+- answers chosen wamids on request: ``POST /_standin/ids`` with
+  ``{"ids": ["wamid.X"]}`` makes the next sends return those ids, in
+  order, so a test can post statuses for a reply before or after it is
+  sent.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ class WhatsAppStandin(StandinServer):
         self._failures: list[dict[str, Any]] = []
         self._failures_lock = threading.Lock()
         self._counter = itertools.count(1)
+        self._next_ids: list[str] = []
 
     def fail(self, *, code: int, http_status: int = 400, times: int = 1, kind: str = "send") -> None:
         """Make the next ``times`` requests of ``kind`` (send, read, any) fail with ``code``."""
@@ -62,10 +67,22 @@ class WhatsAppStandin(StandinServer):
         with self._failures_lock:
             self._failures.extend({"code": code, "http_status": http_status, "kind": kind} for _ in range(times))
 
+    def use_ids(self, ids: list[str]) -> None:
+        """Answer the next ``len(ids)`` successful sends with these wamids, in order."""
+        with self._failures_lock:
+            self._next_ids.extend(ids)
+
     def clear(self) -> None:
         super().clear()
         with self._failures_lock:
             self._failures.clear()
+            self._next_ids.clear()
+
+    def _new_wamid(self) -> str:
+        with self._failures_lock:
+            if self._next_ids:
+                return self._next_ids.pop(0)
+        return f"wamid.STANDIN{next(self._counter):06d}{uuid.uuid4().hex[:12].upper()}"
 
     def _next_failure(self, kind: str) -> dict[str, Any] | None:
         with self._failures_lock:
@@ -83,6 +100,12 @@ class WhatsAppStandin(StandinServer):
                 return 200, {"cleared": True}
         if path.split("?")[0] == "/_standin/fail" and method == "POST":
             return self._set_failure(body)
+        if path.split("?")[0] == "/_standin/ids" and method == "POST":
+            ids = body.get("ids") if isinstance(body, dict) else None
+            if not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids):
+                return 400, {"error": "send {\"ids\": [\"wamid...\", ...]}"}
+            self.use_ids(ids)
+            return 200, {"next_ids": ids}
         match = _MESSAGES.match(path)
         if match is None or method != "POST":
             return 404, {"error": {"message": f"Unknown path components: {path}", "code": 2500}}
@@ -127,7 +150,7 @@ class WhatsAppStandin(StandinServer):
         if bool(to) == bool(recipient):
             return meta_error(100, 400, "exactly one of to and recipient is required")
         contact = {"input": to, "wa_id": to} if to else {"input": recipient, "user_id": recipient}
-        wamid = f"wamid.STANDIN{next(self._counter):06d}{uuid.uuid4().hex[:12].upper()}"
+        wamid = self._new_wamid()
         return 200, {"messaging_product": "whatsapp", "contacts": [contact], "messages": [{"id": wamid}]}
 
 

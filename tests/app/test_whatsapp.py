@@ -162,6 +162,18 @@ def test_the_standin_is_driven_over_http(standin, client):
     assert _http("GET", f"{standin.url}/_standin/requests") == []
 
 
+def test_the_standin_answers_chosen_wamids_when_told_so_over_http(standin, client):
+    # Given two wamids chosen over HTTP (a test posts statuses of a reply before it is sent)
+    _http("POST", f"{standin.url}/_standin/ids", {"ids": ["wamid.CHOSEN1", "wamid.CHOSEN2"]})
+    standin.fail(code=131016, http_status=503)
+    with pytest.raises(WhatsAppTransientError):
+        client.send_text(to="1", recipient=None, text="refused")
+    # Then the next successful sends get them, in order, and then fresh ones again
+    sent = [client.send_text(to="1", recipient=None, text=str(n)) for n in range(3)]
+    assert sent[:2] == ["wamid.CHOSEN1", "wamid.CHOSEN2"]
+    assert sent[2].startswith("wamid.STANDIN")
+
+
 def test_a_call_that_outlasts_the_timeout_is_transient(standin):
     standin.stall(3)
     with WhatsAppClient(standin.url, "t", "1", timeout_s=0.3) as client, \
