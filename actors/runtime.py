@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.checkpoints import Checkpoints, open_checkpoints
 from app.config import Config
 from app.db import make_engine, make_session_factory
-from app.errors import AppError
+from app.errors import AppError, ConfigError
 from app.graph import ConversationGraph
 from app.llm import Model, OfflineModel
 from app.replies import Services
@@ -42,7 +42,7 @@ class Runtime:
     model: Model
     #: Milliseconds since the epoch; injected so tests control time.
     clock_ms: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
-    #: The WhatsApp client (``send_text``, ``mark_read``).
+    #: The WhatsApp client (``send_text``, ``mark_read``); None: built on first use.
     whatsapp: Any = None
     #: LangGraph's checkpointer for the conversation threads.
     checkpoints: Checkpoints | None = None
@@ -51,11 +51,15 @@ class Runtime:
 
 
 class _UnavailableWhatsApp:
-    """Stands in while app.whatsapp is missing: every send is refused, recorded as failed."""
+    """Stands in when no WhatsApp client can be built: every send is refused,
+    and recorded as failed with the reason."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
 
     def send_text(self, *, to: str | None, recipient: str | None, text: str,
                   callback_data: str | None = None) -> str:
-        raise AppError("no WhatsApp client is installed (app.whatsapp is missing)")
+        raise AppError(f"WhatsApp is not available: {self.reason}")
 
     def mark_read(self, wamid: str, *, typing: bool = True) -> None:
         return None
@@ -74,10 +78,15 @@ def _build_whatsapp(config: Config) -> Any:
     try:
         from app import whatsapp  # type: ignore[attr-defined]
     except ImportError:
-        logger.warning("app.whatsapp is missing: replies cannot be sent and are recorded as failed.")
-        return _UnavailableWhatsApp()
-    build = getattr(whatsapp, "build_client", None)
-    return build(config) if build is not None else whatsapp.WhatsAppClient.from_config(config)
+        # NOTE: app.whatsapp arrives with the edges of issue 5.
+        reason = "app.whatsapp is missing"
+    else:
+        try:
+            return whatsapp.WhatsAppClient.from_config(config)
+        except ConfigError as e:
+            reason = str(e)
+    logger.warning("No WhatsApp client (%s): replies are recorded as failed, not sent.", reason)
+    return _UnavailableWhatsApp(reason)
 
 
 def build(config: Config) -> Runtime:
@@ -87,7 +96,6 @@ def build(config: Config) -> Runtime:
         sessions=make_session_factory(make_engine(config.db_url)),
         redis=redis.Redis.from_url(config.redis_uri, socket_connect_timeout=5, socket_timeout=10),
         model=_build_model(config),
-        whatsapp=_build_whatsapp(config),
     )
 
 
