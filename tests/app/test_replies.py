@@ -274,3 +274,11 @@ def test_a_removed_reaction_keeps_its_empty_emoji(services, whatsapp, db):
     (row,) = rows(db, Message)
     assert (row.kind, row.reaction_to, row.emoji, row.answerable) == ("reaction", "wamid.x", "", False)
     assert whatsapp.sent == []
+
+
+def test_an_empty_answer_is_replaced_by_a_polite_fallback(services, whatsapp, model):
+    from app.graph import EMPTY_ANSWER_FALLBACK
+
+    model._inner.generate = lambda system_prompt, turns: "   "
+    process_batch(services, "15550001111", "b1", parsed(inbound("w1", "hello")))
+    assert [s.text for s in whatsapp.sent] == [EMPTY_ANSWER_FALLBACK]
