@@ -26,11 +26,13 @@ from app.graph import ConversationGraph
 from app.llm import Model, OfflineModel
 from app.replies import Services
 
-__all__ = ["Runtime", "get", "install", "build", "services", "LOCK_MARGIN_S"]
+__all__ = ["Runtime", "get", "install", "build", "services", "lock_ttl_s", "LOCK_MARGIN_S"]
 
 logger = logging.getLogger(__name__)
 
-#: How much longer than a task's hard time limit the conversation lock lives.
+#: How much longer than a task's hard time limit the conversation lock
+#: lives, at most (a fifth of the limit, at least 5 s): a live holder never
+#: loses it, and a dead one frees it soon after its task would have ended.
 LOCK_MARGIN_S = 60.0
 
 
@@ -103,6 +105,11 @@ _lock = threading.Lock()
 _current: Runtime | None = None
 
 
+def lock_ttl_s(time_limit_s: float) -> float:
+    """The conversation lock's TTL for tasks with this hard time limit."""
+    return time_limit_s + min(LOCK_MARGIN_S, max(5.0, time_limit_s / 5))
+
+
 def services(rt: Runtime) -> Services:
     """The conversation domain's collaborators, built once per runtime."""
     if rt._services is None:
@@ -115,7 +122,7 @@ def services(rt: Runtime) -> Services:
                     redis=rt.redis,
                     graph=ConversationGraph(rt.checkpoints.saver, rt.model),
                     whatsapp=rt.whatsapp if rt.whatsapp is not None else _build_whatsapp(rt.config),
-                    lock_ttl_s=rt.config.time_limit_s + LOCK_MARGIN_S,
+                    lock_ttl_s=lock_ttl_s(rt.config.time_limit_s),
                 )
     return rt._services
 

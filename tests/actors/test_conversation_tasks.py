@@ -153,3 +153,11 @@ def runtime_services(rt):
     from actors import runtime as runtime_module
 
     return runtime_module.services(rt)
+
+
+def test_the_conversation_lock_outlives_the_hard_time_limit():
+    from actors.runtime import lock_ttl_s
+
+    assert lock_ttl_s(300) == 360
+    assert lock_ttl_s(8) == 13
+    assert all(lock_ttl_s(limit) > limit for limit in (0.5, 5, 60, 300, 3600))
