@@ -21,17 +21,19 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.checkpoints import Checkpoints, open_checkpoints
 from app.config import Config
 from app.db import make_engine, make_session_factory
-from app.errors import ConfigError
+from app.errors import AppError, ConfigError
 from app.graph import ConversationGraph
 from app.llm import Model, build_model
 from app.replies import Services
 from app.whatsapp import WhatsAppClient
 
-__all__ = ["Runtime", "get", "install", "build", "services", "LOCK_MARGIN_S"]
+__all__ = ["Runtime", "get", "install", "build", "services", "lock_ttl_s", "LOCK_MARGIN_S"]
 
 logger = logging.getLogger(__name__)
 
-#: How much longer than a task's hard time limit the conversation lock lives.
+#: How much longer than a task's hard time limit the conversation lock
+#: lives, at most (a fifth of the limit, at least 5 s): a live holder never
+#: loses it, and a dead one frees it soon after its task would have ended.
 LOCK_MARGIN_S = 60.0
 
 
@@ -43,7 +45,7 @@ class Runtime:
     model: Model
     #: Milliseconds since the epoch; injected so tests control time.
     clock_ms: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
-    #: The WhatsApp client (``send_text``, ``mark_read``).
+    #: The WhatsApp client (``send_text``, ``mark_read``); None: built on first use.
     whatsapp: Any = None
     #: LangGraph's checkpointer for the conversation threads.
     checkpoints: Checkpoints | None = None
@@ -51,35 +53,28 @@ class Runtime:
     _services: Services | None = field(default=None, init=False, repr=False)
 
 
-class _UnconfiguredWhatsApp:
-    """Stands in while WHATSAPP_TOKEN or WHATSAPP_PHONE_NUMBER_ID is not set.
+class _UnavailableWhatsApp:
+    """Stands in when no WhatsApp client can be built: every send is refused,
+    and recorded as failed with the reason."""
 
-    A worker without them still stores messages and statuses; only a send
-    fails, with the ConfigError that names what is missing (the outbox
-    records it on the message).  Reading the config when a send is
-    attempted, not at start, keeps every other task of the worker working.
-    """
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
 
     def send_text(self, *, to: str | None, recipient: str | None, text: str,
                   callback_data: str | None = None) -> str:
-        missing = [name for name, value in (("WHATSAPP_TOKEN", self.config.whatsapp_token),
-                                            ("WHATSAPP_PHONE_NUMBER_ID", self.config.whatsapp_phone_number_id))
-                   if not value]
-        raise ConfigError(f"{' and '.join(missing)} must be set to send WhatsApp messages")
+        raise AppError(f"WhatsApp is not available: {self.reason}")
 
     def mark_read(self, wamid: str, *, typing: bool = True) -> None:
         return None
 
 
 def _build_whatsapp(config: Config) -> Any:
-    if not (config.whatsapp_token and config.whatsapp_phone_number_id):
-        logger.warning("WHATSAPP_TOKEN or WHATSAPP_PHONE_NUMBER_ID is not set: replies cannot be sent and are "
-                       "recorded as failed.")
-        return _UnconfiguredWhatsApp(config)
-    return WhatsAppClient.from_config(config)
+    try:
+        return WhatsAppClient.from_config(config)
+    except ConfigError as e:
+        reason = str(e)
+    logger.warning("No WhatsApp client (%s): replies are recorded as failed, not sent.", reason)
+    return _UnavailableWhatsApp(reason)
 
 
 def build(config: Config) -> Runtime:
@@ -89,12 +84,16 @@ def build(config: Config) -> Runtime:
         sessions=make_session_factory(make_engine(config.db_url)),
         redis=redis.Redis.from_url(config.redis_uri, socket_connect_timeout=5, socket_timeout=10),
         model=build_model(config),
-        whatsapp=_build_whatsapp(config),
     )
 
 
 _lock = threading.Lock()
 _current: Runtime | None = None
+
+
+def lock_ttl_s(time_limit_s: float) -> float:
+    """The conversation lock's TTL for tasks with this hard time limit."""
+    return time_limit_s + min(LOCK_MARGIN_S, max(5.0, time_limit_s / 5))
 
 
 def services(rt: Runtime) -> Services:
@@ -110,7 +109,7 @@ def services(rt: Runtime) -> Services:
                     graph=ConversationGraph(rt.checkpoints.saver, rt.model,
                                             system_prompt=rt.config.system_prompt),
                     whatsapp=rt.whatsapp if rt.whatsapp is not None else _build_whatsapp(rt.config),
-                    lock_ttl_s=rt.config.time_limit_s + LOCK_MARGIN_S,
+                    lock_ttl_s=lock_ttl_s(rt.config.time_limit_s),
                 )
     return rt._services
 

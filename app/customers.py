@@ -45,13 +45,15 @@ def _find_customer(session: Session, wa_id: str | None, user_id: str | None) -> 
     return session.scalars(select(Customer).where(or_(*clauses)).order_by(Customer.id)).first()
 
 
-def find_conversation(session: Session, customer_key: str) -> Conversation | None:
+def find_conversation(session: Session, customer_key: str, *, wa_id: str | None = None,
+                      user_id: str | None = None) -> Conversation | None:
     """The conversation of ``customer_key``, also when that is the customer's
-    new number or a user id of a customer first seen with a phone number."""
+    new number, or the customer is known by another of their ids (a
+    username-only customer who now writes with a phone number)."""
     conversation = session.scalars(select(Conversation).where(Conversation.customer_key == customer_key)).first()
     if conversation is not None:
         return conversation
-    customer = _find_customer(session, customer_key, customer_key)
+    customer = _find_customer(session, customer_key, customer_key) or _find_customer(session, wa_id, user_id)
     if customer is None:
         return None
     return session.scalars(
@@ -85,7 +87,7 @@ def get_or_create_conversation(session: Session, customer_key: str, *, wa_id: st
                                user_id: str | None = None, profile_name: str | None = None) -> Conversation:
     """The conversation of ``customer_key`` (wa_id, else user_id), created on
     first sight, with its customer's identities completed."""
-    conversation = find_conversation(session, customer_key)
+    conversation = find_conversation(session, customer_key, wa_id=wa_id, user_id=user_id)
     if conversation is None:
         conversation = Conversation(customer_key=customer_key, wa_id=wa_id, user_id=user_id)
         try:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated, Any, TypedDict
 
-from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, HumanMessage
+from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, HumanMessage, RemoveMessage
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
@@ -41,6 +41,8 @@ __all__ = [
 OPERATOR_NAME = "operator"
 #: How an operator turn reaches the model (Gemini has user/model roles only).
 OPERATOR_PREFIX = "[human operator]"
+#: Sent instead of an empty answer (WhatsApp refuses an empty text).
+EMPTY_ANSWER_FALLBACK = "Sorry, I could not write an answer just now. A colleague will get back to you."
 
 
 class ConversationState(TypedDict, total=False):
@@ -140,7 +142,9 @@ class ConversationGraph:
     def _respond(self, state: ConversationState) -> dict:
         batch_id = state["reply_to"]
         assert batch_id is not None  # the route guarantees it
-        text = self.model.generate(self.system_prompt, to_turns(state["messages"]))
+        text = self.model.generate(self.system_prompt, to_turns(state["messages"])).strip()
+        if not text:
+            text = EMPTY_ANSWER_FALLBACK
         return {"messages": [AIMessage(content=text, id=reply_id(batch_id))]}
 
     def run(self, thread_id: str, messages: list[BaseMessage], *, reply_to: str | None) -> str | None:
@@ -177,7 +181,5 @@ class ConversationGraph:
 
     def forget_reply(self, thread_id: str, batch_id: str) -> None:
         """Drop a reply the customer never received from the history."""
-        from langchain_core.messages import RemoveMessage
-
         if any(m.id == reply_id(batch_id) for m in self.messages(thread_id)):
             self.write_as_operator(thread_id, {"messages": [RemoveMessage(id=reply_id(batch_id))]})

@@ -32,7 +32,8 @@ __all__ = [
 
 #: Delivery statuses in the order they may follow each other; a status
 #: never moves to a lower rank.  ``failed`` is final.
-STATUS_RANK = {"pending": 0, "received": 0, "sending": 1, "sent": 2, "delivered": 3, "read": 4, "failed": 5}
+STATUS_RANK = {"pending": 0, "received": 0, "sending": 1, "unknown": 1, "sent": 2, "delivered": 3, "read": 4,
+               "failed": 5}
 
 #: States of an outbox entry: ``sending`` (written before the call),
 #: ``sent`` (WhatsApp returned a wamid), ``failed`` (a permanent error),

@@ -27,11 +27,11 @@ ROOT = Path(__file__).resolve().parents[2]
 def workers():
     started: list[subprocess.Popen] = []
 
-    def start() -> subprocess.Popen:
+    def start(processes: int = 2, **env: str) -> subprocess.Popen:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "dramatiq", "tests.support.worker_app_conversations", "--processes", "2",
-             "--threads", "2"],
-            cwd=ROOT, env=dict(os.environ), start_new_session=True,
+            [sys.executable, "-m", "dramatiq", "tests.support.worker_app_conversations", "--processes",
+             str(processes), "--threads", "2"],
+            cwd=ROOT, env={**os.environ, **env}, start_new_session=True,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         started.append(proc)
@@ -73,6 +73,36 @@ def test_buffered_messages_become_one_reply_in_worker_processes(global_broker, r
     with db() as session:
         assert session.scalars(select(Message.wamid).where(Message.author == "customer")
                                .order_by(Message.id)).all() == ["w1", "w2", "w3"]
+        (entry,) = session.scalars(select(OutboxEntry)).all()
+        assert (entry.state, entry.wamid) == ("sent", reply["wamid"])
+    assert global_broker.dead_letters("default") == []
+
+
+@pytest.mark.slow
+def test_a_worker_killed_during_the_model_call_loses_nothing_and_replies_once(global_broker, redis_client, db,
+                                                                               checkpoints, workers):
+    from tests.support.worker_app_conversations import MODEL_STARTS_KEY
+
+    # Given short limits (the lock of a dead holder expires soon after its task's limit)
+    env = {"TEST_STALL_FIRST_MODEL_CALL": "1", "HEARTBEAT_TIMEOUT_SECONDS": "3", "TASK_TIME_LIMIT_SECONDS": "8",
+           "TASK_SOFT_TIME_LIMIT_SECONDS": "6"}
+    key = "15550008888"
+    first = workers(1, **env)
+    tasks.process_message_task.delay(key, "b1", [inbound("w1", "where is my parcel?", wa_id=key)])
+    wait_for(lambda: redis_client.llen(MODEL_STARTS_KEY) == 1, timeout_s=60)
+
+    # When the worker dies in the middle of the model call, holding the conversation's lock
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    workers(1, **env)
+
+    # Then another worker gets the message back, waits out the lock, and answers once
+    (reply,) = wait_for(lambda: sent(redis_client), timeout_s=90)
+    global_broker.join("default", timeout=60_000)
+    assert reply["to"] == key and reply["callback_data"] == "b1"
+    assert len(sent(redis_client)) == 1
+    assert redis_client.llen(MODEL_STARTS_KEY) == 2
+    with db() as session:
         (entry,) = session.scalars(select(OutboxEntry)).all()
         assert (entry.state, entry.wamid) == ("sent", reply["wamid"])
     assert global_broker.dead_letters("default") == []

@@ -129,3 +129,35 @@ def test_a_failed_status_keeps_metas_code_and_title(global_broker, runtime, star
     with db() as session:
         row = session.scalars(select(Message).where(Message.wamid == "wamid.out.1")).one()
         assert (row.status, row.error_code, row.error_title) == ("failed", 131047, "Re-engagement message")
+
+
+def test_a_takeover_that_finds_the_conversation_busy_is_applied_once_it_is_free(global_broker, redis_client,
+                                                                                 runtime, start_worker, db):
+    from app.db import Conversation
+
+    start_worker(global_broker)
+    with conversation_lock(redis_client, KEY, ttl_s=60):
+        tasks.update_langgraph_state_task.delay(KEY, "takeover", "op-7")
+        # The database flag is set at once; the graph waits for the lock
+        wait_for(lambda: redis_client.zcard(keys.delayed_key("state")) == 1)
+        with db() as session:
+            assert session.scalars(select(Conversation.operator_active)
+                                   .where(Conversation.customer_key == KEY)).one() is True
+    graph = runtime_services(runtime).graph
+    wait_for(lambda: graph.operator_active(KEY))
+    global_broker.join("state", timeout=20_000)
+    assert global_broker.dead_letters("state") == []
+
+
+def runtime_services(rt):
+    from actors import runtime as runtime_module
+
+    return runtime_module.services(rt)
+
+
+def test_the_conversation_lock_outlives_the_hard_time_limit():
+    from actors.runtime import lock_ttl_s
+
+    assert lock_ttl_s(300) == 360
+    assert lock_ttl_s(8) == 13
+    assert all(lock_ttl_s(limit) > limit for limit in (0.5, 5, 60, 300, 3600))

@@ -274,3 +274,26 @@ def test_a_removed_reaction_keeps_its_empty_emoji(services, whatsapp, db):
     (row,) = rows(db, Message)
     assert (row.kind, row.reaction_to, row.emoji, row.answerable) == ("reaction", "wamid.x", "", False)
     assert whatsapp.sent == []
+
+
+def test_an_empty_answer_is_replaced_by_a_polite_fallback(services, whatsapp, model):
+    from app.graph import EMPTY_ANSWER_FALLBACK
+
+    model._inner.generate = lambda system_prompt, turns: "   "
+    process_batch(services, "15550001111", "b1", parsed(inbound("w1", "hello")))
+    assert [s.text for s in whatsapp.sent] == [EMPTY_ANSWER_FALLBACK]
+
+
+def test_a_username_customer_who_shows_a_phone_number_keeps_one_conversation(services, whatsapp, db):
+    from app.db.models import Conversation
+
+    user_id = "BR.70021933458812006655"
+    process_batch(services, user_id, "b1", parsed(inbound("w1", "hi", wa_id=None, user_id=user_id)))
+    # Later Meta sends the same customer's messages with a wa_id too (the webhook keys them by it)
+    process_batch(services, "5511987654321", "b2", parsed(inbound("w2", "me again", wa_id="5511987654321",
+                                                                  user_id=user_id)))
+
+    (conversation,) = rows(db, Conversation, Conversation.user_id == user_id)
+    assert (conversation.customer_key, conversation.wa_id) == (user_id, "5511987654321")
+    assert [(s.to, s.recipient) for s in whatsapp.sent] == [(None, user_id), ("5511987654321", None)]
+    assert [m.id for m in services.graph.messages(user_id)] == ["w1", "reply:b1", "w2", "reply:b2"]
