@@ -71,8 +71,9 @@ class Stack:
         self.whatsapp = WhatsAppStandin().start()
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        base = {k: v for k, v in os.environ.items() if k != "GOOGLE_API_KEY"}
         self.env = {
-            **os.environ,
+            **base,
             "REDIS_URI": redis_url,
             "DB_URL": db_url,
             "WHATSAPP_TOKEN": "e2e-whatsapp-token",
@@ -86,7 +87,6 @@ class Stack:
             "WEB_PORT": str(self.port),
             **(env or {}),
         }
-        self.env.pop("GOOGLE_API_KEY", None)
         self.log_dir = log_dir
         self.http = httpx.Client(base_url=self.url, timeout=30)
         self.broker = RedisBroker(url=redis_url, middleware=[])

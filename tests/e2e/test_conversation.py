@@ -1,0 +1,258 @@
+"""Conversation rules of DESIGN.md, end to end: Meta retries, buffering, the
+maximum wait, takeover and handback through the operator API, and what the
+webhook does with bodies that are not what it expects.
+
+Same stack as test_fixtures.py (gunicorn and ``dramatiq actors`` as
+subprocesses, real Redis and PostgreSQL, the WhatsApp stand-in, the
+offline model, which echoes the customer's last turn).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from app.checkpoints import open_checkpoints
+from app.graph import ConversationGraph, to_turns
+from app.llm import OfflineModel
+from app.web.rejected import rejected_bodies
+from tests.support.fixtures import raw, sign
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.slow
+
+CUSTOMER = "16505551234"
+OFFLINE = "Thanks for your message! You said: "
+HOUR_MS = 3600 * 1000
+
+
+def text_body(wamid: str, text: str, **extra_fields) -> bytes:
+    """text.json with another wamid and text (and any extra fields), as new bytes to sign."""
+    body = json.loads(raw("text.json"))
+    message = body["entry"][0]["changes"][0]["value"]["messages"][0]
+    message["id"], message["text"]["body"] = wamid, text
+    body.update(extra_fields)
+    return json.dumps(body).encode()
+
+
+def shift_redis_clock(client, ms: int) -> None:
+    """Let ``ms`` pass for the application's keys in Redis: every TTL
+    shrinks by ``ms`` and keys it would have expired are gone."""
+    for key in client.scan_iter("app:*"):
+        ttl = client.pttl(key)
+        if ttl < 0:
+            continue
+        if ttl <= ms:
+            client.delete(key)
+        else:
+            client.pexpire(key, ttl - ms)
+
+
+@pytest.fixture(scope="session")
+def patient_stack(make_stack):
+    """A stack with the production buffer window (3 s) and a 6 s maximum wait."""
+    return make_stack({"BUFFER_WINDOW_SECONDS": "3", "BUFFER_MAX_WAIT_SECONDS": "6"})
+
+
+@pytest.fixture
+def patient(patient_stack, db):
+    patient_stack.reset()
+    yield patient_stack
+    patient_stack.wait_idle()
+
+
+def test_a_meta_retry_of_the_same_body_an_hour_later_gets_no_second_reply(stack):
+    # Given the customer was answered
+    body = raw("text.json")
+    assert stack.post(body).json()["messages"] == 1
+    stack.wait_for_sends(1)
+    stack.wait_idle()
+
+    # When Meta sends the same body again an hour later
+    shift_redis_clock(stack.redis, HOUR_MS)
+    retry = stack.post(body)
+
+    # Then it is accepted as a duplicate, and nothing more is sent
+    assert retry.status_code == 200
+    assert (retry.json()["messages"], retry.json()["duplicates"]) == (0, 1)
+    stack.wait_idle()
+    assert len(stack.sends()) == 1
+    assert len(stack.history(CUSTOMER)["messages"]) == 2
+
+
+def test_a_retry_after_redis_forgot_the_wamid_still_gets_no_second_reply(stack):
+    # Given the customer was answered, and then Redis lost its dedup keys (a restore, a flush)
+    body = raw("text.json")
+    stack.post(body)
+    stack.wait_for_sends(1)
+    stack.wait_idle()
+    stack.redis.delete(*stack.redis.keys("app:seen:*"))
+
+    # When Meta retries
+    assert stack.post(body).json()["messages"] == 1  # Redis could not tell
+
+    # Then the database's unique wamid and the outbox keep it to one reply
+    stack.wait_idle()
+    assert len(stack.sends()) == 1
+    assert [m["author"] for m in stack.history(CUSTOMER)["messages"]] == ["customer", "ai"]
+
+
+def test_three_messages_within_the_window_get_one_reply_written_from_all_three_in_order(patient):
+    # When the customer sends three messages in a row (three webhooks, 3 s window)
+    for n, text in enumerate(("hi", "I ordered a lamp", "when does it arrive?")):
+        response = patient.post(text_body(f"wamid.THREE{n}", text))
+        assert response.json()["messages"] == 1
+
+    # Then one reply comes, and the one model call had all three, in order
+    (reply,) = patient.wait_for_sends(1)
+    patient.wait_idle()
+    assert len(patient.sends()) == 1
+    assert reply["text"]["body"] == OFFLINE + "hi I ordered a lamp when does it arrive?"
+    assert [m["text"] for m in patient.history(CUSTOMER)["messages"]] == [
+        "hi", "I ordered a lamp", "when does it arrive?", reply["text"]["body"]]
+
+
+def test_a_customer_who_keeps_typing_is_answered_at_the_maximum_wait(patient):
+    # Given a customer who writes every 0.3 s, never leaving the 3 s window quiet
+    sent_texts: list[str] = []
+
+    def keep_typing():
+        text = f"m{len(sent_texts) + 1}"
+        assert patient.post(text_body(f"wamid.TYPING{len(sent_texts)}", text)).json()["messages"] == 1
+        sent_texts.append(text)
+        return patient.sends()
+
+    # When they keep going until an answer arrives
+    (first,) = wait_for(keep_typing, timeout_s=90, interval_s=0.3)
+
+    # Then they got it while still typing (the 6 s maximum wait), written
+    # from the first messages, in order
+    assert first["text"]["body"].startswith(OFFLINE + "m1 m2 m3")
+    # And once they stop, the rest is answered too: every message exactly once, in order
+    wait_for(lambda: patient.sends()[-1]["text"]["body"].endswith(f" {sent_texts[-1]}"), timeout_s=60)
+    patient.wait_idle()
+    replies = patient.sends()
+    assert len(replies) >= 2
+    assert " ".join(r["text"]["body"].removeprefix(OFFLINE) for r in replies) == " ".join(sent_texts)
+
+
+def _wait_history(stack, predicate, timeout_s: float = 60):
+    """The history once ``predicate`` holds for it."""
+    def check():
+        history = stack.history(CUSTOMER)
+        return history if predicate(history) else None
+
+    return wait_for(check, timeout_s=timeout_s)
+
+
+def test_takeover_silences_the_ai_an_operator_message_is_sent_and_handback_answers_what_waited(stack):
+    # Given a customer who was answered by the AI
+    stack.post(text_body("wamid.TO1", "my lamp is broken"))
+    stack.wait_for_sends(1)
+    stack.wait_idle()
+
+    # When an operator takes over (the operator API needs its token)
+    assert stack.operator("POST", f"{CUSTOMER}/takeover", token="wrong").status_code == 401
+    assert stack.operator("POST", f"{CUSTOMER}/takeover", {"operator_id": "rita"}).status_code == 202
+    _wait_history(stack, lambda h: h["operator_active"])
+
+    # Then the customer's next message is stored, not answered nor marked read
+    stack.post(text_body("wamid.TO2", "hello??"))
+    _wait_history(stack, lambda h: any(m["wamid"] == "wamid.TO2" for m in h["messages"]))
+    stack.wait_idle()
+    assert len(stack.sends()) == 1
+    assert [r["message_id"] for r in stack.reads()] == ["wamid.TO1"]
+
+    # When the operator writes, WhatsApp sends it, and it is the operator's in the history
+    answer = stack.operator("POST", f"{CUSTOMER}/messages", {"text": "Rita here: a new one ships today.",
+                                                             "operator_id": "rita"})
+    assert answer.status_code == 202
+    message_id = answer.json()["message_id"]
+    _, operator_send = stack.wait_for_sends(2)
+    assert operator_send["to"] == CUSTOMER
+    assert operator_send["text"]["body"] == "Rita here: a new one ships today."
+    assert operator_send["biz_opaque_callback_data"] == f"operator:{message_id}"
+    history = _wait_history(stack, lambda h: any(m["author"] == "operator" and m["status"] == "sent"
+                                                 for m in h["messages"]))
+    (operator_row,) = [m for m in history["messages"] if m["author"] == "operator"]
+    assert (operator_row["text"], operator_row["wamid"]) == ("Rita here: a new one ships today.",
+                                                             operator_send["wamid"])
+
+    # And the customer writes again while the operator still holds the conversation
+    stack.post(text_body("wamid.TO3", "which colour will it be?"))
+    _wait_history(stack, lambda h: any(m["wamid"] == "wamid.TO3" for m in h["messages"]))
+    stack.wait_idle()
+    assert len(stack.sends()) == 2
+
+    # When the operator hands back
+    assert stack.operator("POST", f"{CUSTOMER}/handback", {"operator_id": "rita"}).status_code == 202
+
+    # Then the AI answers the message that waited, once
+    _, _, handback_reply = stack.wait_for_sends(3)
+    stack.wait_idle()
+    assert len(stack.sends()) == 3
+    assert handback_reply["text"]["body"] == OFFLINE + "which colour will it be?"
+    assert not stack.history(CUSTOMER)["operator_active"]
+
+    # And the model had the operator's turn in view: the thread the answer was written from
+    checkpoints = open_checkpoints(stack.env["DB_URL"])
+    try:
+        messages = ConversationGraph(checkpoints.saver, OfflineModel()).messages(CUSTOMER)
+    finally:
+        checkpoints.close()
+    turns = [(t.role, t.text) for t in to_turns(messages[:-1])]
+    assert turns == [
+        ("user", "my lamp is broken"),
+        ("model", OFFLINE + "my lamp is broken"),
+        ("user", "hello??"),
+        ("model", "[human operator] Rita here: a new one ships today."),
+        ("user", "which colour will it be?"),
+    ]
+    assert messages[-1].content == handback_reply["text"]["body"]
+
+
+def test_a_body_with_a_bad_or_missing_signature_is_refused_with_401(stack):
+    body = raw("text.json")
+    assert stack.post(body, signature=sign(body, "another-secret")).status_code == 401
+    assert stack.post(body, signature="").status_code == 401
+    # (one byte changed after signing: Meta's escaped bytes are what is signed)
+    assert stack.post(body.replace(b"color", b"colour"), signature=sign(body)).status_code == 401
+    stack.wait_idle()
+    assert stack.sends() == [] and stack.redis.keys("app:*") == []
+
+
+def test_a_signed_body_that_is_not_json_is_answered_200_and_recorded_with_its_reason(stack):
+    body = b'{"object": "whatsapp_business_account", "entry": [oops'
+    response = stack.post(body)
+    assert response.status_code == 200
+    assert response.json()["status"] == "rejected"
+    (record,) = rejected_bodies(stack.redis)
+    assert "not valid JSON" in record["error"]
+    assert record["raw"] == body.decode()
+    stack.wait_idle()
+    assert stack.sends() == []
+
+
+def test_unknown_fields_are_ignored_and_a_3_mb_body_is_legitimate(stack):
+    # Given a text message in a body with fields the parser does not know, 3 MB in all
+    body = json.loads(raw("text.json"))
+    value = body["entry"][0]["changes"][0]["value"]
+    value["messages"][0]["future_field"] = {"nested": [1, 2, 3]}
+    value["unknown_list"] = ["x" * 1000] * 3000
+    body["also_new"] = True
+    data = json.dumps(body).encode()
+    assert len(data) > 3_000_000
+
+    # Then it is answered as the plain text would be
+    assert stack.post(data).json()["messages"] == 1
+    (reply,) = stack.wait_for_sends(1)
+    assert reply["text"]["body"] == OFFLINE + "Does it come in another color?"
+
+
+def test_a_body_over_the_cap_is_refused_with_413(stack):
+    body = text_body("wamid.BIG", "big", padding="x" * (4 * 1024 * 1024))
+    assert len(body) > 4 * 1024 * 1024
+    assert stack.post(body).status_code == 413
+    stack.wait_idle()
+    assert stack.sends() == []
