@@ -17,13 +17,11 @@ from app.checkpoints import open_checkpoints
 from app.graph import ConversationGraph, to_turns
 from app.llm import OfflineModel
 from app.web.rejected import rejected_bodies
-from tests.support.fixtures import raw, sign
+from tests.support.fixtures import CUSTOMER, OFFLINE, raw, sign
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
-CUSTOMER = "16505551234"
-OFFLINE = "Thanks for your message! You said: "
 HOUR_MS = 3600 * 1000
 
 

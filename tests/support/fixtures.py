@@ -20,3 +20,33 @@ def raw(name: str) -> bytes:
 def sign(body: bytes, secret: str = APP_SECRET) -> str:
     """The X-Hub-Signature-256 header Meta would send for ``body``."""
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+# What the fixtures' README says each must produce, where a test needs the exact words.
+
+#: The customer of most fixtures, and their business-scoped user id.
+CUSTOMER = "16505551234"
+CUSTOMER_USER_ID = "US.13491208655302741918"
+#: The business message several fixtures quote or react to.
+QUOTED = "wamid.HBgLMTY1MDU1NTEyMzQVAgARGBI5QTNDQTVCM0Q0Q0Q2RTY3RTcA"
+#: The outbound message the status fixtures describe (the failed one has its own).
+STATUS_WAMID = "wamid.HBgLMTY1MDU1NTEyMzQVAgARGBI5QTNDQTVCM0Q0Q0Q2RTY3RTcA"
+FAILED_WAMID = "wamid.HBgLMTY1MDU1NTEyMzQVAgARGBJGNjI2MkE4RDQ1QzM3NzE5QjUA"
+
+OFFLINE = "Thanks for your message! You said: "
+
+#: fixture -> (kind stored, what the model must have seen)
+ANSWERED = {
+    "text.json": ("text", "Does it come in another color?"),
+    "text_non_ascii.json": ("text", "Olá! Vocês entregam em São Paulo? 🚚"),
+    "image_caption.json": ("image", "[image] The lamp arrived like this"),
+    "document.json": ("document", "[document invoice-4471.pdf] my invoice"),
+    "voice_note.json": ("voice", "[voice note]"),
+    "location.json": ("location", "[location] Philz Coffee, 101 Forest Ave, Palo Alto, CA 94301 (37.4419, -122.143)"),
+    "contacts.json": ("contacts", "[contacts] Chandler Bing"),
+    "interactive_button_reply.json": ("interactive", "Track my order"),
+    "interactive_list_reply.json": ("interactive", "Medium"),
+    "template_button.json": ("button", "Reschedule delivery"),
+    "reply_to_message.json": ("text", "Yes, this one"),
+    "unsupported.json": ("unsupported", "[unsupported message]"),
+}
