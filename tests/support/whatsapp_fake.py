@@ -48,7 +48,7 @@ class RecordingWhatsApp:
         self.read: list[tuple[str, bool]] = []
         #: Errors the next sends raise, in order (an exception instance each).
         self.fail_next: list[BaseException] = []
-        #: Raise Crash after this many more accepted sends (None: never).
+        #: Raise Crash right after the next accepted send (the task dies before storing its wamid).
         self.crash_after_send: bool = False
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
