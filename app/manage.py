@@ -180,7 +180,8 @@ def run(config: Config, *, worker_threads: int) -> int:
     if config.uses_offline_model:
         _say("Model: offline (no GOOGLE_API_KEY)")
     else:
-        _say("Model: offline for now: the Gemini client arrives with the conversation pipeline")
+        where = f" at {config.gemini_api_base}" if config.gemini_api_base else ""
+        _say(f"Model: Gemini {config.gemini_model}{where}")
     migrate(config)
 
     python = sys.executable
