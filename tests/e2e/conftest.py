@@ -4,7 +4,10 @@ WhatsApp stand-in, the offline model."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -14,32 +17,37 @@ from tests.support.stack import Stack, claim_redis_db, release_redis_db
 REDIS_BASE = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
 
 
-@pytest.fixture(scope="session")
-def make_stack(engine, checkpoints, tmp_path_factory):
-    """Start a stack with extra environment; each is stopped at the end of the run."""
-    started: list[tuple[Stack, int]] = []
-
-    def make(env: dict[str, str] | None = None, **options) -> Stack:
-        n = claim_redis_db(REDIS_BASE)
+@contextlib.contextmanager
+def running_stack(log_dir: Path, env: dict[str, str] | None = None, **options) -> Iterator[Stack]:
+    """A stack on a Redis database of its own, stopped (and the database freed) on exit."""
+    n = claim_redis_db(REDIS_BASE)
+    try:
+        stack = Stack(redis_url=f"{REDIS_BASE}/{n}", db_url=os.environ["DB_URL"], env=env, log_dir=log_dir,
+                      **options)
         try:
-            stack = Stack(redis_url=f"{REDIS_BASE}/{n}", db_url=os.environ["DB_URL"], env=env,
-                          log_dir=tmp_path_factory.mktemp("stack"), **options)
-        except BaseException:
-            release_redis_db(REDIS_BASE, n)
-            raise
-        started.append((stack, n))
-        return stack
-
-    yield make
-    for stack, n in started:
-        stack.stop()
+            yield stack
+        finally:
+            stack.stop()
+    finally:
         release_redis_db(REDIS_BASE, n)
 
 
 @pytest.fixture(scope="session")
+def make_stack(engine, checkpoints, tmp_path_factory):
+    """Start a stack with extra environment; it runs until the end of the scope
+    of the fixture that asked for it (use with ``yield from``)."""
+
+    def make(env: dict[str, str] | None = None, **options) -> Iterator[Stack]:
+        with running_stack(tmp_path_factory.mktemp("stack"), env, **options) as stack:
+            yield stack
+
+    return make
+
+
+@pytest.fixture(scope="module")
 def shared_stack(make_stack):
-    """The stack most tests share: a 0.3 s buffer window, a 5 s maximum wait."""
-    return make_stack()
+    """The stack most tests of a module share: a 0.3 s buffer window, a 5 s maximum wait."""
+    yield from make_stack()
 
 
 @pytest.fixture

@@ -47,10 +47,10 @@ def shift_redis_clock(client, ms: int) -> None:
             client.pexpire(key, ttl - ms)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def patient_stack(make_stack):
     """A stack with the production buffer window (3 s) and a 6 s maximum wait."""
-    return make_stack({"BUFFER_WINDOW_SECONDS": "3", "BUFFER_MAX_WAIT_SECONDS": "6"})
+    yield from make_stack({"BUFFER_WINDOW_SECONDS": "3", "BUFFER_MAX_WAIT_SECONDS": "6"})
 
 
 @pytest.fixture

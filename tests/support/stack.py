@@ -91,11 +91,15 @@ class Stack:
         self.http = httpx.Client(base_url=self.url, timeout=30)
         self.broker = RedisBroker(url=redis_url, middleware=[])
         self.procs: list[tuple[str, subprocess.Popen]] = []
-        self._start("web", [sys.executable, "-m", "gunicorn", "wsgi:app", "--bind", f"127.0.0.1:{self.port}",
-                            "--workers", "2", "--timeout", "60"])
-        self._start("worker", [sys.executable, "-m", "dramatiq", "actors", "--processes", str(worker_processes),
-                               "--threads", "2"])
-        wait_for(self._answers, timeout_s=START_TIMEOUT_S, interval_s=0.1)
+        try:
+            self._start("web", [sys.executable, "-m", "gunicorn", "wsgi:app", "--bind", f"127.0.0.1:{self.port}",
+                                "--workers", "2", "--timeout", "60"])
+            self._start("worker", [sys.executable, "-m", "dramatiq", "actors", "--processes",
+                                   str(worker_processes), "--threads", "2"])
+            wait_for(self._answers, timeout_s=START_TIMEOUT_S, interval_s=0.1)
+        except BaseException:
+            self.stop()
+            raise
 
     def _start(self, name: str, argv: list[str]) -> None:
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 (closed with the process)
