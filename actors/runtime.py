@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.checkpoints import Checkpoints, open_checkpoints
 from app.config import Config
 from app.db import make_engine, make_session_factory
-from app.errors import AppError, ConfigError
+from app.errors import ConfigError
 from app.graph import ConversationGraph
 from app.llm import Model, build_model
 from app.replies import Services
@@ -62,7 +62,7 @@ class _UnavailableWhatsApp:
 
     def send_text(self, *, to: str | None, recipient: str | None, text: str,
                   callback_data: str | None = None) -> str:
-        raise AppError(f"WhatsApp is not available: {self.reason}")
+        raise ConfigError(f"WhatsApp is not available: {self.reason}")
 
     def mark_read(self, wamid: str, *, typing: bool = True) -> None:
         return None

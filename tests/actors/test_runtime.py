@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from actors import runtime as rt_module
-from app.errors import AppError
+from app.errors import ConfigError
 from app.llm import Turn
 from app.replies import process_batch
 from app.whatsapp import WhatsAppClient
@@ -29,7 +29,7 @@ def test_a_worker_without_whatsapp_settings_starts_and_refuses_only_a_send_clear
 
     # Then marking read is a no-op and a send names what is missing
     services.whatsapp.mark_read("wamid.1", typing=True)
-    with pytest.raises(AppError, match="WHATSAPP_TOKEN and WHATSAPP_PHONE_NUMBER_ID must be set"):
+    with pytest.raises(ConfigError, match="WHATSAPP_TOKEN and WHATSAPP_PHONE_NUMBER_ID must be set"):
         services.whatsapp.send_text(to="15550001111", recipient=None, text="hi")
     rt.sessions.kw["bind"].dispose()
 
