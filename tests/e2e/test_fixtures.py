@@ -9,6 +9,9 @@ customer's last turn>": the reply shows what the model was given.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 from sqlalchemy import select
 
@@ -19,6 +22,7 @@ from tests.support.fixtures import (
     ANSWERED,
     CUSTOMER,
     FAILED_WAMID,
+    FIXTURES,
     OFFLINE,
     QUOTED,
     STATUS_WAMID,
@@ -207,10 +211,6 @@ def test_system_level_errors_are_answered_200_and_counted(stack):
 
 
 def test_the_verification_handshake_echoes_the_challenge_and_refuses_a_wrong_token(stack):
-    import json
-
-    from tests.support.fixtures import FIXTURES
-
     spec = json.loads((FIXTURES / "verification.json").read_text())
     query = dict(spec["query"], **{"hub.verify_token": VERIFY_TOKEN})
     response = stack.http.get(spec["path"], params=query)
@@ -219,3 +219,13 @@ def test_the_verification_handshake_echoes_the_challenge_and_refuses_a_wrong_tok
     assert response.text == spec["expect"]["body"]
     wrong = stack.http.get(spec["path"], params=dict(query, **{"hub.verify_token": "not-the-token"}))
     assert wrong.status_code == spec["wrong_token_expect"]["status"]
+
+
+def test_every_fixture_has_its_end_to_end_test_here():
+    # The fixtures tested above by name, besides those of ANSWERED
+    by_name = {"reaction.json", "reaction_removed.json", "system_user_changed_number.json", "username_only.json",
+               "multi_message.json", "status_sent.json", "status_delivered.json", "status_read.json",
+               "status_out_of_order.json", "status_failed.json", "errors_system_level.json", "verification.json"}
+    source = Path(__file__).read_text()
+    assert all(f'"{name}"' in source for name in by_name)
+    assert set(ANSWERED) | by_name == {p.name for p in FIXTURES.glob("*.json")}
