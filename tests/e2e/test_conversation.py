@@ -25,11 +25,13 @@ pytestmark = pytest.mark.slow
 HOUR_MS = 3600 * 1000
 
 
-def text_body(wamid: str, text: str, **extra_fields) -> bytes:
-    """text.json with another wamid and text (and any extra fields), as new bytes to sign."""
+def text_body(wamid: str, text: str, *, wa_id: str = CUSTOMER, **extra_fields) -> bytes:
+    """text.json with another wamid and text (and sender, extra fields), as new bytes to sign."""
     body = json.loads(raw("text.json"))
-    message = body["entry"][0]["changes"][0]["value"]["messages"][0]
-    message["id"], message["text"]["body"] = wamid, text
+    value = body["entry"][0]["changes"][0]["value"]
+    message = value["messages"][0]
+    message["id"], message["text"]["body"], message["from"] = wamid, text, wa_id
+    value["contacts"][0]["wa_id"] = wa_id
     body.update(extra_fields)
     return json.dumps(body).encode()
 
@@ -133,6 +135,27 @@ def test_a_customer_who_keeps_typing_is_answered_at_the_maximum_wait(patient):
     replies = patient.sends()
     assert len(replies) >= 2
     assert " ".join(r["text"]["body"].removeprefix(OFFLINE) for r in replies) == " ".join(sent_texts)
+
+
+def test_after_a_number_change_the_new_number_continues_the_conversation_and_gets_the_replies(stack):
+    # Given a customer who was answered, then changed number (system message)
+    stack.post(text_body("wamid.NUM1", "my order?"))
+    stack.wait_for_sends(1)
+    stack.post(raw("system_user_changed_number.json"))
+    _wait_history(stack, lambda h: h["wa_id"] == "16505559876")
+    stack.wait_idle()
+
+    # When they write from the new number
+    stack.post(text_body("wamid.NUM2", "it is me, new phone", wa_id="16505559876"))
+
+    # Then the reply goes to the new number, in the same conversation
+    _, reply = stack.wait_for_sends(2)
+    stack.wait_idle()
+    assert reply["to"] == "16505559876"
+    assert reply["text"]["body"] == OFFLINE + "it is me, new phone"
+    assert [m["wamid"] for m in stack.history(CUSTOMER)["messages"] if m["author"] == "customer"] == [
+        "wamid.NUM1", "wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBRTWVNURU0wMDAwMDAwMDAwMDAwAA==", "wamid.NUM2"]
+    assert len(stack.sends()) == 2
 
 
 def _wait_history(stack, predicate, timeout_s: float = 60):
