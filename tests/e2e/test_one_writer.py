@@ -23,7 +23,7 @@ from tests.support.waiting import wait_for
 pytestmark = pytest.mark.slow
 
 #: Seconds each model call takes: long enough for the second batch to arrive during it.
-MODEL_CALL_S = 1.5
+MODEL_CALL_S = 3.0
 
 
 class SlowGemini(GeminiStandin):
