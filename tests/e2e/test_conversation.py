@@ -233,6 +233,44 @@ def test_takeover_silences_the_ai_an_operator_message_is_sent_and_handback_answe
     assert messages[-1].content == handback_reply["text"]["body"]
 
 
+def _send_attempts(stack) -> list[int]:
+    return [r["response"]["status"] for r in stack.whatsapp.requests() if r["kind"] == "send"]
+
+
+def test_whatsapp_throttling_is_retried_and_the_customer_gets_one_reply(stack):
+    # Given WhatsApp throttles the next two sends (131056 comes back as HTTP 400)
+    stack.whatsapp.fail(code=131056, http_status=400, times=2)
+
+    # When the customer writes
+    stack.post(raw("text.json"))
+
+    # Then the task retries (the stack's retry delays are 0.5 and 1 s) and one reply gets through
+    (reply,) = stack.wait_for_sends(1)
+    stack.wait_idle()
+    assert _send_attempts(stack) == [400, 400, 200]
+    assert [(m["author"], m["status"], m["wamid"]) for m in stack.history(CUSTOMER)["messages"]][1:] == [
+        ("ai", "sent", reply["wamid"])]
+    assert stack.dead_letters() == []
+
+
+def test_a_permanent_whatsapp_error_is_recorded_on_the_reply_and_not_retried(stack):
+    # Given the customer is outside the 24 h window (131047)
+    stack.whatsapp.fail(code=131047, http_status=400)
+
+    # When they write (a template would be needed to reach them)
+    stack.post(raw("text.json"))
+    wait_for(lambda: _send_attempts(stack), timeout_s=60)
+    stack.wait_idle()
+
+    # Then the one attempt's error is on the reply, and nothing is retried or dead-lettered
+    assert _send_attempts(stack) == [400]
+    (ai,) = [m for m in stack.history(CUSTOMER)["messages"] if m["author"] == "ai"]
+    # (the title is Meta's error.message: "(#131047) Re-engagement message")
+    assert (ai["status"], ai["error_code"]) == ("failed", 131047)
+    assert "Re-engagement message" in ai["error_title"]
+    assert stack.dead_letters() == []
+
+
 def test_a_body_with_a_bad_or_missing_signature_is_refused_with_401(stack):
     body = raw("text.json")
     assert stack.post(body, signature=sign(body, "another-secret")).status_code == 401

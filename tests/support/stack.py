@@ -84,6 +84,8 @@ class Stack:
             "OPERATOR_TOKEN": OPERATOR_TOKEN,
             "BUFFER_WINDOW_SECONDS": "0.3",
             "BUFFER_MAX_WAIT_SECONDS": "5",
+            # (retries of transient failures after 0.5, 1 and 2 s instead of 5, 10 and 20)
+            "RETRY_DELAYS_SECONDS": "0.5,1,2",
             "WEB_PORT": str(self.port),
             **(env or {}),
         }
