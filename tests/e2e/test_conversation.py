@@ -293,6 +293,22 @@ def test_a_signed_body_that_is_not_json_is_answered_200_and_recorded_with_its_re
     assert stack.sends() == []
 
 
+def test_a_body_with_one_bad_message_answers_the_good_one_and_records_the_bad_one(stack):
+    # Given a signed body whose second message has no id
+    body = json.loads(text_body("wamid.GOOD", "the good one"))
+    messages = body["entry"][0]["changes"][0]["value"]["messages"]
+    messages.append({k: v for k, v in dict(messages[0], text={"body": "no id"}).items() if k != "id"})
+    data = json.dumps(body).encode()
+
+    # Then it is answered 200, the good message is answered, the bad one recorded with its reason
+    answer = stack.post(data).json()
+    assert (answer["messages"], answer["problems"]) == (1, 1)
+    (reply,) = stack.wait_for_sends(1)
+    assert reply["text"]["body"] == OFFLINE + "the good one"
+    (record,) = rejected_bodies(stack.redis)
+    assert "messages[1]: the message has no id" in record["error"]
+
+
 def test_unknown_fields_are_ignored_and_a_3_mb_body_is_legitimate(stack):
     # Given a text message in a body with fields the parser does not know, 3 MB in all
     body = json.loads(raw("text.json"))
