@@ -174,6 +174,16 @@ def test_assistant_run_answers_the_demo_and_every_fixture_as_the_readme_says(loc
     assert demo.stdout.splitlines()[-1] == f"[assistant] Reply to {CUSTOMER}: {OFFLINE}Does it come in another color?"
     wait_for(stack.idle, timeout_s=60)
     done.add("text.json")
+    # Run again, it is a Meta retry: the demo says so; --fresh sends the messages as new ones
+    again = subprocess.run([sys.executable, "-m", "app.manage", "demo", "text.json"], cwd=ROOT, env=stack.env,
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 1 and "--fresh" in again.stderr, again.stdout + again.stderr
+    fresh = subprocess.run([sys.executable, "-m", "app.manage", "demo", "text.json", "--fresh"], cwd=ROOT,
+                           env=stack.env, capture_output=True, text=True, timeout=120)
+    assert fresh.returncode == 0, fresh.stdout + fresh.stderr
+    assert fresh.stdout.splitlines()[-1] == demo.stdout.splitlines()[-1]
+    wait_for(stack.idle, timeout_s=60)
+    assert len(stack.sends()) == 2
 
     # verification.json: the challenge with the right token, 403 with a wrong one
     spec = json.loads((FIXTURES / "verification.json").read_text())
