@@ -47,6 +47,8 @@ from tests.support.waiting import wait_for
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
+#: The console script run.sh ends in (``exec .venv/bin/assistant run``).
+ASSISTANT = str(Path(sys.executable).with_name("assistant"))
 
 
 class LocalStack:
@@ -61,7 +63,7 @@ class LocalStack:
         self.env.update(DATA_DIR=str(self.data_dir), WEB_PORT=str(self.port))
         self.url = f"http://127.0.0.1:{self.port}"
         self.lines: list[str] = []
-        self.proc = subprocess.Popen([sys.executable, "-m", "app.manage", "run", "--threads", "2"], cwd=ROOT,
+        self.proc = subprocess.Popen([ASSISTANT, "run"], cwd=ROOT,
                                      env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         threading.Thread(target=lambda: self.lines.extend(iter(self.proc.stdout.readline, "")), daemon=True).start()
         self.redis_url = self.find(r"Redis: (redis://127\.0\.0\.1:\d+/0) \(private")[1]
@@ -168,17 +170,17 @@ def test_assistant_run_answers_the_demo_and_every_fixture_as_the_readme_says(loc
     done: set[str] = set()
 
     # The newcomer's first demo: text.json, answered through the whole stack
-    demo = subprocess.run([sys.executable, "-m", "app.manage", "demo", "text.json"], cwd=ROOT, env=stack.env,
+    demo = subprocess.run([ASSISTANT, "demo", "text.json"], cwd=ROOT, env=stack.env,
                           capture_output=True, text=True, timeout=120)
     assert demo.returncode == 0, demo.stdout + demo.stderr + stack.output()
     assert demo.stdout.splitlines()[-1] == f"[assistant] Reply to {CUSTOMER}: {OFFLINE}Does it come in another color?"
     wait_for(stack.idle, timeout_s=60)
     done.add("text.json")
     # Run again, it is a Meta retry: the demo says so; --fresh sends the messages as new ones
-    again = subprocess.run([sys.executable, "-m", "app.manage", "demo", "text.json"], cwd=ROOT, env=stack.env,
+    again = subprocess.run([ASSISTANT, "demo", "text.json"], cwd=ROOT, env=stack.env,
                            capture_output=True, text=True, timeout=120)
     assert again.returncode == 1 and "--fresh" in again.stderr, again.stdout + again.stderr
-    fresh = subprocess.run([sys.executable, "-m", "app.manage", "demo", "text.json", "--fresh"], cwd=ROOT,
+    fresh = subprocess.run([ASSISTANT, "demo", "text.json", "--fresh"], cwd=ROOT,
                            env=stack.env, capture_output=True, text=True, timeout=120)
     assert fresh.returncode == 0, fresh.stdout + fresh.stderr
     assert fresh.stdout.splitlines()[-1] == demo.stdout.splitlines()[-1]
