@@ -16,8 +16,7 @@ from typing import Any
 import pytest
 
 from app.devtools.gemini_standin import GeminiStandin
-from tests.e2e.test_conversation import text_body
-from tests.support.fixtures import CUSTOMER
+from tests.support.fixtures import CUSTOMER, text_body
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow

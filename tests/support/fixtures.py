@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from pathlib import Path
 
 FIXTURES = Path(__file__).resolve().parents[2] / "app" / "devtools" / "fixtures"
@@ -15,6 +16,17 @@ APP_SECRET = "test-app-secret"
 def raw(name: str) -> bytes:
     """A fixture's bytes, exactly as stored (never re-serialised)."""
     return (FIXTURES / name).read_bytes()
+
+
+def text_body(wamid: str, text: str, *, wa_id: str = "16505551234", **extra_fields) -> bytes:
+    """text.json with another wamid and text (and sender, extra fields), as new bytes to sign."""
+    body = json.loads(raw("text.json"))
+    value = body["entry"][0]["changes"][0]["value"]
+    message = value["messages"][0]
+    message["id"], message["text"]["body"], message["from"] = wamid, text, wa_id
+    value["contacts"][0]["wa_id"] = wa_id
+    body.update(extra_fields)
+    return json.dumps(body).encode()
 
 
 def sign(body: bytes, secret: str = APP_SECRET) -> str:
