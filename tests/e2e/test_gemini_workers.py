@@ -1,5 +1,6 @@
-"""One writer per conversation across worker processes: two batches of one
-conversation never run the graph at once.
+"""Worker processes answering through Gemini (the real SDK, a local stand-in of
+its REST endpoint): with the configured model and system prompt, and one
+writer per conversation across processes.
 
 tests/actors/test_conversation_tasks.py proves it with threads of one
 in-process worker; here two ``dramatiq actors`` processes compete, and the
@@ -21,6 +22,9 @@ from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
+MODEL = "gemini-e2e-model"
+SYSTEM_PROMPT = "You answer for Lamp Co. Be brief."
+
 #: Seconds each model call takes: long enough for the second batch to arrive during it.
 MODEL_CALL_S = 3.0
 
@@ -33,6 +37,12 @@ class SlowGemini(GeminiStandin):
         self.spans: list[tuple[float, float]] = []
         self._spans_lock = threading.Lock()
         self.started = 0
+
+    def clear(self) -> None:
+        super().clear()
+        with self._spans_lock:
+            self.spans.clear()
+            self.started = 0
 
     def handle(self, method: str, path: str, headers: dict[str, str], body: Any):
         start = time.monotonic()
@@ -53,13 +63,29 @@ def gemini():
 
 @pytest.fixture(scope="module")
 def two_process_stack(make_stack, gemini):
-    yield from make_stack({"GOOGLE_API_KEY": "e2e-key", "GEMINI_API_BASE": gemini.url}, worker_processes=2)
+    yield from make_stack({"GOOGLE_API_KEY": "e2e-key", "GEMINI_API_BASE": gemini.url, "GEMINI_MODEL": MODEL,
+                           "SYSTEM_PROMPT": SYSTEM_PROMPT}, worker_processes=2)
+
+
+def test_the_workers_ask_the_configured_gemini_model_with_the_configured_system_prompt(two_process_stack, gemini,
+                                                                                       db):
+    stack = two_process_stack
+    stack.reset()
+    gemini.clear()
+    stack.post(text_body("wamid.PROMPT", "hello"))
+    (reply,) = stack.wait_for_sends(1, timeout_s=90)
+    stack.wait_idle()
+    (call,) = gemini.requests()
+    assert (call["model"], call["api_key"]) == (MODEL, "e2e-key")
+    assert call["body"]["systemInstruction"]["parts"] == [{"text": SYSTEM_PROMPT}]
+    assert reply["text"]["body"] == "Stand-in Gemini reply to: hello"
 
 
 def test_two_batches_of_one_conversation_never_run_the_graph_at_once_across_processes(two_process_stack, gemini,
                                                                                        db):
     stack = two_process_stack
     stack.reset()
+    gemini.clear()
     # Given the first batch's model call is under way
     stack.post(text_body("wamid.ONE", "first question"))
     wait_for(lambda: gemini.started == 1, timeout_s=60)
