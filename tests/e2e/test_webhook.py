@@ -74,3 +74,27 @@ def test_a_body_over_the_cap_is_refused_with_413(stack):
     assert stack.post(body).status_code == 413
     stack.wait_idle()
     assert stack.sends() == []
+
+
+def _chunked(data: bytes, size: int = 64 * 1024):
+    """``data`` as an iterator, which httpx sends chunked, with no Content-Length."""
+    for start in range(0, len(data), size):
+        yield data[start:start + size]
+
+
+def test_a_chunked_body_is_read_from_gunicorns_stream_and_answered(stack):
+    body = raw("text.json")
+    response = stack.http.post("/webhook", content=_chunked(body, 50),
+                               headers={"Content-Type": "application/json", "X-Hub-Signature-256": sign(body)})
+    assert response.status_code == 200 and response.json()["messages"] == 1
+    (reply,) = stack.wait_for_sends(1)
+    assert reply["text"]["body"] == OFFLINE + "Does it come in another color?"
+
+
+def test_a_chunked_body_over_the_cap_is_refused_with_413(stack):
+    body = text_body("wamid.BIGCHUNKED", "big", padding="x" * (4 * 1024 * 1024))
+    response = stack.http.post("/webhook", content=_chunked(body),
+                               headers={"Content-Type": "application/json", "X-Hub-Signature-256": sign(body)})
+    assert response.status_code == 413
+    stack.wait_idle()
+    assert stack.sends() == []
