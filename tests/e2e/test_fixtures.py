@@ -207,6 +207,7 @@ def test_system_level_errors_are_answered_200_and_counted(stack):
         assert response.status_code == 200
         assert response.json()["errors"] == 1
         assert stack.redis.hget(ERROR_COUNTS_KEY, "131000") == str(expected).encode()
+    assert "WhatsApp reported a system-level error 131000 (Something went wrong)" in stack.logs()
     stack.wait_idle()
     assert stack.sends() == []
 
