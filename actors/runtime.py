@@ -1,4 +1,5 @@
-"""What the actors of one process share: database, Redis, model, clock.
+"""What the actors of one process share: database, Redis, model, WhatsApp,
+the conversation graph, clock.
 
 Built on first use from the config the broker was built from, so that
 importing the actors (the web app does, to send) opens nothing.  Tests
@@ -7,19 +8,33 @@ install their own with :func:`install`.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.checkpoints import Checkpoints, open_checkpoints
 from app.config import Config
 from app.db import make_engine, make_session_factory
-from app.llm import Model, OfflineModel
+from app.errors import ConfigError
+from app.graph import ConversationGraph
+from app.llm import Model, build_model
+from app.replies import Services
+from app.whatsapp import WhatsAppClient
 
-__all__ = ["Runtime", "get", "install", "build"]
+__all__ = ["Runtime", "get", "install", "build", "services", "lock_ttl_s", "LOCK_MARGIN_S"]
+
+logger = logging.getLogger(__name__)
+
+#: How much longer than a task's hard time limit the conversation lock
+#: lives, at most (a fifth of the limit, at least 5 s): a live holder never
+#: loses it, and a dead one frees it soon after its task would have ended.
+LOCK_MARGIN_S = 60.0
 
 
 @dataclass
@@ -30,23 +45,73 @@ class Runtime:
     model: Model
     #: Milliseconds since the epoch; injected so tests control time.
     clock_ms: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
+    #: The WhatsApp client (``send_text``, ``mark_read``); None: built on first use.
+    whatsapp: Any = None
+    #: LangGraph's checkpointer for the conversation threads.
+    checkpoints: Checkpoints | None = None
+    # Not an init field: dataclasses.replace() gives a copy its own.
+    _services: Services | None = field(default=None, init=False, repr=False)
+
+
+class _UnavailableWhatsApp:
+    """Stands in when no WhatsApp client can be built: every send is refused,
+    and recorded as failed with the reason."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def send_text(self, *, to: str | None, recipient: str | None, text: str,
+                  callback_data: str | None = None) -> str:
+        raise ConfigError(f"WhatsApp is not available: {self.reason}")
+
+    def mark_read(self, wamid: str, *, typing: bool = True) -> None:
+        return None
+
+
+def _build_whatsapp(config: Config) -> Any:
+    try:
+        return WhatsAppClient.from_config(config)
+    except ConfigError as e:
+        reason = str(e)
+    logger.warning("No WhatsApp client (%s): replies are recorded as failed, not sent.", reason)
+    return _UnavailableWhatsApp(reason)
+
+
+def build(config: Config) -> Runtime:
+    """A runtime with production resources for ``config``."""
+    return Runtime(
+        config=config,
+        sessions=make_session_factory(make_engine(config.db_url)),
+        redis=redis.Redis.from_url(config.redis_uri, socket_connect_timeout=5, socket_timeout=10),
+        model=build_model(config),
+    )
 
 
 _lock = threading.Lock()
 _current: Runtime | None = None
 
 
-def build(config: Config) -> Runtime:
-    """A runtime with production resources for ``config``."""
-    # NOTE: the Gemini client arrives with the conversation pipeline
-    # (issue 5); until then a configured GOOGLE_API_KEY is not used yet.
-    model: Model = OfflineModel()
-    return Runtime(
-        config=config,
-        sessions=make_session_factory(make_engine(config.db_url)),
-        redis=redis.Redis.from_url(config.redis_uri, socket_connect_timeout=5, socket_timeout=10),
-        model=model,
-    )
+def lock_ttl_s(time_limit_s: float) -> float:
+    """The conversation lock's TTL for tasks with this hard time limit."""
+    return time_limit_s + min(LOCK_MARGIN_S, max(5.0, time_limit_s / 5))
+
+
+def services(rt: Runtime) -> Services:
+    """The conversation domain's collaborators, built once per runtime."""
+    if rt._services is None:
+        with _lock:
+            if rt._services is None:
+                if rt.checkpoints is None:
+                    rt.checkpoints = open_checkpoints(rt.config.db_url)
+                rt._services = Services(
+                    sessions=rt.sessions,
+                    redis=rt.redis,
+                    graph=ConversationGraph(rt.checkpoints.saver, rt.model,
+                                            system_prompt=rt.config.system_prompt),
+                    whatsapp=rt.whatsapp if rt.whatsapp is not None else _build_whatsapp(rt.config),
+                    lock_ttl_s=lock_ttl_s(rt.config.time_limit_s),
+                )
+    return rt._services
 
 
 def get() -> Runtime:

@@ -3,21 +3,35 @@
 from __future__ import annotations
 
 from actors import runtime, validate
+from actors.busy import requeue_later
+from actors.process_message_task import process_message_task
 from actors.task_options import runbook_task
-from app.db import session_scope
 from app.errors import InvalidTaskArguments
+from app.lock import ConversationBusy
 from app.operator import ACTIONS, set_operator_hold
 
 __all__ = ["update_langgraph_state_task"]
 
 
 @runbook_task(queue="state", priority=8)
-def update_langgraph_state_task(conversation: str, action: str, operator_id: str | None = None) -> bool:
-    """Set whether an operator holds ``conversation``; returns the new flag."""
+def update_langgraph_state_task(conversation: str, action: str, operator_id: str | None = None) -> str | None:
+    """Set whether an operator holds ``conversation``.
+
+    On handback, customer messages that waited unanswered go to
+    ``process_message_task``; returns that batch's id.
+    """
     validate.text("conversation", conversation, max_length=128)
     if action not in ACTIONS:
         raise InvalidTaskArguments(f"action must be one of {', '.join(ACTIONS)}, got {action!r:.80}")
     if operator_id is not None:
         validate.text("operator_id", operator_id, max_length=128)
-    with session_scope(runtime.get().sessions) as session:
-        return set_operator_hold(session, conversation, action, operator_id).operator_active
+    try:
+        waiting = set_operator_hold(runtime.services(runtime.get()), conversation, action, operator_id)
+    except ConversationBusy:
+        requeue_later(update_langgraph_state_task, conversation, action, operator_id)
+        return None
+    if waiting is None:
+        return None
+    # Sent after the commit of the handback, so the answer sees it.
+    process_message_task.send(waiting.conversation, waiting.batch_id, waiting.messages)
+    return waiting.batch_id

@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from app.errors import ConfigError
+from app.llm import SYSTEM_PROMPT
 
 __all__ = ["Config", "DEFAULT_REDIS_URI", "child_environment", "set_environment", "mask_url", "normalise_db_url"]
 
@@ -129,6 +130,20 @@ class Config:
     whatsapp_app_secret: str | None = dataclasses.field(default=None, repr=False)
     whatsapp_verify_token: str | None = dataclasses.field(default=None, repr=False)
     whatsapp_api_base: str = "https://graph.facebook.com/v21.0"
+    #: Seconds a WhatsApp Cloud API call may take before it counts as failed (transient).
+    whatsapp_timeout_s: float = 10.0
+
+    #: Bearer token of the operator API; None refuses every operator call.
+    operator_token: str | None = dataclasses.field(default=None, repr=False)
+
+    #: Gemini model the assistant answers with.
+    gemini_model: str = "gemini-2.5-flash"
+    #: Base URL of the Gemini REST API; None is Google's (set for a stand-in).
+    gemini_api_base: str | None = None
+    #: Seconds one Gemini call may take before it counts as failed (transient).
+    gemini_timeout_s: float = 60.0
+    #: What the model is told about its role, before every conversation.
+    system_prompt: str = SYSTEM_PROMPT
 
     #: Inbound messages closer together than this are answered together.
     buffer_window_s: float = 3.0
@@ -175,6 +190,11 @@ class Config:
         scheme = urlsplit(self.redis_uri).scheme
         if scheme not in ("redis", "rediss", "unix"):
             raise ConfigError(f"REDIS_URI must start with redis://, rediss:// or unix://, got scheme {scheme!r}")
+        for name, url in (("WHATSAPP_API_BASE", self.whatsapp_api_base), ("GEMINI_API_BASE", self.gemini_api_base)):
+            if url is not None and urlsplit(url).scheme not in ("http", "https"):
+                raise ConfigError(f"{name} must be an http:// or https:// URL, got {url!r}")
+        if not self.system_prompt.strip():
+            raise ConfigError("SYSTEM_PROMPT must not be blank")
         if self.soft_time_limit_s > self.time_limit_s:
             raise ConfigError("the soft time limit must not exceed the hard time limit")
 
@@ -201,7 +221,13 @@ class Config:
             whatsapp_phone_number_id=env.get("WHATSAPP_PHONE_NUMBER_ID") or None,
             whatsapp_app_secret=env.get("WHATSAPP_APP_SECRET") or None,
             whatsapp_verify_token=env.get("WHATSAPP_VERIFY_TOKEN") or None,
-            whatsapp_api_base=env.get("WHATSAPP_API_BASE") or cls.whatsapp_api_base,
+            whatsapp_api_base=(env.get("WHATSAPP_API_BASE") or cls.whatsapp_api_base).rstrip("/"),
+            whatsapp_timeout_s=_float(env, "WHATSAPP_TIMEOUT_SECONDS", cls.whatsapp_timeout_s, minimum=0.1),
+            operator_token=env.get("OPERATOR_TOKEN") or None,
+            gemini_model=env.get("GEMINI_MODEL") or cls.gemini_model,
+            gemini_api_base=(env.get("GEMINI_API_BASE") or "").rstrip("/") or None,
+            gemini_timeout_s=_float(env, "GEMINI_TIMEOUT_SECONDS", cls.gemini_timeout_s, minimum=1),
+            system_prompt=env.get("SYSTEM_PROMPT") or SYSTEM_PROMPT,
             buffer_window_s=_float(env, "BUFFER_WINDOW_SECONDS", cls.buffer_window_s),
             buffer_max_wait_s=_float(env, "BUFFER_MAX_WAIT_SECONDS", cls.buffer_max_wait_s),
             heartbeat_timeout_s=_float(env, "HEARTBEAT_TIMEOUT_SECONDS", cls.heartbeat_timeout_s, minimum=0.5),

@@ -1,4 +1,4 @@
-"""Conversations: who the customer is, what was said, and the AI's reply."""
+"""Inbound messages: what the webhook hands the tasks, and storing them once."""
 
 from __future__ import annotations
 
@@ -9,57 +9,82 @@ from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app.customers import change_number, get_or_create_conversation, ids_from_key
 from app.db.models import Conversation, Message
 from app.errors import InvalidTaskArguments
-from app.llm import SYSTEM_PROMPT, Model, Turn
 from app.status import apply_pending_statuses
 
-__all__ = ["InboundMessage", "get_or_create_conversation", "store_inbound", "answer_batch", "history"]
+__all__ = ["InboundMessage", "UNANSWERED_KINDS", "get_or_create_conversation", "insert_once", "store_inbound",
+           "store_batch"]
+
+#: Kinds stored but never answered.
+UNANSWERED_KINDS = frozenset({"reaction", "system"})
+
+_OPTIONAL_TEXT = ("wa_id", "user_id", "profile_name", "context_id", "reaction_to", "emoji", "new_wa_id")
 
 
 @dataclass(frozen=True)
 class InboundMessage:
-    """A customer's message as the webhook hands it to the tasks."""
+    """A customer's message as the webhook hands it to the tasks.
+
+    ``text`` is what the model sees (for media a short description).
+    Messages from older queues may lack the optional keys; they get the
+    defaults.
+    """
 
     wamid: str
     text: str
     kind: str = "text"
+    answerable: bool = True
     wa_id: str | None = None
     user_id: str | None = None
+    profile_name: str | None = None
+    #: Meta's timestamp, seconds since the epoch.
+    timestamp: int | None = None
+    context_id: str | None = None
+    reaction_to: str | None = None
+    emoji: str | None = None
+    #: A ``user_changed_number`` system message: the customer's new number.
+    new_wa_id: str | None = None
 
     @classmethod
     def parse(cls, data: Any) -> InboundMessage:
-        """Raises InvalidTaskArguments when ``data`` is not a usable message."""
+        """Validate one message dict of ``process_message_task``.
+
+        Raises:
+          InvalidTaskArguments: ``data`` is not a usable message.
+        """
         if not isinstance(data, dict):
             raise InvalidTaskArguments(f"a message must be an object, got {type(data).__name__}")
-        wamid, text = data.get("wamid"), data.get("text", "")
+        wamid, text = data.get("wamid"), data.get("text")
         if not isinstance(wamid, str) or not wamid:
             raise InvalidTaskArguments("message.wamid must be a non-empty string")
+        if text is None:
+            text = ""
         if not isinstance(text, str):
-            raise InvalidTaskArguments("message.text must be a string")
-        kind = data.get("kind", "text")
-        return cls(wamid, text, kind if isinstance(kind, str) else "text", data.get("wa_id"), data.get("user_id"))
-
-
-def get_or_create_conversation(session: Session, customer_key: str, *, wa_id: str | None = None,
-                               user_id: str | None = None) -> Conversation:
-    """The conversation of ``customer_key`` (wa_id, else user_id), created on first sight."""
-    conversation = session.scalars(select(Conversation).where(Conversation.customer_key == customer_key)).first()
-    if conversation is None:
-        conversation = Conversation(customer_key=customer_key, wa_id=wa_id, user_id=user_id)
-        try:
-            with session.begin_nested():
-                session.add(conversation)
-        except IntegrityError:
-            # Another worker created it first.
-            conversation = session.scalars(
-                select(Conversation).where(Conversation.customer_key == customer_key)
-            ).one()
-    if wa_id and not conversation.wa_id:
-        conversation.wa_id = wa_id
-    if user_id and not conversation.user_id:
-        conversation.user_id = user_id
-    return conversation
+            raise InvalidTaskArguments(f"message.text must be a string (message {wamid})")
+        kind = data.get("kind") or "text"
+        if not isinstance(kind, str) or len(kind) > 32:
+            raise InvalidTaskArguments(f"message.kind must be a short string (message {wamid})")
+        answerable = data.get("answerable", kind not in UNANSWERED_KINDS)
+        if not isinstance(answerable, bool):
+            raise InvalidTaskArguments(f"message.answerable must be true or false (message {wamid})")
+        optional: dict[str, str | None] = {}
+        for name in _OPTIONAL_TEXT:
+            value = data.get(name)
+            if value is not None and not isinstance(value, str):
+                raise InvalidTaskArguments(f"message.{name} must be a string or null (message {wamid})")
+            # An empty emoji is meaningful: the customer removed a reaction.
+            optional[name] = value if name == "emoji" else (value or None)
+        timestamp = data.get("timestamp")
+        if timestamp is not None:
+            try:
+                timestamp = int(timestamp)
+            except (TypeError, ValueError):
+                raise InvalidTaskArguments(f"message.timestamp must be seconds (message {wamid})") from None
+        # Reactions and system messages are never answered, whatever the flag says.
+        answerable = answerable and kind not in UNANSWERED_KINDS
+        return cls(wamid, text, kind, answerable, timestamp=timestamp, **optional)
 
 
 def insert_once(session: Session, row: Message, existing: Select[Message]) -> tuple[Message, bool]:
@@ -83,49 +108,25 @@ def insert_once(session: Session, row: Message, existing: Select[Message]) -> tu
 def store_inbound(session: Session, conversation: Conversation, message: InboundMessage) -> Message:
     """Store a customer's message once per wamid (the database backstop of dedup)."""
     row = Message(conversation_id=conversation.id, author="customer", wamid=message.wamid, kind=message.kind,
-                  text=message.text, status="received")
+                  text=message.text, status="received", answerable=message.answerable,
+                  sent_at_s=message.timestamp, context_id=message.context_id, reaction_to=message.reaction_to,
+                  emoji=message.emoji)
     row, inserted = insert_once(session, row, select(Message).where(Message.wamid == message.wamid))
     if inserted:
         apply_pending_statuses(session, row)
     return row
 
 
-def history(conversation: Conversation) -> list[Turn]:
-    """The conversation as model turns; operator turns are the model's side, marked."""
-    turns: list[Turn] = []
-    for m in conversation.messages:
-        if m.author == "customer":
-            turns.append(Turn("user", m.text))
-        elif m.author == "operator":
-            turns.append(Turn("model", f"[human operator] {m.text}"))
-        else:
-            turns.append(Turn("model", m.text))
-    return turns
-
-
-def answer_batch(session: Session, *, customer_key: str, batch_id: str, messages: list[InboundMessage],
-                 model: Model) -> Message | None:
-    """Store a batch and the AI's one reply to it.
-
-    The reply row is unique per conversation and batch, so running this
-    twice for one batch never makes a second reply.
-
-    Returns:
-      The reply (new or already stored), or None while an operator holds
-      the conversation.
-    """
-    first = messages[0]
-    conversation = get_or_create_conversation(session, customer_key, wa_id=first.wa_id, user_id=first.user_id)
+def store_batch(session: Session, customer_key: str, messages: list[InboundMessage]) -> Conversation:
+    """Store every message of a batch (reactions and system messages too)
+    and apply identity changes; returns the conversation."""
+    first = next((m for m in messages if m.wa_id or m.user_id), None)
+    wa_id, user_id = (first.wa_id, first.user_id) if first is not None else ids_from_key(customer_key)
+    conversation = get_or_create_conversation(session, customer_key, wa_id=wa_id, user_id=user_id,
+                                              profile_name=messages[0].profile_name)
+    session.flush()
     for message in messages:
         store_inbound(session, conversation, message)
-    existing = select(Message).where(Message.conversation_id == conversation.id, Message.batch_id == batch_id)
-    stored = session.scalars(existing).first()
-    if stored is not None:
-        return stored
-    if conversation.operator_active:
-        return None
-    session.flush()
-    session.refresh(conversation)
-    text = model.generate(SYSTEM_PROMPT, history(conversation))
-    reply = Message(conversation_id=conversation.id, author="ai", batch_id=batch_id, text=text, status="pending")
-    return insert_once(session, reply, existing)[0]
+        if message.new_wa_id:
+            change_number(session, conversation, message.new_wa_id)
+    return conversation

@@ -26,6 +26,8 @@ class StatusUpdate:
     recipient_id: str | None = None
     error_code: int | None = None
     error_title: str | None = None
+    #: ``biz_opaque_callback_data`` of the send: the outbox key.
+    callback_data: str | None = None
 
     @classmethod
     def parse(cls, data: Any) -> StatusUpdate:
@@ -52,7 +54,9 @@ class StatusUpdate:
             code = int(raw_code) if isinstance(raw_code, (int, str)) and str(raw_code).isdigit() else None
             title = errors[0].get("title") or errors[0].get("message")
         recipient = data.get("recipient_id") or data.get("recipient_user_id")
-        return cls(wamid, status, timestamp, recipient if isinstance(recipient, str) else None, code, title)
+        callback = data.get("biz_opaque_callback_data")
+        return cls(wamid, status, timestamp, recipient if isinstance(recipient, str) else None, code, title,
+                   callback if isinstance(callback, str) and callback else None)
 
 
 def _advance(message: Message, status: str, error_code: int | None, error_title: str | None) -> bool:
@@ -66,7 +70,9 @@ def _advance(message: Message, status: str, error_code: int | None, error_title:
 
 
 def record_status(session: Session, update: StatusUpdate) -> str | None:
-    """Keep ``update`` and apply it to its message if that row exists.
+    """Keep ``update`` in the status history and apply it to its message if
+    that row exists.  A status that names an outbox entry a crash left
+    without its wamid completes that entry (the proof it was sent).
 
     Returns:
       The message's status afterwards, or None when the message is not
@@ -80,8 +86,13 @@ def record_status(session: Session, update: StatusUpdate) -> str | None:
             recipient_id=update.recipient_id,
             error_code=update.error_code,
             error_title=update.error_title,
+            callback_data=update.callback_data,
         )
     )
+    if update.callback_data:
+        from app.outbox import complete_from_status
+
+        complete_from_status(session, update.callback_data, update.wamid)
     message = session.scalars(select(Message).where(Message.wamid == update.wamid).with_for_update()).first()
     if message is None:
         return None

@@ -57,6 +57,7 @@ PG_DB_NAME, PG_URL = _create_pg_database()
 os.environ["REDIS_URI"] = f"{REDIS_BASE}/{REDIS_DB}"
 os.environ["DB_URL"] = PG_URL
 os.environ.pop("GOOGLE_API_KEY", None)
+os.environ["LANGGRAPH_STRICT_MSGPACK"] = "true"
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -91,6 +92,7 @@ def redis_client(redis_url):
 
 @pytest.fixture(scope="session")
 def engine():
+    """The run's PostgreSQL database, migrated to head (app tables and checkpoints)."""
     from app.db import create_schema, make_engine
 
     engine = make_engine(os.environ["DB_URL"])
@@ -99,8 +101,19 @@ def engine():
     engine.dispose()
 
 
+@pytest.fixture(scope="session")
+def checkpoints(engine):
+    """LangGraph's PostgreSQL checkpointer on the run's database."""
+    from app.checkpoints import open_checkpoints
+
+    checkpoints = open_checkpoints(os.environ["DB_URL"])
+    checkpoints.setup()
+    yield checkpoints
+    checkpoints.close()
+
+
 @pytest.fixture
-def db(engine):
+def db(engine, checkpoints):
     """A session factory on the run's PostgreSQL database, emptied after the test."""
     from sqlalchemy import text
 
@@ -108,8 +121,25 @@ def db(engine):
 
     yield make_session_factory(engine)
     with engine.begin() as conn:
-        names = ", ".join(t.name for t in Base.metadata.sorted_tables)
+        names = ", ".join([t.name for t in Base.metadata.sorted_tables]
+                          + ["checkpoints", "checkpoint_blobs", "checkpoint_writes"])
         conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture
+def services(runtime):
+    """The conversation domain's collaborators, on the test runtime."""
+    from actors import runtime as rt_module
+
+    return rt_module.services(runtime)
+
+
+@pytest.fixture
+def whatsapp():
+    """The WhatsApp client the actors send through: an in-memory recorder."""
+    from tests.support.whatsapp_fake import RecordingWhatsApp
+
+    return RecordingWhatsApp()
 
 @pytest.fixture
 def config(redis_url):
@@ -145,12 +175,20 @@ def global_broker(redis_client):
 
 
 @pytest.fixture
-def runtime(db, redis_client, config):
-    """Actors' runtime on the test databases."""
-    from actors import runtime as rt_module
-    from app.llm import OfflineModel
+def model():
+    """The model the runtime answers with: the offline one, recording its inputs."""
+    from tests.support.conversations import RecordingModel
 
-    rt = rt_module.Runtime(config=dataclasses.replace(config), sessions=db, redis=redis_client, model=OfflineModel())
+    return RecordingModel()
+
+
+@pytest.fixture
+def runtime(db, redis_client, config, whatsapp, checkpoints, model):
+    """Actors' runtime on the test databases, sending through ``whatsapp``."""
+    from actors import runtime as rt_module
+
+    rt = rt_module.Runtime(config=dataclasses.replace(config), sessions=db, redis=redis_client, model=model,
+                           whatsapp=whatsapp, checkpoints=checkpoints)
     rt_module.install(rt)
     yield rt
     rt_module.install(None)

@@ -10,8 +10,6 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db.models import Base
-
 __all__ = ["make_engine", "make_session_factory", "session_scope", "create_schema"]
 
 #: Seconds to wait for a database connection before failing (then retried
@@ -64,5 +62,7 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
 
 
 def create_schema(engine: Engine) -> None:
-    """Create the tables that do not exist yet."""
-    Base.metadata.create_all(engine)
+    """Bring the tables to the newest schema (Alembic migrations)."""
+    from app.db.migrate import upgrade
+
+    upgrade(engine)

@@ -163,15 +163,15 @@ def test_a_buffered_conversation_gets_one_reply_even_if_its_check_runs_twice(glo
                                                                               start_worker, db):
     # Given two messages buffered for one conversation
     now = int(time.time() * 1000)
-    seq1 = append_to_buffer(redis_client, "c1", "w1", {"wamid": "w1", "text": "hello"}, now_ms=now)
-    seq2 = append_to_buffer(redis_client, "c1", "w2", {"wamid": "w2", "text": "are you there?"}, now_ms=now)
-    assert append_to_buffer(redis_client, "c1", "w1", {"wamid": "w1", "text": "hello"}, now_ms=now) == 0
+    seq1 = append_to_buffer(redis_client, "15550000001", "w1", {"wamid": "w1", "text": "hello"}, now_ms=now)
+    seq2 = append_to_buffer(redis_client, "15550000001", "w2", {"wamid": "w2", "text": "are you there?"}, now_ms=now)
+    assert append_to_buffer(redis_client, "15550000001", "w1", {"wamid": "w1", "text": "hello"}, now_ms=now) == 0
     start_worker(global_broker)
 
     # When the stale check, the latest check and a redelivered latest check run
-    tasks.check_buffer_task.delay("c1", seq1)
-    tasks.check_buffer_task.delay("c1", seq2)
-    tasks.check_buffer_task.delay("c1", seq2)
+    tasks.check_buffer_task.delay("15550000001", seq1)
+    tasks.check_buffer_task.delay("15550000001", seq2)
+    tasks.check_buffer_task.delay("15550000001", seq2)
     global_broker.join("default", timeout=10_000)
 
     # Then both messages are stored and answered once
@@ -188,15 +188,15 @@ def test_a_buffered_conversation_gets_one_reply_even_if_its_check_runs_twice(glo
 
 def test_takeover_silences_the_ai_and_handback_resumes_it(global_broker, runtime, start_worker, db):
     start_worker(global_broker)
-    tasks.update_langgraph_state_task.delay("c9", "takeover", "op-7")
+    tasks.update_langgraph_state_task.delay("15550000009", "takeover", "op-7")
     global_broker.join("state", timeout=10_000)
-    tasks.process_message_task.delay("c9", "b1", [{"wamid": "w9", "text": "hi"}])
-    tasks.sync_operator_message_to_graph_task.delay("c9", "An operator here", "op-msg-1", "op-7")
+    tasks.process_message_task.delay("15550000009", "b1", [{"wamid": "w9", "text": "hi"}])
+    tasks.sync_operator_message_to_graph_task.delay("15550000009", "An operator here", "op-msg-1", "op-7")
     global_broker.join("default", timeout=10_000)
     global_broker.join("state", timeout=10_000)
-    tasks.update_langgraph_state_task.delay("c9", "handback")
+    tasks.update_langgraph_state_task.delay("15550000009", "handback")
     global_broker.join("state", timeout=10_000)
-    tasks.process_message_task.delay("c9", "b2", [{"wamid": "w10", "text": "thanks"}])
+    tasks.process_message_task.delay("15550000009", "b2", [{"wamid": "w10", "text": "thanks"}])
     global_broker.join("default", timeout=10_000)
 
     with db() as session:

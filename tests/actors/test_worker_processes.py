@@ -77,7 +77,7 @@ def test_a_kill_9_workers_message_is_processed_by_another_worker(global_broker, 
 
 
 @pytest.mark.slow
-def test_the_plain_dramatiq_cli_runs_the_five_actors(global_broker, redis_client, processes, engine):
+def test_the_plain_dramatiq_cli_runs_the_five_actors(global_broker, redis_client, processes, db):
     import tasks
 
     proc = start_dramatiq({})

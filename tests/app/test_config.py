@@ -55,3 +55,30 @@ def test_mask_url_hides_only_the_password():
     assert mask_url("redis://:pw@127.0.0.1:6390/0") == "redis://:**@127.0.0.1:6390/0"
     assert mask_url("rediss://user:pw@host:6380/1") == "rediss://user:**@host:6380/1"
     assert mask_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+def test_the_operator_token_and_gemini_settings_come_from_the_environment():
+    config = Config.from_env({
+        "OPERATOR_TOKEN": "op-secret", "GEMINI_MODEL": "gemini-x", "GEMINI_API_BASE": "http://127.0.0.1:9/",
+        "SYSTEM_PROMPT": "Be terse.", "WHATSAPP_API_BASE": "http://127.0.0.1:8/v21.0/",
+    })
+    assert config.operator_token == "op-secret" and "op-secret" not in repr(config)
+    assert (config.gemini_model, config.gemini_api_base, config.system_prompt) == (
+        "gemini-x", "http://127.0.0.1:9", "Be terse.")
+    assert config.whatsapp_api_base == "http://127.0.0.1:8/v21.0"
+    defaults = Config.from_env({})
+    assert defaults.operator_token is None and defaults.gemini_model == "gemini-2.5-flash"
+    assert defaults.gemini_api_base is None
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"GEMINI_API_BASE": "localhost:9"}, "GEMINI_API_BASE must be an http"),
+        ({"WHATSAPP_API_BASE": "ftp://x"}, "WHATSAPP_API_BASE must be an http"),
+        ({"GEMINI_TIMEOUT_SECONDS": "0"}, "GEMINI_TIMEOUT_SECONDS must be at least"),
+    ],
+)
+def test_bad_model_and_api_settings_are_refused_with_their_name(env, message):
+    with pytest.raises(ConfigError, match=message):
+        Config.from_env(env)

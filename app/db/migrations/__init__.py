@@ -1,0 +1,1 @@
+"""Alembic migrations of the application's tables, shipped inside the package."""

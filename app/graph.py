@@ -1,0 +1,185 @@
+"""The conversation graph: one LangGraph thread per conversation.
+
+State: the message history (``add_messages``: customer turns are
+``HumanMessage`` with the inbound wamid as id, AI replies ``AIMessage``
+with id ``reply:<batch id>``, operator turns ``AIMessage`` named
+``operator`` with the operator message's id, so a repeated write
+replaces instead of duplicating) and ``operator_active``.
+
+``START -> ingest -> route -> respond -> END``; route goes to END while
+an operator holds the conversation, when the run has no batch to
+answer, or when the history does not end with the customer (someone
+answered already).  Takeover, handback and operator turns are written
+with ``update_state(..., as_node="operator")``, never ``interrupt()``:
+new input on an interrupted thread would restart it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated, Any, TypedDict
+
+from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, HumanMessage, RemoveMessage
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.message import add_messages
+
+from app.llm import SYSTEM_PROMPT, Model, Turn
+
+__all__ = [
+    "ConversationState",
+    "ConversationGraph",
+    "reply_id",
+    "customer_turn",
+    "operator_turn",
+    "to_turns",
+    "OPERATOR_NAME",
+    "OPERATOR_PREFIX",
+]
+
+#: The ``name`` of an AIMessage that an operator wrote.
+OPERATOR_NAME = "operator"
+#: How an operator turn reaches the model (Gemini has user/model roles only).
+OPERATOR_PREFIX = "[human operator]"
+#: Sent instead of an empty answer (WhatsApp refuses an empty text).
+EMPTY_ANSWER_FALLBACK = "Sorry, I could not write an answer just now. A colleague will get back to you."
+
+
+class ConversationState(TypedDict, total=False):
+    messages: Annotated[list[AnyMessage], add_messages]
+    operator_active: bool
+    #: The batch this run answers; None: store the input, answer nothing.
+    reply_to: str | None
+
+
+def reply_id(batch_id: str) -> str:
+    """The graph id of the AI's reply to ``batch_id``."""
+    return f"reply:{batch_id}"
+
+
+def customer_turn(wamid: str, text: str) -> HumanMessage:
+    return HumanMessage(content=text, id=wamid)
+
+
+def operator_turn(message_id: str, text: str) -> AIMessage:
+    return AIMessage(content=text, id=message_id, name=OPERATOR_NAME)
+
+
+def _text(message: BaseMessage) -> str:
+    content = message.content
+    return content if isinstance(content, str) else str(content)
+
+
+def to_turns(messages: Sequence[BaseMessage]) -> list[Turn]:
+    """The history as the model's turns, same-side neighbours merged.
+
+    Operator turns become model turns marked ``[human operator]``, so
+    the model knows what the business already said and by whom.
+    """
+    turns: list[Turn] = []
+    for message in messages:
+        if isinstance(message, HumanMessage):
+            role, text = "user", _text(message)
+        elif isinstance(message, AIMessage):
+            role, text = "model", _text(message)
+            if message.name == OPERATOR_NAME:
+                text = f"{OPERATOR_PREFIX} {text}"
+        else:
+            continue
+        if turns and turns[-1].role == role:
+            turns[-1] = Turn(role, f"{turns[-1].text}\n{text}")
+        else:
+            turns.append(Turn(role, text))
+    return turns
+
+
+def _ends_with_customer(messages: Sequence[BaseMessage]) -> bool:
+    return bool(messages) and isinstance(messages[-1], HumanMessage)
+
+
+class ConversationGraph:
+    """The compiled graph with its checkpointer and model.
+
+    Parameters:
+      checkpointer: where each conversation's thread is saved.
+      model: what writes the AI's replies.
+      system_prompt: the model's instructions.
+    """
+
+    def __init__(self, checkpointer: BaseCheckpointSaver, model: Model, *,
+                 system_prompt: str = SYSTEM_PROMPT) -> None:
+        self.model = model
+        self.system_prompt = system_prompt
+        builder = StateGraph(ConversationState)
+        builder.add_node("ingest", self._ingest)
+        builder.add_node("respond", self._respond)
+        # Reached only through update_state(as_node="operator"): its writes
+        # are the operator's, and it leads to END, so nothing is pending.
+        builder.add_node("operator", self._ingest)
+        builder.add_edge(START, "ingest")
+        builder.add_conditional_edges("ingest", self._route, ["respond", END])
+        builder.add_edge("respond", END)
+        builder.add_edge("operator", END)
+        self.graph = builder.compile(checkpointer=checkpointer)
+
+    @staticmethod
+    def _config(thread_id: str) -> Any:
+        return {"configurable": {"thread_id": thread_id}}
+
+    @staticmethod
+    def _ingest(state: ConversationState) -> dict:
+        # The input's messages are already merged into the state by add_messages.
+        return {}
+
+    @staticmethod
+    def _route(state: ConversationState) -> str:
+        if state.get("operator_active") or not state.get("reply_to"):
+            return END
+        if not _ends_with_customer(state.get("messages", [])):
+            return END
+        return "respond"
+
+    def _respond(self, state: ConversationState) -> dict:
+        batch_id = state["reply_to"]
+        assert batch_id is not None  # the route guarantees it
+        text = self.model.generate(self.system_prompt, to_turns(state["messages"])).strip()
+        if not text:
+            text = EMPTY_ANSWER_FALLBACK
+        return {"messages": [AIMessage(content=text, id=reply_id(batch_id))]}
+
+    def run(self, thread_id: str, messages: list[BaseMessage], *, reply_to: str | None) -> str | None:
+        """Add ``messages`` to the thread and, if ``reply_to`` is given and
+        the route allows, let the model answer.
+
+        Returns:
+          The reply's text when the model answered in this run, else None.
+        """
+        update: Any = {"messages": messages, "reply_to": reply_to}
+        # "sync": each step's checkpoint is saved before the next starts, so
+        # the model's answer is stored before anything is sent.
+        result = self.graph.invoke(update, self._config(thread_id), durability="sync")
+        if reply_to is None:
+            return None
+        last = result["messages"][-1] if result.get("messages") else None
+        if isinstance(last, AIMessage) and last.id == reply_id(reply_to):
+            return _text(last)
+        return None
+
+    def state(self, thread_id: str) -> ConversationState:
+        values = self.graph.get_state(self._config(thread_id)).values
+        return values  # type: ignore[return-value]
+
+    def messages(self, thread_id: str) -> list[BaseMessage]:
+        return list(self.state(thread_id).get("messages", []))
+
+    def operator_active(self, thread_id: str) -> bool:
+        return bool(self.state(thread_id).get("operator_active", False))
+
+    def write_as_operator(self, thread_id: str, values: dict) -> None:
+        """Write ``values`` (flag and/or messages) as the operator's, not a run."""
+        self.graph.update_state(self._config(thread_id), values, as_node="operator")
+
+    def forget_reply(self, thread_id: str, batch_id: str) -> None:
+        """Drop a reply the customer never received from the history."""
+        if any(m.id == reply_id(batch_id) for m in self.messages(thread_id)):
+            self.write_as_operator(thread_id, {"messages": [RemoveMessage(id=reply_id(batch_id))]})

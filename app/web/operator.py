@@ -1,0 +1,178 @@
+"""The operator API: take a conversation over, write in it, hand it back, read it.
+
+Every route needs ``Authorization: Bearer <OPERATOR_TOKEN>``.  Writes are
+enqueued on the ``state`` queue and answered 202; the history is read
+from the database.
+
+- ``POST /operator/conversations/{key}/takeover`` and ``.../handback``,
+  body optional ``{"operator_id": "..."}``: ``update_langgraph_state_task``.
+- ``POST /operator/conversations/{key}/messages``, body ``{"text": "...",
+  "operator_id": optional}``: ``sync_operator_message_to_graph_task`` with
+  a fresh message id (a UUID, returned), which the task sends to WhatsApp
+  (outbox key ``operator:<id>``) and adds to the conversation's history.
+- ``GET /operator/conversations/{key}``: the conversation and its messages.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import falcon
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db.models import Conversation, Message
+from app.web.hooks import require_operator_token
+
+__all__ = ["OperatorConversationResource", "MAX_KEY_LENGTH", "MAX_TEXT_LENGTH"]
+
+logger = logging.getLogger(__name__)
+
+#: Longest conversation key (a wa_id or a business-scoped user id).
+MAX_KEY_LENGTH = 128
+#: Longest operator message: WhatsApp's limit of a text body.
+MAX_TEXT_LENGTH = 4096
+#: Longest operator id.
+MAX_OPERATOR_ID_LENGTH = 128
+#: Messages returned by the history, at most (the latest ones).
+MAX_HISTORY = 1000
+#: Largest operator request body, in bytes.
+MAX_BODY_BYTES = 64 * 1024
+
+
+def _bad(description: str) -> falcon.HTTPBadRequest:
+    return falcon.HTTPBadRequest(title="Invalid request", description=description)
+
+
+def _check_key(key: str) -> str:
+    if not key.strip() or len(key) > MAX_KEY_LENGTH:
+        raise _bad(f"the conversation key must be 1 to {MAX_KEY_LENGTH} characters")
+    return key
+
+
+def _body(req: falcon.Request, allowed: set[str], *, required: bool) -> dict[str, Any]:
+    """The JSON object of the request, with only ``allowed`` fields."""
+    if req.content_length is not None and req.content_length > MAX_BODY_BYTES:
+        raise falcon.HTTPContentTooLarge(title="Body too large",
+                                         description=f"the body must be at most {MAX_BODY_BYTES} bytes")
+    raw = req.bounded_stream.read(MAX_BODY_BYTES + 1)
+    if len(raw) > MAX_BODY_BYTES:
+        raise falcon.HTTPContentTooLarge(title="Body too large",
+                                         description=f"the body must be at most {MAX_BODY_BYTES} bytes")
+    if not raw.strip():
+        if required:
+            raise _bad("a JSON object body is required")
+        return {}
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise _bad(f"the body is not valid JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise _bad(f"the body must be a JSON object, got {type(body).__name__}")
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise _bad(f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+    return body
+
+
+def _operator_id(body: dict[str, Any]) -> str | None:
+    value = body.get("operator_id")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_OPERATOR_ID_LENGTH:
+        raise _bad(f"operator_id must be a string of 1 to {MAX_OPERATOR_ID_LENGTH} characters")
+    return value
+
+
+class OperatorConversationResource:
+    """One conversation as the operator sees it; routes by suffix.
+
+    Parameters:
+      enqueue: ``enqueue(task_name, args, kwargs=None, **options)``.
+      sessions: the database session factory (reads only).
+      operator_token: OPERATOR_TOKEN; None refuses every call.
+      new_id: a fresh unique string (a UUID4 in production).
+    """
+
+    def __init__(self, enqueue: Callable[..., Any], sessions: sessionmaker[Session], *, operator_token: str | None,
+                 new_id: Callable[[], str]) -> None:
+        self.enqueue = enqueue
+        self.sessions = sessions
+        self.operator_token = operator_token
+        self.new_id = new_id
+
+    def _send(self, task: str, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None) -> None:
+        try:
+            self.enqueue(task, args, kwargs)
+        except Exception as e:
+            logger.error("Could not enqueue %s for conversation %s: %r.", task, args[0], e)
+            raise falcon.HTTPServiceUnavailable(title="Not accepted",
+                                                description="the queue is unavailable; try again") from e
+
+    def _hold(self, req: falcon.Request, resp: falcon.Response, key: str, action: str) -> None:
+        key = _check_key(key)
+        operator_id = _operator_id(_body(req, {"operator_id"}, required=False))
+        self._send("update_langgraph_state_task", (key, action, operator_id))
+        resp.status = falcon.HTTP_202
+        resp.media = {"conversation": key, "action": action, "operator_id": operator_id}
+
+    @falcon.before(require_operator_token)
+    def on_post_takeover(self, req: falcon.Request, resp: falcon.Response, key: str) -> None:
+        self._hold(req, resp, key, "takeover")
+
+    @falcon.before(require_operator_token)
+    def on_post_handback(self, req: falcon.Request, resp: falcon.Response, key: str) -> None:
+        self._hold(req, resp, key, "handback")
+
+    @falcon.before(require_operator_token)
+    def on_post_messages(self, req: falcon.Request, resp: falcon.Response, key: str) -> None:
+        key = _check_key(key)
+        body = _body(req, {"text", "operator_id"}, required=True)
+        text = body.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise _bad("text must be a non-empty string")
+        if len(text) > MAX_TEXT_LENGTH:
+            raise _bad(f"text must be at most {MAX_TEXT_LENGTH} characters, got {len(text)}")
+        operator_id = _operator_id(body)
+        message_id = self.new_id()
+        self._send("sync_operator_message_to_graph_task", (key, text, message_id),
+                   {"operator_id": operator_id, "send": True})
+        resp.status = falcon.HTTP_202
+        resp.media = {"conversation": key, "message_id": message_id, "operator_id": operator_id}
+
+    @falcon.before(require_operator_token)
+    def on_get(self, req: falcon.Request, resp: falcon.Response, key: str) -> None:
+        key = _check_key(key)
+        limit = req.get_param_as_int("limit", min_value=1, max_value=MAX_HISTORY, default=200)
+        with self.sessions() as session:
+            conversation = session.scalars(select(Conversation).where(Conversation.customer_key == key)).first()
+            if conversation is None:
+                raise falcon.HTTPNotFound(title="Unknown conversation", description=f"no conversation {key!r}")
+            rows = session.scalars(
+                select(Message).where(Message.conversation_id == conversation.id)
+                .order_by(Message.id.desc()).limit(limit)
+            ).all()
+            resp.media = {
+                "conversation": key,
+                "wa_id": conversation.wa_id,
+                "user_id": conversation.user_id,
+                "operator_active": bool(conversation.operator_active),
+                "operator_id": conversation.operator_id,
+                "messages": [_message(m) for m in reversed(rows)],
+            }
+
+
+def _message(m: Message) -> dict[str, Any]:
+    return {
+        "author": m.author,
+        "kind": m.kind,
+        "text": m.text,
+        "wamid": m.wamid,
+        "status": m.status,
+        "error_code": m.error_code,
+        "error_title": m.error_title,
+        "created_at": m.created_at.isoformat() if m.created_at else None,
+    }

@@ -1,0 +1,105 @@
+"""Signed webhook bodies the service could not understand, kept for the monitor.
+
+Meta retries a 4xx/5xx for days, so a poison body is answered 200 and
+recorded here instead, with its reason.  The records sit next to the
+broker's dead letters, as the dead-letter set of a pseudo-queue named
+``webhook`` (``dramatiq:webhook.dead`` scored by time in ms, and
+``dramatiq:webhook.dead.msgs`` holding the JSON records), in the same
+record shape, so whatever lists dead letters lists these too.
+
+The set is bounded three ways: a record keeps at most
+:data:`MAX_EXCERPT_BYTES` of the body (plus its size and SHA-256), the
+set keeps at most :data:`MAX_RECORDS`, and records older than the
+dead-letter TTL are dropped on every write.  A body Meta retries is one
+record (its id is its hash), refreshed.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from typing import Any
+
+import redis
+
+__all__ = ["REJECTED_QUEUE", "record_rejected_body", "rejected_bodies", "MAX_RECORDS", "MAX_EXCERPT_BYTES"]
+
+#: The pseudo-queue whose dead-letter set holds rejected webhook bodies.
+REJECTED_QUEUE = "webhook"
+#: How many rejected bodies are kept at most (the oldest go first).
+MAX_RECORDS = 1000
+#: How much of a rejected body is kept, in bytes.
+MAX_EXCERPT_BYTES = 64 * 1024
+
+_DEAD_KEY = f"dramatiq:{REJECTED_QUEUE}.dead"
+_DEAD_MESSAGES_KEY = f"dramatiq:{REJECTED_QUEUE}.dead.msgs"
+
+# KEYS: dead zset, dead hash.  ARGV: id, JSON record, ttl ms, max records.
+# Adds failed_at (ms) to the record.
+# Redis's clock scores the record, as the broker's dead letters are scored.
+_RECORD = """
+local t = redis.call("TIME")
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- Scores increase strictly, so records made in one millisecond keep their order.
+local last = redis.call("ZRANGE", KEYS[1], -1, -1, "WITHSCORES")
+local score = now
+if #last == 2 and tonumber(last[2]) >= now then
+  score = tonumber(last[2]) + 1
+end
+redis.call("ZADD", KEYS[1], score, ARGV[1])
+local record = cjson.decode(ARGV[2])
+record["failed_at"] = now
+redis.call("HSET", KEYS[2], ARGV[1], cjson.encode(record))
+local old = redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", "(" .. (now - tonumber(ARGV[3])))
+local extra = redis.call("ZCARD", KEYS[1]) - #old - tonumber(ARGV[4])
+if extra > 0 then
+  for _, id in ipairs(redis.call("ZRANGE", KEYS[1], #old, #old + extra - 1)) do
+    table.insert(old, id)
+  end
+end
+for i = 1, #old, 500 do
+  local chunk = {unpack(old, i, math.min(i + 499, #old))}
+  redis.call("ZREM", KEYS[1], unpack(chunk))
+  redis.call("HDEL", KEYS[2], unpack(chunk))
+end
+return now
+"""
+
+
+@functools.lru_cache(maxsize=8)
+def _script(client: redis.Redis):
+    return client.register_script(_RECORD)
+
+
+def record_rejected_body(client: redis.Redis, raw: bytes, reason: str, *, ttl_ms: int,
+                         max_records: int = MAX_RECORDS) -> str:
+    """Keep ``raw`` (an excerpt) and why it was rejected; returns the record id.
+
+    Raises:
+      redis.RedisError: Redis did not take it (the caller answers 503,
+        so Meta sends the body again).
+    """
+    digest = hashlib.sha256(raw).hexdigest()
+    record_id = f"webhook-{digest[:32]}"
+    record = {
+        "message_id": record_id,
+        "queue_name": REJECTED_QUEUE,
+        "error": f"rejected webhook body: {reason}",
+        "traceback": None,
+        "message": None,
+        "raw": raw[:MAX_EXCERPT_BYTES].decode("utf-8", "replace"),
+        "size_bytes": len(raw),
+        "sha256": digest,
+    }
+    _script(client)(keys=[_DEAD_KEY, _DEAD_MESSAGES_KEY], args=[record_id, json.dumps(record), ttl_ms, max_records])
+    return record_id
+
+
+def rejected_bodies(client: redis.Redis) -> list[dict[str, Any]]:
+    """The rejected-body records, oldest first."""
+    ids = client.zrange(_DEAD_KEY, 0, -1)
+    if not ids:
+        return []
+    found = client.hmget(_DEAD_MESSAGES_KEY, list(ids))  # type: ignore[arg-type]
+    return [json.loads(r) for r in found if r is not None]

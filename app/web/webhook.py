@@ -1,0 +1,146 @@
+"""``/webhook``: Meta's verification handshake and its notifications.
+
+A notification is answered within milliseconds: the handler checks the
+size and the signature, parses, runs the dedup-and-append script per
+inbound message and enqueues; the work happens in actors.
+
+What each answer promises Meta:
+
+- 200: everything in the body is stored (buffered or enqueued), or the
+  body is poison and kept in the rejected-bodies set with its reason.
+- 503: something was not stored (Redis unavailable); Meta sends the body
+  again.  Messages already appended are then duplicates and skipped.
+- 401/413: the body is not Meta's, or is larger than the cap.
+
+If a message was appended but its ``check_buffer_task`` could not be
+enqueued, the message is safe in its conversation's buffer and the beat
+buffer sweep picks the conversation up; the failure is logged at ERROR
+with the conversation key.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import falcon
+import redis
+
+from app.buffer import append_to_buffer
+from app.web.hooks import read_capped_body, verify_signature
+from app.web.rejected import record_rejected_body
+from app.webhook import WebhookFormatError, conversation_key, parse_body
+
+__all__ = ["WebhookResource", "ERROR_COUNTS_KEY"]
+
+logger = logging.getLogger(__name__)
+
+#: Hash of Meta's system-level webhook error codes -> how often they came.
+ERROR_COUNTS_KEY = "app:webhook:errors"
+
+
+class WebhookResource:
+    """``GET`` (verification) and ``POST`` (notifications) of ``/webhook``.
+
+    Parameters:
+      redis_client: where the dedup/buffer script runs and rejected
+        bodies are kept.
+      enqueue: ``enqueue(task_name, args, **options)``.
+      app_secret, verify_token: WHATSAPP_APP_SECRET, WHATSAPP_VERIFY_TOKEN.
+      max_body_bytes: the body cap (WEBHOOK_MAX_BODY_BYTES).
+      buffer_window_s: the countdown of each buffer check.
+      dead_letter_ttl_s: how long rejected bodies are kept.
+      clock_ms: milliseconds since the epoch.
+    """
+
+    def __init__(self, redis_client: redis.Redis, enqueue: Callable[..., Any], *, app_secret: str | None,
+                 verify_token: str | None, max_body_bytes: int, buffer_window_s: float, dead_letter_ttl_s: float,
+                 clock_ms: Callable[[], int]) -> None:
+        self.redis = redis_client
+        self.enqueue = enqueue
+        self.app_secret = app_secret
+        self.verify_token = verify_token
+        self.max_body_bytes = max_body_bytes
+        self.buffer_window_s = buffer_window_s
+        self.dead_letter_ttl_ms = int(dead_letter_ttl_s * 1000)
+        self.clock_ms = clock_ms
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Meta's handshake: echo ``hub.challenge`` when the token matches."""
+        mode = req.get_param("hub.mode")
+        token = req.get_param("hub.verify_token")
+        challenge = req.get_param("hub.challenge")
+        missing = [name for name, value in (("hub.mode", mode), ("hub.verify_token", token),
+                                            ("hub.challenge", challenge)) if not value]
+        if missing:
+            raise falcon.HTTPBadRequest(title="Not a verification request",
+                                        description=f"missing query parameter(s): {', '.join(missing)}")
+        if mode != "subscribe":
+            raise falcon.HTTPBadRequest(title="Not a verification request",
+                                        description=f"hub.mode must be 'subscribe', got {mode!r:.40}")
+        if not self.verify_token:
+            raise falcon.HTTPForbidden(title="Verification refused",
+                                       description="WHATSAPP_VERIFY_TOKEN is not configured")
+        if not _same(str(token), self.verify_token):
+            raise falcon.HTTPForbidden(title="Verification refused", description="hub.verify_token is wrong")
+        resp.content_type = falcon.MEDIA_TEXT
+        resp.text = challenge
+
+    @falcon.before(read_capped_body)
+    @falcon.before(verify_signature)
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Store what a signed notification holds; see the module docstring."""
+        raw: bytes = req.context.raw_body
+        try:
+            notification = parse_body(raw)
+        except WebhookFormatError as e:
+            self._reject(raw, str(e))
+            resp.media = {"status": "rejected", "reason": str(e)}
+            return
+        if notification.problems:
+            # The good parts are still used below; the body is kept to show what was not.
+            self._reject(raw, "; ".join(notification.problems))
+        for error in notification.errors:
+            logger.warning("WhatsApp reported a system-level error %s (%s): %s", error["code"], error["title"],
+                           error["details"] or error["message"])
+            self.redis.hincrby(ERROR_COUNTS_KEY, str(error["code"]), 1)
+        accepted = duplicates = 0
+        for message in notification.messages:
+            if self._buffer(message):
+                accepted += 1
+            else:
+                duplicates += 1
+        for status in notification.statuses:
+            try:
+                self.enqueue("update_message_status_task", (status,))
+            except Exception as e:
+                logger.error("Could not enqueue the status %s of %s: %r.", status["status"], status["id"], e)
+                raise falcon.HTTPServiceUnavailable(
+                    title="Not stored", description="the queue is unavailable; send the notification again") from e
+        resp.media = {"status": "ok", "messages": accepted, "duplicates": duplicates,
+                      "statuses": len(notification.statuses), "errors": len(notification.errors),
+                      "problems": len(notification.problems)}
+
+    def _buffer(self, message: dict[str, Any]) -> bool:
+        """Append ``message`` once and schedule its buffer check; False for a duplicate."""
+        key = str(conversation_key(message))  # the parser refuses a message with neither id
+        seq = append_to_buffer(self.redis, key, message["wamid"], message, now_ms=self.clock_ms())
+        if not seq:
+            return False
+        try:
+            self.enqueue("check_buffer_task", (key, seq), countdown=self.buffer_window_s)
+        except Exception as e:
+            # The message is in the buffer: the beat buffer sweep answers it.
+            logger.error("Could not schedule the buffer check of conversation %s (seq %d); the buffer sweep "
+                         "will pick it up: %r.", key, seq, e)
+        return True
+
+    def _reject(self, raw: bytes, reason: str) -> None:
+        logger.warning("Rejected a signed webhook body of %d bytes: %s", len(raw), reason)
+        record_rejected_body(self.redis, raw, reason, ttl_ms=self.dead_letter_ttl_ms)
+
+
+def _same(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode(), expected.encode())
