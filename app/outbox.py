@@ -16,8 +16,12 @@ the row becomes ``sent``.  Without such proof the row becomes
 than a duplicate, and an operator can see it.  A status that arrives
 later still completes an ``unknown`` row (see :func:`complete_from_status`).
 
-A transient error (429, 5xx: WhatsApp did not accept the message)
-deletes the row, so the task's retry may send again.
+A transient error that proves nothing was sent (429, 5xx, no
+connection: WhatsApp did not accept the message) deletes the row, so the
+task's retry may send again.  A transient error after the request may
+have reached Meta (``maybe_sent``: a read timeout, a dropped
+connection) leaves the row ``sending``: the retry settles it as a crash
+is settled, by a status webhook or as ``unknown``, and never resends.
 """
 
 from __future__ import annotations
@@ -136,7 +140,9 @@ def send_once(sessions: sessionmaker[Session], whatsapp: WhatsAppSender, convers
 
     Raises:
       TransientError: WhatsApp did not accept the message; the entry is
-        gone and a retry sends again.
+        gone and a retry sends again.  When the error is ``maybe_sent``,
+        the entry stays ``sending`` and a retry settles it without
+        sending (see :func:`recover`).
       InvalidTaskArguments: the customer has neither a wa_id nor a user_id.
     """
     with session_scope(sessions) as session:
@@ -163,7 +169,11 @@ def send_once(sessions: sessionmaker[Session], whatsapp: WhatsAppSender, convers
     entry_id = entry.id
     try:
         wamid = whatsapp.send_text(to=to, recipient=recipient, text=outgoing.text, callback_data=outgoing.key)
-    except TransientError:
+    except TransientError as e:
+        if getattr(e, "maybe_sent", False):
+            logger.warning("Outbox entry %s may have been sent (%s); left sending, never resent.",
+                           outgoing.key, e)
+            raise
         with session_scope(sessions) as session:
             stale = session.get(OutboxEntry, entry_id)
             if stale is not None:

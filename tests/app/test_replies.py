@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 from sqlalchemy import select
@@ -11,8 +13,11 @@ from app.db import Message, session_scope
 from app.db.models import MessageStatus, OutboxEntry
 from app.errors import TransientError
 from app.replies import process_batch
+from app.devtools.whatsapp_standin import WhatsAppStandin
 from app.status import StatusUpdate, record_status
+from app.whatsapp import WhatsAppClient
 from tests.support.conversations import inbound, parsed
+from tests.support.waiting import wait_for
 from tests.support.whatsapp_fake import Crash, FakePermanentError, FakeTransientError
 
 
@@ -297,3 +302,27 @@ def test_a_username_customer_who_shows_a_phone_number_keeps_one_conversation(ser
     assert (conversation.customer_key, conversation.wa_id) == (user_id, "5511987654321")
     assert [(s.to, s.recipient) for s in whatsapp.sent] == [(None, user_id), ("5511987654321", None)]
     assert [m.id for m in services.graph.messages(user_id)] == ["w1", "reply:b1", "w2", "reply:b2"]
+
+
+def test_a_send_that_timed_out_after_reaching_whatsapp_is_never_resent(services, db):
+    # Given the real client on the stand-in, whose answer to the send comes
+    # after the client's timeout (the mark-read before it is answered at once)
+    with WhatsAppStandin() as standin, \
+            WhatsAppClient(standin.url, "t", "1", timeout_s=0.3) as client:
+        standin.stall(0)
+        standin.stall(2)
+        real = dataclasses.replace(services, whatsapp=client)
+        batch = parsed(inbound("w1", "hello"))
+
+        # When the send times out, and the task is retried
+        with pytest.raises(TransientError):
+            process_batch(real, "15550001111", "b1", batch)
+        (entry,) = rows(db, OutboxEntry)
+        assert entry.state == "sending"
+        settled = process_batch(real, "15550001111", "b1", batch)
+
+        # Then the retry settles the reply as unknown and sends nothing:
+        # the stand-in got the one send that timed out, and no other
+        assert settled is not None and settled.state == "unknown"
+        wait_for(lambda: [r for r in standin.requests() if r["kind"] == "send"])
+        assert len([r for r in standin.requests() if r["kind"] == "send"]) == 1
