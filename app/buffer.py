@@ -19,7 +19,7 @@ from typing import Any
 
 import redis
 
-__all__ = ["Batch", "append_to_buffer", "claim_batch", "DEDUP_TTL_S"]
+__all__ = ["Batch", "append_to_buffer", "claim_batch", "pending_seq", "DEDUP_TTL_S"]
 
 #: Meta redelivers a webhook for up to about 7 days.
 DEDUP_TTL_S = 7 * 86400
@@ -98,6 +98,20 @@ def append_to_buffer(client: redis.Redis, conversation: str, wamid: str, message
     element = json.dumps(message, separators=(",", ":"))
     keys = [dedup_key(wamid), _key("buffer", conversation), _key("seq", conversation), _key("first", conversation)]
     return int(script(keys=keys, args=[element, DEDUP_TTL_S, now_ms]))
+
+
+def pending_seq(client: redis.Redis, conversation: str) -> int:
+    """The conversation's sequence number while its buffer holds messages, else 0.
+
+    A buffer check scheduled for it answers whatever waits: the webhook
+    schedules one when Meta redelivers a message that is still buffered,
+    because the first delivery may have failed to schedule its check.
+    """
+    with client.pipeline(transaction=True) as pipe:
+        pipe.llen(_key("buffer", conversation))
+        pipe.get(_key("seq", conversation))
+        waiting, seq = pipe.execute()
+    return int(seq or 0) if waiting else 0
 
 
 def claim_batch(client: redis.Redis, conversation: str, seq: int, *, now_ms: int, max_wait_ms: int) -> Batch | None:
