@@ -11,9 +11,9 @@ from sqlalchemy import select
 from app import replies
 from app.db import Message, session_scope
 from app.db.models import MessageStatus, OutboxEntry
+from app.devtools.whatsapp_standin import WhatsAppStandin
 from app.errors import TransientError
 from app.replies import process_batch
-from app.devtools.whatsapp_standin import WhatsAppStandin
 from app.status import StatusUpdate, record_status
 from app.whatsapp import WhatsAppClient
 from tests.support.conversations import inbound, parsed
