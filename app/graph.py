@@ -16,7 +16,9 @@ new input on an interrupted thread would restart it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import sqlite3
+from collections.abc import Iterator, Sequence
 from typing import Annotated, Any, TypedDict
 
 from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, HumanMessage, RemoveMessage
@@ -24,6 +26,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 
+from app.errors import TransientError
 from app.llm import SYSTEM_PROMPT, Model, Turn
 
 __all__ = [
@@ -43,6 +46,33 @@ OPERATOR_NAME = "operator"
 OPERATOR_PREFIX = "[human operator]"
 #: Sent instead of an empty answer (WhatsApp refuses an empty text).
 EMPTY_ANSWER_FALLBACK = "Sorry, I could not write an answer just now. A colleague will get back to you."
+
+
+def _database_errors() -> tuple[type[Exception], ...]:
+    """The checkpointer's errors that may go away: the database unreachable
+    or restarting, no pooled connection free in time (psycopg_pool's
+    PoolTimeout is a psycopg OperationalError), a serialization failure
+    or deadlock, SQLite's "database is locked"."""
+    errors: list[type[Exception]] = [sqlite3.OperationalError]
+    try:
+        import psycopg
+    except ImportError:  # the embedded SQLite set-up needs no PostgreSQL driver
+        pass
+    else:
+        errors.append(psycopg.OperationalError)
+    return tuple(errors)
+
+
+#: Checkpointer errors a worker retries (TransientError) instead of dead-lettering.
+_DATABASE_ERRORS = _database_errors()
+
+
+@contextlib.contextmanager
+def _checkpointer_errors_are_transient(thread_id: str) -> Iterator[None]:
+    try:
+        yield
+    except _DATABASE_ERRORS as e:
+        raise TransientError(f"the checkpoints of {thread_id!r} are unavailable: {type(e).__name__}: {e}") from e
 
 
 class ConversationState(TypedDict, total=False):
@@ -99,6 +129,10 @@ def _ends_with_customer(messages: Sequence[BaseMessage]) -> bool:
 
 class ConversationGraph:
     """The compiled graph with its checkpointer and model.
+
+    A database error of the checkpointer (unreachable, locked, no pooled
+    connection in time) is raised as :class:`~app.errors.TransientError`,
+    so the task is retried rather than dead-lettered.
 
     Parameters:
       checkpointer: where each conversation's thread is saved.
@@ -157,7 +191,8 @@ class ConversationGraph:
         update: Any = {"messages": messages, "reply_to": reply_to}
         # "sync": each step's checkpoint is saved before the next starts, so
         # the model's answer is stored before anything is sent.
-        result = self.graph.invoke(update, self._config(thread_id), durability="sync")
+        with _checkpointer_errors_are_transient(thread_id):
+            result = self.graph.invoke(update, self._config(thread_id), durability="sync")
         if reply_to is None:
             return None
         last = result["messages"][-1] if result.get("messages") else None
@@ -166,7 +201,8 @@ class ConversationGraph:
         return None
 
     def state(self, thread_id: str) -> ConversationState:
-        values = self.graph.get_state(self._config(thread_id)).values
+        with _checkpointer_errors_are_transient(thread_id):
+            values = self.graph.get_state(self._config(thread_id)).values
         return values  # type: ignore[return-value]
 
     def messages(self, thread_id: str) -> list[BaseMessage]:
@@ -177,7 +213,8 @@ class ConversationGraph:
 
     def write_as_operator(self, thread_id: str, values: dict) -> None:
         """Write ``values`` (flag and/or messages) as the operator's, not a run."""
-        self.graph.update_state(self._config(thread_id), values, as_node="operator")
+        with _checkpointer_errors_are_transient(thread_id):
+            self.graph.update_state(self._config(thread_id), values, as_node="operator")
 
     def forget_reply(self, thread_id: str, batch_id: str) -> None:
         """Drop a reply the customer never received from the history."""
