@@ -121,11 +121,16 @@ def set_operator_hold(services: Services, customer_key: str, action: str,
     with conversation_lock(services.redis, thread_id, ttl_s=services.lock_ttl_s):
         with session_scope(services.sessions) as session:
             conversation = get_or_create_conversation(session, thread_id)
-            held = conversation.operator_active
-            services.graph.write_as_operator(thread_id, {"operator_active": held})
-            logger.info("Conversation %s: %s by %s; held=%s.", thread_id, action, operator_id or "an operator", held)
-            if action == "handback" and not held:
-                return _waiting(session, services, conversation)
+            held, conversation_id = conversation.operator_active, conversation.id
+        # Outside the session: on SQLite its write lock would block the
+        # checkpointer's own connection.
+        services.graph.write_as_operator(thread_id, {"operator_active": held})
+        logger.info("Conversation %s: %s by %s; held=%s.", thread_id, action, operator_id or "an operator", held)
+        if action == "handback" and not held:
+            with session_scope(services.sessions) as session:
+                handed_back = session.get(Conversation, conversation_id)
+                assert handed_back is not None
+                return _waiting(session, services, handed_back)
     return None
 
 
@@ -164,6 +169,8 @@ def sync_operator_message(services: Services, customer_key: str, text: str, *, m
             if recorded is None:
                 session.add(OperatorAction(conversation_id=conversation_id, action="message",
                                            operator_id=operator_id, message_id=message_id))
-            services.graph.write_as_operator(thread_id, {"messages": [operator_turn(message_id, text)]})
-            return row
+        # After the commit: on SQLite the session's write lock would block the
+        # checkpointer's own connection.  The turn's id makes a rewrite a no-op.
+        services.graph.write_as_operator(thread_id, {"messages": [operator_turn(message_id, text)]})
+        return row
 
