@@ -17,6 +17,7 @@ new input on an interrupted thread would restart it.
 from __future__ import annotations
 
 import contextlib
+import logging
 import sqlite3
 from collections.abc import Iterator, Sequence
 from typing import Annotated, Any, TypedDict
@@ -28,6 +29,7 @@ from langgraph.graph.message import add_messages
 
 from app.errors import TransientError
 from app.llm import SYSTEM_PROMPT, Model, Turn
+from app.whatsapp import fit_text
 
 __all__ = [
     "ConversationState",
@@ -39,6 +41,8 @@ __all__ = [
     "OPERATOR_NAME",
     "OPERATOR_PREFIX",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: The ``name`` of an AIMessage that an operator wrote.
 OPERATOR_NAME = "operator"
@@ -179,7 +183,12 @@ class ConversationGraph:
         text = self.model.generate(self.system_prompt, to_turns(state["messages"])).strip()
         if not text:
             text = EMPTY_ANSWER_FALLBACK
-        return {"messages": [AIMessage(content=text, id=reply_id(batch_id))]}
+        fitted = fit_text(text)
+        if fitted != text:
+            # Cut here, not at the send: the history holds what the customer gets.
+            logger.warning("The reply to batch %s was %d characters; cut to %d, WhatsApp's limit.",
+                           batch_id, len(text), len(fitted))
+        return {"messages": [AIMessage(content=fitted, id=reply_id(batch_id))]}
 
     def run(self, thread_id: str, messages: list[BaseMessage], *, reply_to: str | None) -> str | None:
         """Add ``messages`` to the thread and, if ``reply_to`` is given and

@@ -137,6 +137,9 @@ def send_once(sessions: sessionmaker[Session], whatsapp: WhatsAppSender, convers
 
     Returns:
       The outbox entry (new or found), or None when ``allowed`` said no.
+      A permanent WhatsApp error, or a text the client refuses
+      (ValueError: empty, too long), gives a ``failed`` entry with the
+      error recorded on it and its message.
 
     Raises:
       TransientError: WhatsApp did not accept the message; the entry is
@@ -182,7 +185,9 @@ def send_once(sessions: sessionmaker[Session], whatsapp: WhatsAppSender, convers
                 if message_row is not None:
                     session.delete(message_row)
         raise
-    except AppError as e:
+    except (AppError, ValueError) as e:
+        # ValueError: the client refused the text itself (empty, too long);
+        # sending it again cannot help.
         raw_code, title = getattr(e, "code", None), str(getattr(e, "title", None) or e)
         code = raw_code if isinstance(raw_code, int) and not isinstance(raw_code, bool) else None
         with session_scope(sessions) as session:

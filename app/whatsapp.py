@@ -19,6 +19,7 @@ and a client is safe to share between a worker's threads.
 from __future__ import annotations
 
 import logging
+import re
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -36,6 +37,7 @@ __all__ = [
     "TRANSIENT_CODES",
     "PERMANENT_CODES",
     "MAX_TEXT_LENGTH",
+    "fit_text",
 ]
 
 logger = logging.getLogger(__name__)
@@ -53,6 +55,32 @@ PERMANENT_CODES = frozenset({131047, 131026, 131050, 131051, 131008, 131009, 100
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 #: WhatsApp's limit on a text message body, in characters.
 MAX_TEXT_LENGTH = 4096
+
+
+#: Ends a text cut to MAX_TEXT_LENGTH.
+ELLIPSIS = "…"
+#: Where a sentence may end inside a text.
+_SENTENCE_END = re.compile(r"[.!?](?=\s)|\n")
+
+
+def fit_text(text: str, *, limit: int = MAX_TEXT_LENGTH) -> str:
+    """``text`` cut to ``limit`` characters, if it is longer: at the last
+    sentence end in its second half, else at the last space, else hard,
+    with an ellipsis that says something is missing.
+
+    One reply is one WhatsApp message (one outbox row per batch), so a
+    long answer is cut rather than split into several messages.
+    """
+    if len(text) <= limit:
+        return text
+    room = limit - len(ELLIPSIS) - 1  # a space before the ellipsis
+    head = text[:room + 1]  # one more: a boundary right after the room counts
+    ends = [m.end() for m in _SENTENCE_END.finditer(head) if room // 2 <= m.end() <= room]
+    if ends:
+        return f"{head[:ends[-1]].rstrip()} {ELLIPSIS}"
+    space = head.rfind(" ", room // 2, room + 1)
+    cut = head[:space] if space > 0 else head[:room]
+    return f"{cut.rstrip()}{ELLIPSIS}"
 
 
 class WhatsAppError(AppError):

@@ -326,3 +326,44 @@ def test_a_send_that_timed_out_after_reaching_whatsapp_is_never_resent(services,
         assert settled is not None and settled.state == "unknown"
         wait_for(lambda: [r for r in standin.requests() if r["kind"] == "send"])
         assert len([r for r in standin.requests() if r["kind"] == "send"]) == 1
+
+
+class _Verbose:
+    """A model that answers far more than one WhatsApp message holds."""
+
+    def generate(self, system_prompt, turns):
+        return "This lamp comes in blue. " * 300
+
+
+def test_a_reply_longer_than_whatsapps_limit_is_cut_and_sent(services, checkpoints, db):
+    from app.graph import ConversationGraph
+    from app.whatsapp import MAX_TEXT_LENGTH
+
+    # Given a model whose answer is longer than WhatsApp's 4096 characters,
+    # and the real client on the stand-in (which Meta's limit would refuse)
+    with WhatsAppStandin() as standin, WhatsAppClient(standin.url, "t", "1", timeout_s=5) as client:
+        verbose = dataclasses.replace(services, whatsapp=client,
+                                      graph=ConversationGraph(checkpoints.saver, _Verbose()))
+
+        # When the batch is answered
+        entry = process_batch(verbose, "15550001111", "b1", parsed(inbound("w1", "colours?")))
+
+        # Then one message went out, cut at a sentence's end with an ellipsis,
+        # and the history holds the text the customer got
+        assert entry is not None and entry.state == "sent"
+        (send,) = [r for r in standin.requests() if r["kind"] == "send"]
+        text = send["body"]["text"]["body"]
+        assert len(text) <= MAX_TEXT_LENGTH and text.endswith("This lamp comes in blue. …")
+        assert verbose.graph.messages("15550001111")[-1].content == text
+
+
+def test_a_text_the_client_refuses_is_recorded_as_failed_not_left_sending(services, whatsapp, db):
+    # Given a client that refuses the text itself (as send_text does for a too long one)
+    whatsapp.fail_next.append(ValueError("a WhatsApp text is at most 4096 characters, got 5000"))
+
+    entry = process_batch(services, "15550001111", "b1", parsed(inbound("w1", "hello")))
+
+    assert entry is not None and entry.state == "failed" and "at most 4096" in entry.error_title
+    (reply,) = rows(db, Message, Message.author == "ai")
+    assert reply.status == "failed" and "at most 4096" in reply.error_title
+    assert [m.id for m in services.graph.messages("15550001111")] == ["w1"]

@@ -12,11 +12,13 @@ from app.config import Config
 from app.devtools.whatsapp_standin import WhatsAppStandin
 from app.errors import ConfigError, TransientError
 from app.whatsapp import (
+    MAX_TEXT_LENGTH,
     PERMANENT_CODES,
     TRANSIENT_CODES,
     WhatsAppClient,
     WhatsAppPermanentError,
     WhatsAppTransientError,
+    fit_text,
 )
 
 
@@ -204,3 +206,14 @@ def test_metas_refusals_have_sent_nothing(standin, client):
     with pytest.raises(WhatsAppTransientError) as caught:
         client.send_text(to="1", recipient=None, text="hi")
     assert caught.value.maybe_sent is False
+
+
+@pytest.mark.parametrize("text, expected_end", [
+    ("It comes in blue. " * 300, "It comes in blue. …"),
+    ("word " * 1000, "word…"),
+    ("x" * 5000, "x…"),
+])
+def test_a_text_over_the_limit_is_cut_at_a_boundary_with_an_ellipsis(text, expected_end):
+    fitted = fit_text(text)
+    assert len(fitted) <= MAX_TEXT_LENGTH and fitted.endswith(expected_end)
+    assert fit_text("short enough") == "short enough"
