@@ -151,6 +151,8 @@ def test_a_transient_whatsapp_error_propagates_and_the_retry_sends(services, wha
     with pytest.raises(TransientError):
         process_batch(services, "15550001111", "b1", batch)
     assert rows(db, OutboxEntry) == []
+    # The unsent reply is no part of the conversation (the retries may never succeed)
+    assert [m.id for m in services.graph.messages("15550001111")] == ["w1"]
 
     entry = process_batch(services, "15550001111", "b1", batch)
 
@@ -324,6 +326,8 @@ def test_a_send_that_timed_out_after_reaching_whatsapp_is_never_resent(services,
         # Then the retry settles the reply as unknown and sends nothing:
         # the stand-in got the one send that timed out, and no other
         assert settled is not None and settled.state == "unknown"
+        # It may have reached the customer: it stays in the history
+        assert [m.id for m in real.graph.messages("15550001111")] == ["w1", "reply:b1"]
         wait_for(lambda: [r for r in standin.requests() if r["kind"] == "send"])
         assert len([r for r in standin.requests() if r["kind"] == "send"]) == 1
 
