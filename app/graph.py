@@ -19,10 +19,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Annotated, Any, TypedDict
 
 from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, HumanMessage, RemoveMessage
+from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
@@ -48,6 +49,9 @@ logger = logging.getLogger(__name__)
 OPERATOR_NAME = "operator"
 #: How an operator turn reaches the model (Gemini has user/model roles only).
 OPERATOR_PREFIX = "[human operator]"
+#: The run's configurable key of ``run(before_answer=...)``; LangGraph
+#: keeps "__"-prefixed keys out of the checkpoint's metadata.
+_BEFORE_ANSWER = "__before_answer"
 #: Sent instead of an empty answer (WhatsApp refuses an empty text).
 EMPTY_ANSWER_FALLBACK = "Sorry, I could not write an answer just now. A colleague will get back to you."
 
@@ -177,9 +181,12 @@ class ConversationGraph:
             return END
         return "respond"
 
-    def _respond(self, state: ConversationState) -> dict:
+    def _respond(self, state: ConversationState, config: RunnableConfig) -> dict:
         batch_id = state["reply_to"]
         assert batch_id is not None  # the route guarantees it
+        before_answer = config.get("configurable", {}).get(_BEFORE_ANSWER)
+        if before_answer is not None:
+            before_answer()
         text = self.model.generate(self.system_prompt, to_turns(state["messages"])).strip()
         if not text:
             text = EMPTY_ANSWER_FALLBACK
@@ -190,18 +197,26 @@ class ConversationGraph:
                            batch_id, len(text), len(fitted))
         return {"messages": [AIMessage(content=fitted, id=reply_id(batch_id))]}
 
-    def run(self, thread_id: str, messages: list[BaseMessage], *, reply_to: str | None) -> str | None:
+    def run(self, thread_id: str, messages: list[BaseMessage], *, reply_to: str | None,
+            before_answer: Callable[[], None] | None = None) -> str | None:
         """Add ``messages`` to the thread and, if ``reply_to`` is given and
         the route allows, let the model answer.
+
+        Parameters:
+          before_answer: called once the route has decided that the model
+            answers, just before it is asked (e.g. a typing indicator).
 
         Returns:
           The reply's text when the model answered in this run, else None.
         """
         update: Any = {"messages": messages, "reply_to": reply_to}
+        config = self._config(thread_id)
+        if before_answer is not None:
+            config["configurable"][_BEFORE_ANSWER] = before_answer
         # "sync": each step's checkpoint is saved before the next starts, so
         # the model's answer is stored before anything is sent.
         with _checkpointer_errors_are_transient(thread_id):
-            result = self.graph.invoke(update, self._config(thread_id), durability="sync")
+            result = self.graph.invoke(update, config, durability="sync")
         if reply_to is None:
             return None
         last = result["messages"][-1] if result.get("messages") else None

@@ -102,8 +102,11 @@ def process_batch(services: Services, customer_key: str, batch_id: str,
         if held or not answerable:
             services.graph.run(thread_id, turns, reply_to=None)
             return None
-        _mark_read(services, answerable[-1].wamid)
-        text = services.graph.run(thread_id, turns, reply_to=batch_id)
+        # Blue ticks and "typing…" only once the graph's route has decided
+        # that the model answers (not when an operator holds the thread, or
+        # someone answered already).
+        text = services.graph.run(thread_id, turns, reply_to=batch_id,
+                                  before_answer=lambda: _mark_read(services, answerable[-1].wamid))
         if text is None:
             return None
         try:

@@ -371,3 +371,20 @@ def test_a_text_the_client_refuses_is_recorded_as_failed_not_left_sending(servic
     (reply,) = rows(db, Message, Message.author == "ai")
     assert reply.status == "failed" and "at most 4096" in reply.error_title
     assert [m.id for m in services.graph.messages("15550001111")] == ["w1"]
+
+
+def test_messages_are_marked_read_only_when_the_model_answers_them(services, whatsapp, model, db):
+    # Given a batch that was answered
+    process_batch(services, "15550001111", "b1", parsed(inbound("w1", "hello")))
+    assert whatsapp.read == [("w1", True)]
+
+    # When its messages come again in another batch (the history answers them),
+    # and when the graph still holds the operator's flag (a handback not yet
+    # written to the graph)
+    assert process_batch(services, "15550001111", "b2", parsed(inbound("w1", "hello"))) is None
+    services.graph.write_as_operator("15550001111", {"operator_active": True})
+    assert process_batch(services, "15550001111", "b3", parsed(inbound("w2", "anyone?"))) is None
+
+    # Then no run that does not answer shows the customer blue ticks and "typing…"
+    assert whatsapp.read == [("w1", True)]
+    assert len(whatsapp.sent) == 1 and len(model.calls) == 1
