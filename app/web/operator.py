@@ -7,9 +7,15 @@ from the database.
 - ``POST /operator/conversations/{key}/takeover`` and ``.../handback``,
   body optional ``{"operator_id": "..."}``: ``update_langgraph_state_task``.
 - ``POST /operator/conversations/{key}/messages``, body ``{"text": "...",
-  "operator_id": optional}``: ``sync_operator_message_to_graph_task`` with
-  a fresh message id (a UUID, returned), which the task sends to WhatsApp
-  (outbox key ``operator:<id>``) and adds to the conversation's history.
+  "operator_id": optional, "message_id": optional}``:
+  ``sync_operator_message_to_graph_task``, which sends the text to
+  WhatsApp (outbox key ``operator:<id>``) and adds it to the
+  conversation's history, at most once per message id.  The id (returned)
+  is a fresh UUID, or, when the client gives ``message_id`` (1 to 100 of
+  ``A-Z a-z 0-9 . _ : -``), ``client:<key>:<message_id>``: the client's
+  idempotency key, so a POST retried after a timeout or a 503 sends the
+  message once (the first text under that id wins).  Give each message
+  its own ``message_id`` within a conversation.
 - ``GET /operator/conversations/{key}``: the conversation and its messages.
 """
 
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -39,6 +46,8 @@ MAX_TEXT_LENGTH = 4096
 MAX_OPERATOR_ID_LENGTH = 128
 #: Messages returned by the history, at most (the latest ones).
 MAX_HISTORY = 1000
+#: A client's ``message_id``: its idempotency key for an operator message.
+CLIENT_MESSAGE_ID = re.compile(r"[A-Za-z0-9._:-]{1,100}")
 #: Largest operator request body, in bytes.
 MAX_BODY_BYTES = 64 * 1024
 
@@ -87,6 +96,15 @@ def _operator_id(body: dict[str, Any]) -> str | None:
     return value
 
 
+def _client_message_id(body: dict[str, Any]) -> str | None:
+    value = body.get("message_id")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not CLIENT_MESSAGE_ID.fullmatch(value):
+        raise _bad("message_id must be 1 to 100 characters of A-Z, a-z, 0-9, '.', '_', ':' and '-'")
+    return value
+
+
 class OperatorConversationResource:
     """One conversation as the operator sees it; routes by suffix.
 
@@ -130,14 +148,16 @@ class OperatorConversationResource:
     @falcon.before(require_operator_token)
     def on_post_messages(self, req: falcon.Request, resp: falcon.Response, key: str) -> None:
         key = _check_key(key)
-        body = _body(req, {"text", "operator_id"}, required=True)
+        body = _body(req, {"text", "operator_id", "message_id"}, required=True)
         text = body.get("text")
         if not isinstance(text, str) or not text.strip():
             raise _bad("text must be a non-empty string")
         if len(text) > MAX_TEXT_LENGTH:
             raise _bad(f"text must be at most {MAX_TEXT_LENGTH} characters, got {len(text)}")
         operator_id = _operator_id(body)
-        message_id = self.new_id()
+        client_id = _client_message_id(body)
+        # Namespaced by conversation: message ids are unique across all of them.
+        message_id = f"client:{key}:{client_id}" if client_id is not None else self.new_id()
         self._send("sync_operator_message_to_graph_task", (key, text, message_id),
                    {"operator_id": operator_id, "send": True})
         resp.status = falcon.HTTP_202

@@ -123,3 +123,30 @@ def test_an_unknown_conversation_is_404(client, db):
 
 def test_a_bad_limit_is_400(client, db):
     assert client.simulate_get(BASE, headers=AUTH, params={"limit": "0"}).status_code == 400
+
+
+def test_a_retried_operator_post_with_its_message_id_sends_once(client, enqueue, services, whatsapp, db):
+    from app.operator import sync_operator_message
+
+    # Given a customer's conversation
+    with session_scope(db) as session:
+        session.add(Conversation(customer_key="16505551234", wa_id="16505551234", operator_active=True))
+    # When the operator's client posts a message, and posts it again (it saw a timeout)
+    body = {"text": "Your lamp ships today.", "message_id": "ticket-42.msg-1"}
+    first, second = post(client, f"{BASE}/messages", body), post(client, f"{BASE}/messages", body)
+
+    # Then both are accepted under one id, namespaced by the conversation
+    assert (first.status_code, second.status_code) == (202, 202)
+    assert first.json["message_id"] == second.json["message_id"] == "client:16505551234:ticket-42.msg-1"
+    # And when both tasks run, the customer gets the message once
+    for _task, args, kwargs, _options in enqueue.named("sync_operator_message_to_graph_task"):
+        conversation, text, message_id = args
+        sync_operator_message(services, conversation, text, message_id=message_id, **kwargs)
+    assert [s.text for s in whatsapp.sent] == ["Your lamp ships today."]
+
+
+@pytest.mark.parametrize("message_id", ["", "x" * 101, "has space", "ümlaut", 7, "a/b"])
+def test_a_bad_client_message_id_is_400(client, enqueue, message_id):
+    result = post(client, f"{BASE}/messages", {"text": "hi", "message_id": message_id})
+    assert result.status_code == 400 and "message_id must be 1 to 100 characters" in result.json["description"]
+    assert enqueue.calls == []
