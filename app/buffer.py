@@ -34,14 +34,20 @@ def dedup_key(wamid: str) -> str:
 
 
 # KEYS: dedup, buffer, seq, first-at.  ARGV: element, ttl s, now ms.
-# Returns the new sequence number, or 0 for a wamid seen before.
+# Returns the new sequence number, or 0 for a wamid seen before.  Every
+# append renews the conversation's keys for the dedup TTL, so a customer
+# who goes quiet leaves nothing behind for good.  The numbers start again
+# at 1 after that; the claimed batches (kept a day) are long gone by then.
 _APPEND = """
 if not redis.call("SET", KEYS[1], "1", "NX", "EX", ARGV[2]) then
   return 0
 end
 redis.call("RPUSH", KEYS[2], ARGV[1])
-redis.call("SET", KEYS[4], ARGV[3], "NX")
-return redis.call("INCR", KEYS[3])
+redis.call("EXPIRE", KEYS[2], ARGV[2])
+redis.call("SET", KEYS[4], ARGV[3], "NX", "EX", ARGV[2])
+local seq = redis.call("INCR", KEYS[3])
+redis.call("EXPIRE", KEYS[3], ARGV[2])
+return seq
 """
 
 # KEYS: buffer, seq, first-at, claimed.  ARGV: seq, now ms, max wait ms, keep s.
