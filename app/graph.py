@@ -29,7 +29,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 
 from app.errors import TransientError
-from app.llm import SYSTEM_PROMPT, Model, Turn
+from app.llm import FALLBACK_REPLY, SYSTEM_PROMPT, Model, Turn, merge_turns
 from app.whatsapp import fit_text
 
 __all__ = [
@@ -52,8 +52,6 @@ OPERATOR_PREFIX = "[human operator]"
 #: The run's configurable key of ``run(before_answer=...)``; LangGraph
 #: keeps "__"-prefixed keys out of the checkpoint's metadata.
 _BEFORE_ANSWER = "__before_answer"
-#: Sent instead of an empty answer (WhatsApp refuses an empty text).
-EMPTY_ANSWER_FALLBACK = "Sorry, I could not write an answer just now. A colleague will get back to you."
 
 
 def _database_errors() -> tuple[type[Exception], ...]:
@@ -109,26 +107,25 @@ def _text(message: BaseMessage) -> str:
 
 
 def to_turns(messages: Sequence[BaseMessage]) -> list[Turn]:
-    """The history as the model's turns, same-side neighbours merged.
+    """The history as the model's turns, same-side neighbours merged
+    (:func:`app.llm.merge_turns`).
 
     Operator turns become model turns marked ``[human operator]``, so
     the model knows what the business already said and by whom.
+
+    Raises:
+      ModelError: the history does not end with the customer.
     """
     turns: list[Turn] = []
     for message in messages:
         if isinstance(message, HumanMessage):
-            role, text = "user", _text(message)
+            turns.append(Turn("user", _text(message)))
         elif isinstance(message, AIMessage):
-            role, text = "model", _text(message)
+            text = _text(message)
             if message.name == OPERATOR_NAME:
                 text = f"{OPERATOR_PREFIX} {text}"
-        else:
-            continue
-        if turns and turns[-1].role == role:
-            turns[-1] = Turn(role, f"{turns[-1].text}\n{text}")
-        else:
-            turns.append(Turn(role, text))
-    return turns
+            turns.append(Turn("model", text))
+    return merge_turns(turns)
 
 
 def _ends_with_customer(messages: Sequence[BaseMessage]) -> bool:
@@ -189,7 +186,7 @@ class ConversationGraph:
             before_answer()
         text = self.model.generate(self.system_prompt, to_turns(state["messages"])).strip()
         if not text:
-            text = EMPTY_ANSWER_FALLBACK
+            text = FALLBACK_REPLY
         fitted = fit_text(text)
         if fitted != text:
             # Cut here, not at the send: the history holds what the customer gets.

@@ -87,7 +87,7 @@ def test_handback_answers_the_waiting_messages_with_the_operator_turn_in_the_mod
     # And the model saw the whole history, the operator's turn marked
     turns = [(t.role, t.text) for t in model.calls[-1]]
     assert turns[0] == ("user", "I need help with my order")
-    assert turns[1][0] == "model" and turns[1][1].endswith("\n[human operator] Which order number?")
+    assert turns[1][0] == "model" and turns[1][1].endswith("\n\n[human operator] Which order number?")
     assert turns[-1] == ("user", "It is 4471")
     # A repeated handback answers nothing more
     assert set_operator_hold(services, KEY, "handback", "op-7") is None

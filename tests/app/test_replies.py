@@ -34,7 +34,7 @@ def test_a_batch_gets_one_reply_sent_to_the_customers_number(services, whatsapp,
     entry = process_batch(services, "15550001111", "b1", batch)
 
     # Then one model call saw both, in order, and one reply went to the number
-    assert [t.text for t in model.calls[0]] == ["hello\ndo you ship to Lisbon?"]
+    assert [t.text for t in model.calls[0]] == ["hello\n\ndo you ship to Lisbon?"]
     (sent,) = whatsapp.sent
     assert (sent.to, sent.recipient, sent.callback_data) == ("15550001111", None, "b1")
     assert whatsapp.read == [("w2", True)]
@@ -284,11 +284,11 @@ def test_a_removed_reaction_keeps_its_empty_emoji(services, whatsapp, db):
 
 
 def test_an_empty_answer_is_replaced_by_a_polite_fallback(services, whatsapp, model):
-    from app.graph import EMPTY_ANSWER_FALLBACK
+    from app.llm import FALLBACK_REPLY
 
     model._inner.generate = lambda system_prompt, turns: "   "
     process_batch(services, "15550001111", "b1", parsed(inbound("w1", "hello")))
-    assert [s.text for s in whatsapp.sent] == [EMPTY_ANSWER_FALLBACK]
+    assert [s.text for s in whatsapp.sent] == [FALLBACK_REPLY]
 
 
 def test_a_username_customer_who_shows_a_phone_number_keeps_one_conversation(services, whatsapp, db):
