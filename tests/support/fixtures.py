@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from pathlib import Path
+
+from app.devtools import demo
 
 FIXTURES = Path(__file__).resolve().parents[2] / "app" / "devtools" / "fixtures"
 
@@ -18,8 +18,9 @@ def raw(name: str) -> bytes:
 
 
 def sign(body: bytes, secret: str = APP_SECRET) -> str:
-    """The X-Hub-Signature-256 header Meta would send for ``body``."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    """The X-Hub-Signature-256 header Meta would send for ``body`` (the
+    demo's signing, with the tests' secret by default)."""
+    return demo.sign(body, secret)
 
 
 # What the fixtures' README says each must produce, where a test needs the exact words.
