@@ -106,10 +106,6 @@ class WebhookResource:
         if notification.problems:
             # The good parts are still used below; the body is kept to show what was not.
             self._reject(raw, "; ".join(notification.problems))
-        for error in notification.errors:
-            logger.warning("WhatsApp reported a system-level error %s (%s): %s", error["code"], error["title"],
-                           error["details"] or error["message"])
-            self.redis.hincrby(ERROR_COUNTS_KEY, str(error["code"]), 1)
         accepted = duplicates = 0
         appended: set[str] = set()
         redelivered: set[str] = set()
@@ -135,6 +131,11 @@ class WebhookResource:
                 logger.error("Could not enqueue the status %s of %s: %r.", status["status"], status["id"], e)
                 raise falcon.HTTPServiceUnavailable(
                     title="Not stored", description="the queue is unavailable; send the notification again") from e
+        # Counted last: a body answered 503 above comes again, and is counted then.
+        for error in notification.errors:
+            logger.warning("WhatsApp reported a system-level error %s (%s): %s", error["code"], error["title"],
+                           error["details"] or error["message"])
+            self.redis.hincrby(ERROR_COUNTS_KEY, str(error["code"]), 1)
         resp.media = {"status": "ok", "messages": accepted, "duplicates": duplicates,
                       "statuses": len(notification.statuses), "errors": len(notification.errors),
                       "problems": len(notification.problems)}

@@ -280,3 +280,20 @@ def test_a_failed_buffer_check_enqueue_is_503_and_metas_redelivery_schedules_it(
     assert again.status_code == 200 and again.json["duplicates"] == 1
     assert redis_client.llen("app:buffer:16505551234") == 1
     assert enqueue.calls == [("check_buffer_task", ("16505551234", 1), None, {"countdown": 3.0})]
+
+
+def test_a_system_level_error_in_a_body_meta_must_resend_is_counted_once(client, enqueue, redis_client):
+    # Given a body with a system-level error next to a status
+    body = json.loads(raw("errors_system_level.json"))
+    status = json.loads(raw("status_sent.json"))["entry"][0]["changes"][0]["value"]["statuses"][0]
+    body["entry"][0]["changes"][0]["value"]["statuses"] = [status]
+    data = json.dumps(body).encode()
+
+    # When the status cannot be enqueued (503), and Meta sends the body again
+    enqueue.fail_on.add("update_message_status_task")
+    assert post(client, data).status_code == 503
+    enqueue.fail_on.clear()
+    assert post(client, data).status_code == 200
+
+    # Then the error is counted once, for the delivery that was stored
+    assert redis_client.hget(ERROR_COUNTS_KEY, "131000") == b"1"
