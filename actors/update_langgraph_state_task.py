@@ -14,21 +14,29 @@ __all__ = ["update_langgraph_state_task"]
 
 
 @runbook_task(queue="state", priority=8)
-def update_langgraph_state_task(conversation: str, action: str, operator_id: str | None = None) -> str | None:
+def update_langgraph_state_task(conversation: str, action: str, operator_id: str | None = None, *,
+                                flag_applied: bool = False) -> str | None:
     """Set whether an operator holds ``conversation``.
 
     On handback, customer messages that waited unanswered go to
-    ``process_message_task``; returns that batch's id.
+    ``process_message_task``; returns that batch's id.  ``flag_applied``
+    is set on the copy re-sent when the conversation was busy: the action
+    is in the database already, and only the graph is brought up to date.
     """
     validate.text("conversation", conversation, max_length=128)
     if action not in ACTIONS:
         raise InvalidTaskArguments(f"action must be one of {', '.join(ACTIONS)}, got {action!r:.80}")
     if operator_id is not None:
         validate.text("operator_id", operator_id, max_length=128)
+    if not isinstance(flag_applied, bool):
+        raise InvalidTaskArguments(f"flag_applied must be true or false, got {flag_applied!r:.80}")
     try:
-        waiting = set_operator_hold(runtime.services(runtime.get()), conversation, action, operator_id)
+        waiting = set_operator_hold(runtime.services(runtime.get()), conversation, action, operator_id,
+                                    flag_applied=flag_applied)
     except ConversationBusy:
-        requeue_later(update_langgraph_state_task, conversation, action, operator_id)
+        # Never re-apply the action: a later takeover or handback may have
+        # been applied meanwhile, and the last one must win.
+        requeue_later(update_langgraph_state_task, conversation, action, operator_id, flag_applied=True)
         return None
     if waiting is None:
         return None

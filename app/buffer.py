@@ -19,7 +19,7 @@ from typing import Any
 
 import redis
 
-__all__ = ["Batch", "append_to_buffer", "claim_batch", "conversation_key", "DEDUP_TTL_S"]
+__all__ = ["Batch", "append_to_buffer", "claim_batch", "conversation_key", "pending_seq", "DEDUP_TTL_S"]
 
 #: Meta redelivers a webhook for up to about 7 days.
 DEDUP_TTL_S = 7 * 86400
@@ -35,15 +35,21 @@ def dedup_key(wamid: str) -> str:
 
 
 # KEYS: dedup, buffer, seq, first-at, last-at.  ARGV: element, ttl s, now ms.
-# Returns the new sequence number, or 0 for a wamid seen before.
+# Returns the new sequence number, or 0 for a wamid seen before.  Every
+# append renews the conversation's keys for the dedup TTL, so a customer
+# who goes quiet leaves nothing behind for good.  The numbers start again
+# at 1 after that; the claimed batches (kept a day) are long gone by then.
 _APPEND = """
 if not redis.call("SET", KEYS[1], "1", "NX", "EX", ARGV[2]) then
   return 0
 end
 redis.call("RPUSH", KEYS[2], ARGV[1])
-redis.call("SET", KEYS[4], ARGV[3], "NX")
-redis.call("SET", KEYS[5], ARGV[3])
-return redis.call("INCR", KEYS[3])
+redis.call("EXPIRE", KEYS[2], ARGV[2])
+redis.call("SET", KEYS[4], ARGV[3], "NX", "EX", ARGV[2])
+redis.call("SET", KEYS[5], ARGV[3], "EX", ARGV[2])
+local seq = redis.call("INCR", KEYS[3])
+redis.call("EXPIRE", KEYS[3], ARGV[2])
+return seq
 """
 
 # KEYS: buffer, seq, first-at, claimed, last-at.  ARGV: seq, now ms, max wait ms, keep s.
@@ -100,6 +106,20 @@ def append_to_buffer(client: redis.Redis, conversation: str, wamid: str, message
     element = json.dumps(message, separators=(",", ":"))
     keys = [dedup_key(wamid), *(conversation_key(kind, conversation) for kind in ("buffer", "seq", "first", "last"))]
     return int(script(keys=keys, args=[element, DEDUP_TTL_S, now_ms]))
+
+
+def pending_seq(client: redis.Redis, conversation: str) -> int:
+    """The conversation's sequence number while its buffer holds messages, else 0.
+
+    A buffer check scheduled for it answers whatever waits: the webhook
+    schedules one when Meta redelivers a message that is still buffered,
+    because the first delivery may have failed to schedule its check.
+    """
+    with client.pipeline(transaction=True) as pipe:
+        pipe.llen(conversation_key("buffer", conversation))
+        pipe.get(conversation_key("seq", conversation))
+        waiting, seq = pipe.execute()
+    return int(seq or 0) if waiting else 0
 
 
 def claim_batch(client: redis.Redis, conversation: str, seq: int, *, now_ms: int, max_wait_ms: int) -> Batch | None:

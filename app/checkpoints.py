@@ -28,7 +28,13 @@ ALLOWED_TYPES = (
     ("langchain_core.messages.modifier", "RemoveMessage"),
 )
 
-#: Connections the checkpointer's pool keeps per process.
+#: Connections the checkpointer's pool keeps per process, at most.  Fewer
+#: than a worker's threads (8 in deploy/) on purpose: PostgresSaver runs
+#: every checkpoint read and write under one lock per saver and takes a
+#: pooled connection only for that query, never across a model call, so
+#: a process uses one connection at a time; the rest replace a connection
+#: that broke.  Waiting for one (CONNECT_TIMEOUT_S) thus fails only when
+#: PostgreSQL cannot be reached, and that is retried (a TransientError).
 POOL_MAX_SIZE = 5
 #: Seconds to wait for a PostgreSQL connection before failing (retried by the task policy).
 CONNECT_TIMEOUT_S = 5

@@ -12,13 +12,11 @@ from sqlalchemy.orm import Session
 from app.customers import change_number, get_or_create_conversation, ids_from_key
 from app.db.models import Conversation, Message
 from app.errors import InvalidTaskArguments
+from app.inbound import UNANSWERABLE_KINDS
 from app.status import apply_pending_statuses
 
-__all__ = ["InboundMessage", "UNANSWERED_KINDS", "get_or_create_conversation", "insert_once", "store_inbound",
+__all__ = ["InboundMessage", "get_or_create_conversation", "insert_once", "store_inbound",
            "store_batch"]
-
-#: Kinds stored but never answered.
-UNANSWERED_KINDS = frozenset({"reaction", "system"})
 
 _OPTIONAL_TEXT = ("wa_id", "user_id", "profile_name", "context_id", "reaction_to", "emoji", "new_wa_id")
 
@@ -66,7 +64,7 @@ class InboundMessage:
         kind = data.get("kind") or "text"
         if not isinstance(kind, str) or len(kind) > 32:
             raise InvalidTaskArguments(f"message.kind must be a short string (message {wamid})")
-        answerable = data.get("answerable", kind not in UNANSWERED_KINDS)
+        answerable = data.get("answerable", kind not in UNANSWERABLE_KINDS)
         if not isinstance(answerable, bool):
             raise InvalidTaskArguments(f"message.answerable must be true or false (message {wamid})")
         optional: dict[str, str | None] = {}
@@ -83,7 +81,7 @@ class InboundMessage:
             except (TypeError, ValueError):
                 raise InvalidTaskArguments(f"message.timestamp must be seconds (message {wamid})") from None
         # Reactions and system messages are never answered, whatever the flag says.
-        answerable = answerable and kind not in UNANSWERED_KINDS
+        answerable = answerable and kind not in UNANSWERABLE_KINDS
         return cls(wamid, text, kind, answerable, timestamp=timestamp, **optional)
 
 

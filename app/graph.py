@@ -16,15 +16,21 @@ new input on an interrupted thread would restart it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import logging
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
 from typing import Annotated, Any, TypedDict
 
 from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, HumanMessage, RemoveMessage
+from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 
-from app.llm import SYSTEM_PROMPT, Model, Turn
+from app.errors import TransientError
+from app.llm import FALLBACK_REPLY, SYSTEM_PROMPT, Model, Turn, merge_turns
+from app.whatsapp import fit_text
 
 __all__ = [
     "ConversationState",
@@ -37,12 +43,42 @@ __all__ = [
     "OPERATOR_PREFIX",
 ]
 
+logger = logging.getLogger(__name__)
+
 #: The ``name`` of an AIMessage that an operator wrote.
 OPERATOR_NAME = "operator"
 #: How an operator turn reaches the model (Gemini has user/model roles only).
 OPERATOR_PREFIX = "[human operator]"
-#: Sent instead of an empty answer (WhatsApp refuses an empty text).
-EMPTY_ANSWER_FALLBACK = "Sorry, I could not write an answer just now. A colleague will get back to you."
+#: The run's configurable key of ``run(before_answer=...)``; LangGraph
+#: keeps "__"-prefixed keys out of the checkpoint's metadata.
+_BEFORE_ANSWER = "__before_answer"
+
+
+def _database_errors() -> tuple[type[Exception], ...]:
+    """The checkpointer's errors that may go away: the database unreachable
+    or restarting, no pooled connection free in time (psycopg_pool's
+    PoolTimeout is a psycopg OperationalError), a serialization failure
+    or deadlock, SQLite's "database is locked"."""
+    errors: list[type[Exception]] = [sqlite3.OperationalError]
+    try:
+        import psycopg
+    except ImportError:  # the embedded SQLite set-up needs no PostgreSQL driver
+        pass
+    else:
+        errors.append(psycopg.OperationalError)
+    return tuple(errors)
+
+
+#: Checkpointer errors a worker retries (TransientError) instead of dead-lettering.
+_DATABASE_ERRORS = _database_errors()
+
+
+@contextlib.contextmanager
+def _checkpointer_errors_are_transient(thread_id: str) -> Iterator[None]:
+    try:
+        yield
+    except _DATABASE_ERRORS as e:
+        raise TransientError(f"the checkpoints of {thread_id!r} are unavailable: {type(e).__name__}: {e}") from e
 
 
 class ConversationState(TypedDict, total=False):
@@ -71,26 +107,25 @@ def _text(message: BaseMessage) -> str:
 
 
 def to_turns(messages: Sequence[BaseMessage]) -> list[Turn]:
-    """The history as the model's turns, same-side neighbours merged.
+    """The history as the model's turns, same-side neighbours merged
+    (:func:`app.llm.merge_turns`).
 
     Operator turns become model turns marked ``[human operator]``, so
     the model knows what the business already said and by whom.
+
+    Raises:
+      ModelError: the history does not end with the customer.
     """
     turns: list[Turn] = []
     for message in messages:
         if isinstance(message, HumanMessage):
-            role, text = "user", _text(message)
+            turns.append(Turn("user", _text(message)))
         elif isinstance(message, AIMessage):
-            role, text = "model", _text(message)
+            text = _text(message)
             if message.name == OPERATOR_NAME:
                 text = f"{OPERATOR_PREFIX} {text}"
-        else:
-            continue
-        if turns and turns[-1].role == role:
-            turns[-1] = Turn(role, f"{turns[-1].text}\n{text}")
-        else:
-            turns.append(Turn(role, text))
-    return turns
+            turns.append(Turn("model", text))
+    return merge_turns(turns)
 
 
 def _ends_with_customer(messages: Sequence[BaseMessage]) -> bool:
@@ -99,6 +134,10 @@ def _ends_with_customer(messages: Sequence[BaseMessage]) -> bool:
 
 class ConversationGraph:
     """The compiled graph with its checkpointer and model.
+
+    A database error of the checkpointer (unreachable, locked, no pooled
+    connection in time) is raised as :class:`~app.errors.TransientError`,
+    so the task is retried rather than dead-lettered.
 
     Parameters:
       checkpointer: where each conversation's thread is saved.
@@ -139,25 +178,42 @@ class ConversationGraph:
             return END
         return "respond"
 
-    def _respond(self, state: ConversationState) -> dict:
+    def _respond(self, state: ConversationState, config: RunnableConfig) -> dict:
         batch_id = state["reply_to"]
         assert batch_id is not None  # the route guarantees it
+        before_answer = config.get("configurable", {}).get(_BEFORE_ANSWER)
+        if before_answer is not None:
+            before_answer()
         text = self.model.generate(self.system_prompt, to_turns(state["messages"])).strip()
         if not text:
-            text = EMPTY_ANSWER_FALLBACK
-        return {"messages": [AIMessage(content=text, id=reply_id(batch_id))]}
+            text = FALLBACK_REPLY
+        fitted = fit_text(text)
+        if fitted != text:
+            # Cut here, not at the send: the history holds what the customer gets.
+            logger.warning("The reply to batch %s was %d characters; cut to %d, WhatsApp's limit.",
+                           batch_id, len(text), len(fitted))
+        return {"messages": [AIMessage(content=fitted, id=reply_id(batch_id))]}
 
-    def run(self, thread_id: str, messages: list[BaseMessage], *, reply_to: str | None) -> str | None:
+    def run(self, thread_id: str, messages: list[BaseMessage], *, reply_to: str | None,
+            before_answer: Callable[[], None] | None = None) -> str | None:
         """Add ``messages`` to the thread and, if ``reply_to`` is given and
         the route allows, let the model answer.
+
+        Parameters:
+          before_answer: called once the route has decided that the model
+            answers, just before it is asked (e.g. a typing indicator).
 
         Returns:
           The reply's text when the model answered in this run, else None.
         """
         update: Any = {"messages": messages, "reply_to": reply_to}
+        config = self._config(thread_id)
+        if before_answer is not None:
+            config["configurable"][_BEFORE_ANSWER] = before_answer
         # "sync": each step's checkpoint is saved before the next starts, so
         # the model's answer is stored before anything is sent.
-        result = self.graph.invoke(update, self._config(thread_id), durability="sync")
+        with _checkpointer_errors_are_transient(thread_id):
+            result = self.graph.invoke(update, config, durability="sync")
         if reply_to is None:
             return None
         last = result["messages"][-1] if result.get("messages") else None
@@ -166,7 +222,8 @@ class ConversationGraph:
         return None
 
     def state(self, thread_id: str) -> ConversationState:
-        values = self.graph.get_state(self._config(thread_id)).values
+        with _checkpointer_errors_are_transient(thread_id):
+            values = self.graph.get_state(self._config(thread_id)).values
         return values  # type: ignore[return-value]
 
     def messages(self, thread_id: str) -> list[BaseMessage]:
@@ -177,7 +234,8 @@ class ConversationGraph:
 
     def write_as_operator(self, thread_id: str, values: dict) -> None:
         """Write ``values`` (flag and/or messages) as the operator's, not a run."""
-        self.graph.update_state(self._config(thread_id), values, as_node="operator")
+        with _checkpointer_errors_are_transient(thread_id):
+            self.graph.update_state(self._config(thread_id), values, as_node="operator")
 
     def forget_reply(self, thread_id: str, batch_id: str) -> None:
         """Drop a reply the customer never received from the history."""

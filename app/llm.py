@@ -39,6 +39,12 @@ FALLBACK_REPLY = (
     "Sorry, I can't help with that here. A member of our team will get back to you as soon as possible."
 )
 
+#: The most tokens Gemini may write for one reply.  A WhatsApp text holds
+#: 4096 characters (about 1,000 tokens); Gemini 2.5 counts its thinking
+#: against this cap too, hence the margin.  A longer answer is still cut
+#: to WhatsApp's limit before it is stored and sent (app.whatsapp.fit_text).
+MAX_OUTPUT_TOKENS = 2048
+
 #: Gemini's two roles: the customer is "user"; the AI and operators are "model".
 ROLES = ("user", "model")
 
@@ -188,7 +194,8 @@ class GeminiModel:
             response = self._client.models.generate_content(
                 model=self.model,
                 contents=contents,
-                config=types.GenerateContentConfig(system_instruction=system_prompt),
+                config=types.GenerateContentConfig(system_instruction=system_prompt,
+                                                   max_output_tokens=MAX_OUTPUT_TOKENS),
             )
         except errors.APIError as e:
             code = e.code or 0

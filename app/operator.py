@@ -4,7 +4,11 @@ The flag lives in two places: the database (set at once, so a reply
 being written sees it when it re-reads the flag just before sending)
 and the graph's state (written under the conversation's lock with
 ``update_state(as_node="operator")``, always to the database's current
-value, so takeovers and handbacks that race converge on the last one).
+value).  Each operator action is applied to the database once, by the
+task's first run; a run re-sent because the conversation was busy only
+copies the database's current flag into the graph.  So takeovers and
+handbacks that race converge on the last one applied: a re-sent
+takeover never undoes the handback that came after it.
 """
 
 from __future__ import annotations
@@ -86,8 +90,13 @@ def _waiting(session: Session, services: Services, conversation: Conversation) -
 
 
 def set_operator_hold(services: Services, customer_key: str, action: str,
-                      operator_id: str | None = None) -> Handback | None:
+                      operator_id: str | None = None, *, flag_applied: bool = False) -> Handback | None:
     """Take the conversation over (the AI goes quiet) or hand it back.
+
+    Parameters:
+      flag_applied: an earlier run of this action set the database's flag
+        and found the conversation busy; this run only copies the
+        database's current flag (maybe a later action's) into the graph.
 
     Returns:
       On handback, the customer messages that waited unanswered, for the
@@ -96,19 +105,32 @@ def set_operator_hold(services: Services, customer_key: str, action: str,
     Raises:
       InvalidTaskArguments: ``action`` is not takeover or handback.
       ConversationBusy: another task holds the conversation (the
-        database flag is set already; retry to update the graph).
+        database flag is set already; re-send with ``flag_applied`` to
+        update the graph).
     """
+    if action not in ACTIONS:
+        raise InvalidTaskArguments(f"action must be one of {', '.join(ACTIONS)}, got {action!r:.80}")
     with session_scope(services.sessions) as session:
-        thread_id = set_hold_flag(session, customer_key, action, operator_id).customer_key
+        if flag_applied:
+            thread_id = get_or_create_conversation(session, customer_key).customer_key
+        else:
+            conversation = set_hold_flag(session, customer_key, action, operator_id)
+            session.flush()
+            session.add(OperatorAction(conversation_id=conversation.id, action=action, operator_id=operator_id))
+            thread_id = conversation.customer_key
     with conversation_lock(services.redis, thread_id, ttl_s=services.lock_ttl_s):
         with session_scope(services.sessions) as session:
             conversation = get_or_create_conversation(session, thread_id)
-            held = conversation.operator_active
-            services.graph.write_as_operator(thread_id, {"operator_active": held})
-            session.add(OperatorAction(conversation_id=conversation.id, action=action, operator_id=operator_id))
-            logger.info("Conversation %s: %s by %s; held=%s.", thread_id, action, operator_id or "an operator", held)
-            if action == "handback" and not held:
-                return _waiting(session, services, conversation)
+            held, conversation_id = conversation.operator_active, conversation.id
+        # Outside the session: on SQLite its write lock would block the
+        # checkpointer's own connection.
+        services.graph.write_as_operator(thread_id, {"operator_active": held})
+        logger.info("Conversation %s: %s by %s; held=%s.", thread_id, action, operator_id or "an operator", held)
+        if action == "handback" and not held:
+            with session_scope(services.sessions) as session:
+                handed_back = session.get(Conversation, conversation_id)
+                assert handed_back is not None
+                return _waiting(session, services, handed_back)
     return None
 
 
@@ -147,6 +169,8 @@ def sync_operator_message(services: Services, customer_key: str, text: str, *, m
             if recorded is None:
                 session.add(OperatorAction(conversation_id=conversation_id, action="message",
                                            operator_id=operator_id, message_id=message_id))
-            services.graph.write_as_operator(thread_id, {"messages": [operator_turn(message_id, text)]})
-            return row
+        # After the commit: on SQLite the session's write lock would block the
+        # checkpointer's own connection.  The turn's id makes a rewrite a no-op.
+        services.graph.write_as_operator(thread_id, {"messages": [operator_turn(message_id, text)]})
+        return row
 

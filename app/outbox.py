@@ -16,8 +16,12 @@ the row becomes ``sent``.  Without such proof the row becomes
 than a duplicate, and an operator can see it.  A status that arrives
 later still completes an ``unknown`` row (see :func:`complete_from_status`).
 
-A transient error (429, 5xx: WhatsApp did not accept the message)
-deletes the row, so the task's retry may send again.
+A transient error that proves nothing was sent (429, 5xx, no
+connection: WhatsApp did not accept the message) deletes the row, so the
+task's retry may send again.  A transient error after the request may
+have reached Meta (``maybe_sent``: a read timeout, a dropped
+connection) leaves the row ``sending``: the retry settles it as a crash
+is settled, by a status webhook or as ``unknown``, and never resends.
 """
 
 from __future__ import annotations
@@ -133,10 +137,15 @@ def send_once(sessions: sessionmaker[Session], whatsapp: WhatsAppSender, convers
 
     Returns:
       The outbox entry (new or found), or None when ``allowed`` said no.
+      A permanent WhatsApp error, or a text the client refuses
+      (ValueError: empty, too long), gives a ``failed`` entry with the
+      error recorded on it and its message.
 
     Raises:
       TransientError: WhatsApp did not accept the message; the entry is
-        gone and a retry sends again.
+        gone and a retry sends again.  When the error is ``maybe_sent``,
+        the entry stays ``sending`` and a retry settles it without
+        sending (see :func:`recover`).
       InvalidTaskArguments: the customer has neither a wa_id nor a user_id.
     """
     with session_scope(sessions) as session:
@@ -163,7 +172,11 @@ def send_once(sessions: sessionmaker[Session], whatsapp: WhatsAppSender, convers
     entry_id = entry.id
     try:
         wamid = whatsapp.send_text(to=to, recipient=recipient, text=outgoing.text, callback_data=outgoing.key)
-    except TransientError:
+    except TransientError as e:
+        if getattr(e, "maybe_sent", False):
+            logger.warning("Outbox entry %s may have been sent (%s); left sending, never resent.",
+                           outgoing.key, e)
+            raise
         with session_scope(sessions) as session:
             stale = session.get(OutboxEntry, entry_id)
             if stale is not None:
@@ -172,7 +185,9 @@ def send_once(sessions: sessionmaker[Session], whatsapp: WhatsAppSender, convers
                 if message_row is not None:
                     session.delete(message_row)
         raise
-    except AppError as e:
+    except (AppError, ValueError) as e:
+        # ValueError: the client refused the text itself (empty, too long);
+        # sending it again cannot help.
         raw_code, title = getattr(e, "code", None), str(getattr(e, "title", None) or e)
         code = raw_code if isinstance(raw_code, int) and not isinstance(raw_code, bool) else None
         with session_scope(sessions) as session:

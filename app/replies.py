@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.conversation import InboundMessage, store_batch
 from app.db.models import Conversation, OutboxEntry
 from app.db.session import session_scope
-from app.errors import AppError
+from app.errors import AppError, TransientError
 from app.graph import ConversationGraph, customer_turn
 from app.lock import conversation_lock
 from app.outbox import Outgoing, WhatsAppSender, find_entry, recover, send_once
@@ -102,13 +102,24 @@ def process_batch(services: Services, customer_key: str, batch_id: str,
         if held or not answerable:
             services.graph.run(thread_id, turns, reply_to=None)
             return None
-        _mark_read(services, answerable[-1].wamid)
-        text = services.graph.run(thread_id, turns, reply_to=batch_id)
+        # Blue ticks and "typing…" only once the graph's route has decided
+        # that the model answers (not when an operator holds the thread, or
+        # someone answered already).
+        text = services.graph.run(thread_id, turns, reply_to=batch_id,
+                                  before_answer=lambda: _mark_read(services, answerable[-1].wamid))
         if text is None:
             return None
-        entry = send_once(services.sessions, services.whatsapp, conversation_id,
-                          Outgoing(key=batch_id, text=text, author="ai", batch_id=batch_id),
-                          allowed=_may_send(services, thread_id))
+        try:
+            entry = send_once(services.sessions, services.whatsapp, conversation_id,
+                              Outgoing(key=batch_id, text=text, author="ai", batch_id=batch_id),
+                              allowed=_may_send(services, thread_id))
+        except TransientError as e:
+            if not getattr(e, "maybe_sent", False):
+                # WhatsApp did not take it: if the retries never succeed, later
+                # answers must not build on a reply the customer never saw.
+                # The retry asks the model again.
+                services.graph.forget_reply(thread_id, batch_id)
+            raise
         if entry is None or entry.state == "failed":
             # The customer never saw it (an operator took over, or WhatsApp
             # refused it): it is no part of the conversation.

@@ -4,9 +4,12 @@ Errors are classified by Meta's ``error.code``, not by HTTP status
 (throttling comes back as HTTP 400): :class:`WhatsAppTransientError` is
 retried by the task policy, :class:`WhatsAppPermanentError` is recorded
 on the message and not retried.  A network failure or timeout is
-transient; note that a send that timed out may still have been
-delivered, which is why replies go through the outbox (DESIGN.md,
-"Idempotent reply") rather than being resent blindly.
+transient.  A failure after the request may have reached Meta (a read
+timeout, a dropped connection, a garbled answer) is marked
+``maybe_sent``: Meta may have accepted the message, so the outbox must
+not resend it blindly (DESIGN.md, "Idempotent reply").  Only failures
+before the request left (no connection, no free pooled connection)
+are known not to have sent anything.
 
 httpx is the transport: it is already installed (LangGraph's SDK needs
 it), has explicit connect/read timeouts and a typed exception hierarchy,
@@ -16,6 +19,7 @@ and a client is safe to share between a worker's threads.
 from __future__ import annotations
 
 import logging
+import re
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -33,6 +37,7 @@ __all__ = [
     "TRANSIENT_CODES",
     "PERMANENT_CODES",
     "MAX_TEXT_LENGTH",
+    "fit_text",
 ]
 
 logger = logging.getLogger(__name__)
@@ -45,8 +50,37 @@ TRANSIENT_CODES = frozenset({130429, 131056, 4, 80007, 131000, 131016})
 #: (131051), bad parameters (131008, 131009, 100), bad token (190),
 #: blocked account (368).  Other codes follow the HTTP status.
 PERMANENT_CODES = frozenset({131047, 131026, 131050, 131051, 131008, 131009, 100, 190, 368})
+#: Transport failures that happen before a request is sent: nothing
+#: reached Meta, so sending again cannot duplicate a message.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 #: WhatsApp's limit on a text message body, in characters.
 MAX_TEXT_LENGTH = 4096
+
+
+#: Ends a text cut to MAX_TEXT_LENGTH.
+ELLIPSIS = "…"
+#: Where a sentence may end inside a text.
+_SENTENCE_END = re.compile(r"[.!?](?=\s)|\n")
+
+
+def fit_text(text: str, *, limit: int = MAX_TEXT_LENGTH) -> str:
+    """``text`` cut to ``limit`` characters, if it is longer: at the last
+    sentence end in its second half, else at the last space, else hard,
+    with an ellipsis that says something is missing.
+
+    One reply is one WhatsApp message (one outbox row per batch), so a
+    long answer is cut rather than split into several messages.
+    """
+    if len(text) <= limit:
+        return text
+    room = limit - len(ELLIPSIS) - 1  # a space before the ellipsis
+    head = text[:room + 1]  # one more: a boundary right after the room counts
+    ends = [m.end() for m in _SENTENCE_END.finditer(head) if room // 2 <= m.end() <= room]
+    if ends:
+        return f"{head[:ends[-1]].rstrip()} {ELLIPSIS}"
+    space = head.rfind(" ", room // 2, room + 1)
+    cut = head[:space] if space > 0 else head[:room]
+    return f"{cut.rstrip()}{ELLIPSIS}"
 
 
 class WhatsAppError(AppError):
@@ -56,12 +90,16 @@ class WhatsAppError(AppError):
       code: Meta's ``error.code``, or None (network failure, no error JSON).
       title: Meta's short description of the error.
       http_status: the HTTP status, or None when no answer came.
+      maybe_sent: True when the request may have reached Meta although no
+        answer came back (the message may have been sent).
     """
 
-    def __init__(self, title: str, *, code: int | None = None, http_status: int | None = None) -> None:
+    def __init__(self, title: str, *, code: int | None = None, http_status: int | None = None,
+                 maybe_sent: bool = False) -> None:
         self.code = code
         self.title = title
         self.http_status = http_status
+        self.maybe_sent = maybe_sent
         where = f"HTTP {http_status}" if http_status is not None else "no answer"
         super().__init__(f"WhatsApp error {code if code is not None else '-'} ({where}): {title}")
 
@@ -193,10 +231,14 @@ class WhatsAppClient:
     def _post(self, payload: dict[str, Any]) -> Any:
         try:
             response = self._http.post(self.url, json=payload)
+        except _NOT_SENT as e:
+            # The request never left this machine: nothing was sent.
+            raise WhatsAppTransientError(f"not sent: {type(e).__name__}: {e}") from e
         except httpx.TimeoutException as e:
-            raise WhatsAppTransientError(f"timed out: {type(e).__name__}") from e
+            # Read or write timeout: Meta may have the request, and may act on it.
+            raise WhatsAppTransientError(f"timed out: {type(e).__name__}", maybe_sent=True) from e
         except httpx.TransportError as e:
-            raise WhatsAppTransientError(f"network error: {type(e).__name__}: {e}") from e
+            raise WhatsAppTransientError(f"network error: {type(e).__name__}: {e}", maybe_sent=True) from e
         try:
             body = response.json()
         except ValueError:

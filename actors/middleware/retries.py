@@ -8,6 +8,7 @@ import traceback
 import redis
 import sqlalchemy.exc
 from dramatiq import Middleware
+from dramatiq.errors import BrokerConnectionError
 
 from actors.names import celery_name
 from app.errors import TransientError
@@ -20,11 +21,14 @@ DEFAULT_RETRY_DELAYS_MS = (5_000, 10_000, 20_000)
 
 #: Failures worth another try.  The domain translates what it knows into
 #: TransientError; the rest are network and database errors that escape
-#: it, and time limits (a slow model or API usually recovers).
+#: it, and time limits (a slow model or API usually recovers).  Our broker
+#: raises BrokerConnectionError (ConnectionClosed) for any Redis error, e.g.
+#: when a task sends its follow-up or re-enqueues itself during a blip.
 _TRANSIENT = (
     TransientError,
     ConnectionError,
     TimeoutError,
+    BrokerConnectionError,
     redis.ConnectionError,
     redis.TimeoutError,
     sqlalchemy.exc.OperationalError,

@@ -44,10 +44,36 @@ def include_object(obj, name, type_, reflected, compare_to) -> bool:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Migrate the database behind ``engine`` to ``revision``."""
-    with engine.begin() as connection:
-        tables = set(inspect(connection).get_table_names())
-        config = alembic_config(connection)
-        if "conversations" in tables and "alembic_version" not in tables:
-            command.stamp(config, FOUNDATION_REVISION)
-        command.upgrade(config, revision)
+    """Migrate the database behind ``engine`` to ``revision``.
+
+    On SQLite, foreign keys are off while the migrations run: batch mode
+    rebuilds a table by copying it and dropping the original, and with
+    foreign keys on, dropping ``conversations`` would cascade (ON DELETE
+    CASCADE) and delete every message.  They are checked at the end,
+    then turned back on.
+    """
+    with engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            # The pragma is a no-op inside a transaction: set it before one begins.
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()
+        try:
+            with connection.begin():
+                _upgrade(connection, revision)
+                if sqlite:
+                    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+                    if broken:
+                        raise RuntimeError(f"the migration left rows with broken foreign keys: {broken[:5]}")
+        finally:
+            if sqlite:
+                connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+                connection.commit()
+
+
+def _upgrade(connection: Connection, revision: str) -> None:
+    tables = set(inspect(connection).get_table_names())
+    config = alembic_config(connection)
+    if "conversations" in tables and "alembic_version" not in tables:
+        command.stamp(config, FOUNDATION_REVISION)
+    command.upgrade(config, revision)

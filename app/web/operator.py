@@ -7,16 +7,29 @@ from the database.
 - ``POST /operator/conversations/{key}/takeover`` and ``.../handback``,
   body optional ``{"operator_id": "..."}``: ``update_langgraph_state_task``.
 - ``POST /operator/conversations/{key}/messages``, body ``{"text": "...",
-  "operator_id": optional}``: ``sync_operator_message_to_graph_task`` with
-  a fresh message id (a UUID, returned), which the task sends to WhatsApp
-  (outbox key ``operator:<id>``) and adds to the conversation's history.
+  "operator_id": optional, "message_id": optional}``:
+  ``sync_operator_message_to_graph_task``, which sends the text to
+  WhatsApp (outbox key ``operator:<id>``) and adds it to the
+  conversation's history, at most once per message id.  The id (returned)
+  is a fresh UUID, or, when the client gives ``message_id`` (1 to 100 of
+  ``A-Z a-z 0-9 . _ : -``), ``client:<key>:<message_id>``: the client's
+  idempotency key, so a POST retried after a timeout or a 503 sends the
+  message once (the first text under that id wins).  Give each message
+  its own ``message_id`` within a conversation.
 - ``GET /operator/conversations/{key}``: the conversation and its messages.
+
+``{key}`` is any id of the customer: the conversation's key, or another
+of their ids (a new number, a phone number next to a username), looked
+up as the tasks look it up; the answers name the conversation's own key.
+Every route answers 404 for a conversation that does not exist (an
+operator cannot start one: there would be nobody to write to).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +37,7 @@ import falcon
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.customers import find_conversation
 from app.db.models import Conversation, Message
 from app.web.hooks import require_operator_token
 
@@ -39,6 +53,8 @@ MAX_TEXT_LENGTH = 4096
 MAX_OPERATOR_ID_LENGTH = 128
 #: Messages returned by the history, at most (the latest ones).
 MAX_HISTORY = 1000
+#: A client's ``message_id``: its idempotency key for an operator message.
+CLIENT_MESSAGE_ID = re.compile(r"[A-Za-z0-9._:-]{1,100}")
 #: Largest operator request body, in bytes.
 MAX_BODY_BYTES = 64 * 1024
 
@@ -87,6 +103,22 @@ def _operator_id(body: dict[str, Any]) -> str | None:
     return value
 
 
+def _find(session: Session, key: str) -> Conversation:
+    conversation = find_conversation(session, key)
+    if conversation is None:
+        raise falcon.HTTPNotFound(title="Unknown conversation", description=f"no conversation {key!r}")
+    return conversation
+
+
+def _client_message_id(body: dict[str, Any]) -> str | None:
+    value = body.get("message_id")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not CLIENT_MESSAGE_ID.fullmatch(value):
+        raise _bad("message_id must be 1 to 100 characters of A-Z, a-z, 0-9, '.', '_', ':' and '-'")
+    return value
+
+
 class OperatorConversationResource:
     """One conversation as the operator sees it; routes by suffix.
 
@@ -104,6 +136,11 @@ class OperatorConversationResource:
         self.operator_token = operator_token
         self.new_id = new_id
 
+    def _conversation_key(self, key: str) -> str:
+        """The key of the conversation ``key`` names; 404 when there is none."""
+        with self.sessions() as session:
+            return _find(session, key).customer_key
+
     def _send(self, task: str, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None) -> None:
         try:
             self.enqueue(task, args, kwargs)
@@ -115,6 +152,7 @@ class OperatorConversationResource:
     def _hold(self, req: falcon.Request, resp: falcon.Response, key: str, action: str) -> None:
         key = _check_key(key)
         operator_id = _operator_id(_body(req, {"operator_id"}, required=False))
+        key = self._conversation_key(key)
         self._send("update_langgraph_state_task", (key, action, operator_id))
         resp.status = falcon.HTTP_202
         resp.media = {"conversation": key, "action": action, "operator_id": operator_id}
@@ -130,14 +168,17 @@ class OperatorConversationResource:
     @falcon.before(require_operator_token)
     def on_post_messages(self, req: falcon.Request, resp: falcon.Response, key: str) -> None:
         key = _check_key(key)
-        body = _body(req, {"text", "operator_id"}, required=True)
+        body = _body(req, {"text", "operator_id", "message_id"}, required=True)
         text = body.get("text")
         if not isinstance(text, str) or not text.strip():
             raise _bad("text must be a non-empty string")
         if len(text) > MAX_TEXT_LENGTH:
             raise _bad(f"text must be at most {MAX_TEXT_LENGTH} characters, got {len(text)}")
         operator_id = _operator_id(body)
-        message_id = self.new_id()
+        client_id = _client_message_id(body)
+        key = self._conversation_key(key)
+        # Namespaced by conversation: message ids are unique across all of them.
+        message_id = f"client:{key}:{client_id}" if client_id is not None else self.new_id()
         self._send("sync_operator_message_to_graph_task", (key, text, message_id),
                    {"operator_id": operator_id, "send": True})
         resp.status = falcon.HTTP_202
@@ -148,15 +189,13 @@ class OperatorConversationResource:
         key = _check_key(key)
         limit = req.get_param_as_int("limit", min_value=1, max_value=MAX_HISTORY, default=200)
         with self.sessions() as session:
-            conversation = session.scalars(select(Conversation).where(Conversation.customer_key == key)).first()
-            if conversation is None:
-                raise falcon.HTTPNotFound(title="Unknown conversation", description=f"no conversation {key!r}")
+            conversation = _find(session, key)
             rows = session.scalars(
                 select(Message).where(Message.conversation_id == conversation.id)
                 .order_by(Message.id.desc()).limit(limit)
             ).all()
             resp.media = {
-                "conversation": key,
+                "conversation": conversation.customer_key,
                 "wa_id": conversation.wa_id,
                 "user_id": conversation.user_id,
                 "operator_active": bool(conversation.operator_active),

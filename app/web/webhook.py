@@ -6,16 +6,20 @@ inbound message and enqueues; the work happens in actors.
 
 What each answer promises Meta:
 
-- 200: everything in the body is stored (buffered or enqueued), or the
-  body is poison and kept in the rejected-bodies set with its reason.
-- 503: something was not stored (Redis unavailable); Meta sends the body
-  again.  Messages already appended are then duplicates and skipped.
+- 200: everything in the body is stored (buffered, with its buffer check
+  scheduled, or enqueued), or the body is poison and kept in the
+  rejected-bodies set with its reason.
+- 503: something was not stored or not scheduled (Redis or the queue
+  unavailable); Meta sends the body again.
 - 401/413: the body is not Meta's, or is larger than the cap.
 
-If a message was appended but its ``check_buffer_task`` could not be
-enqueued, the message is safe in its conversation's buffer and the beat
-buffer sweep picks the conversation up; the failure is logged at ERROR
-with the conversation key.
+Messages a redelivered body holds are duplicates and not appended again.
+But the first delivery may have appended a message and then failed (its
+``check_buffer_task`` could not be enqueued, or the script's answer was
+lost): so when a duplicate's conversation still has messages waiting in
+its buffer, a check is scheduled for the current sequence number.  That
+is harmless when the first check exists: a check gives way to newer
+numbers and a batch is claimed once.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from typing import Any
 import falcon
 import redis
 
-from app.buffer import append_to_buffer
+from app.buffer import append_to_buffer, pending_seq
 from app.web.hooks import read_capped_body, verify_signature
 from app.web.rejected import record_rejected_body
 from app.webhook import WebhookFormatError, conversation_key, parse_body
@@ -102,16 +106,24 @@ class WebhookResource:
         if notification.problems:
             # The good parts are still used below; the body is kept to show what was not.
             self._reject(raw, "; ".join(notification.problems))
-        for error in notification.errors:
-            logger.warning("WhatsApp reported a system-level error %s (%s): %s", error["code"], error["title"],
-                           error["details"] or error["message"])
-            self.redis.hincrby(ERROR_COUNTS_KEY, str(error["code"]), 1)
         accepted = duplicates = 0
+        appended: set[str] = set()
+        redelivered: set[str] = set()
         for message in notification.messages:
-            if self._buffer(message):
+            key = str(conversation_key(message))  # the parser refuses a message with neither id
+            seq = append_to_buffer(self.redis, key, message["wamid"], message, now_ms=self.clock_ms())
+            if seq:
                 accepted += 1
+                appended.add(key)
+                self._schedule_check(key, seq)
             else:
                 duplicates += 1
+                redelivered.add(key)
+        for key in sorted(redelivered - appended):
+            # The first delivery may have buffered it without scheduling its check.
+            seq = pending_seq(self.redis, key)
+            if seq:
+                self._schedule_check(key, seq)
         for status in notification.statuses:
             try:
                 self.enqueue("update_message_status_task", (status,))
@@ -119,23 +131,25 @@ class WebhookResource:
                 logger.error("Could not enqueue the status %s of %s: %r.", status["status"], status["id"], e)
                 raise falcon.HTTPServiceUnavailable(
                     title="Not stored", description="the queue is unavailable; send the notification again") from e
+        # Counted last: a body answered 503 above comes again, and is counted then.
+        for error in notification.errors:
+            logger.warning("WhatsApp reported a system-level error %s (%s): %s", error["code"], error["title"],
+                           error["details"] or error["message"])
+            self.redis.hincrby(ERROR_COUNTS_KEY, str(error["code"]), 1)
         resp.media = {"status": "ok", "messages": accepted, "duplicates": duplicates,
                       "statuses": len(notification.statuses), "errors": len(notification.errors),
                       "problems": len(notification.problems)}
 
-    def _buffer(self, message: dict[str, Any]) -> bool:
-        """Append ``message`` once and schedule its buffer check; False for a duplicate."""
-        key = str(conversation_key(message))  # the parser refuses a message with neither id
-        seq = append_to_buffer(self.redis, key, message["wamid"], message, now_ms=self.clock_ms())
-        if not seq:
-            return False
+    def _schedule_check(self, key: str, seq: int) -> None:
+        """Schedule the buffer check of ``key`` for ``seq``; 503 when the queue refuses."""
         try:
             self.enqueue("check_buffer_task", (key, seq), countdown=self.buffer_window_s)
         except Exception as e:
-            # The message is in the buffer: the beat buffer sweep answers it.
-            logger.error("Could not schedule the buffer check of conversation %s (seq %d); the buffer sweep "
-                         "will pick it up: %r.", key, seq, e)
-        return True
+            # The message is in the buffer: Meta's redelivery schedules the check.
+            logger.error("Could not schedule the buffer check of conversation %s (seq %d); answering 503 "
+                         "so that Meta sends the body again: %r.", key, seq, e)
+            raise falcon.HTTPServiceUnavailable(
+                title="Not scheduled", description="the queue is unavailable; send the notification again") from e
 
     def _reject(self, raw: bytes, reason: str) -> None:
         logger.warning("Rejected a signed webhook body of %d bytes: %s", len(raw), reason)

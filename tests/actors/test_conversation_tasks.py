@@ -161,3 +161,39 @@ def test_the_conversation_lock_outlives_the_hard_time_limit():
     assert lock_ttl_s(300) == 360
     assert lock_ttl_s(8) == 13
     assert all(lock_ttl_s(limit) > limit for limit in (0.5, 5, 60, 300, 3600))
+
+
+def test_a_takeover_resent_while_busy_never_undoes_the_handback_that_followed_it(global_broker, redis_client,
+                                                                                  runtime, db):
+    from dramatiq import Worker
+
+    from app.db import Conversation
+    from app.operator import set_operator_hold
+
+    services = runtime_services(runtime)
+    # Given a takeover that found the conversation busy and was sent again for later
+    first = Worker(global_broker, worker_timeout=100, worker_threads=1)
+    first.start()
+    try:
+        with conversation_lock(redis_client, KEY, ttl_s=60):
+            tasks.update_langgraph_state_task.delay(KEY, "takeover", "op-7")
+            wait_for(lambda: redis_client.zcard(keys.delayed_key("state")) == 1)
+    finally:
+        first.stop()
+
+    # When the operator hands back before the re-sent takeover runs
+    assert set_operator_hold(services, KEY, "handback", "op-7") is None
+    second = Worker(global_broker, worker_timeout=100, worker_threads=1)
+    second.start()
+    try:
+        wait_for(lambda: redis_client.zcard(keys.delayed_key("state")) == 0)
+        global_broker.join("state", timeout=20_000)
+    finally:
+        second.stop()
+
+    # Then the last action wins: the conversation is free, in the database and the graph
+    with db() as session:
+        held = session.scalars(select(Conversation.operator_active).where(Conversation.customer_key == KEY)).one()
+    assert held is False
+    assert services.graph.operator_active(KEY) is False
+    assert global_broker.dead_letters("state") == []

@@ -218,3 +218,27 @@ def test_statuses_delivered_out_of_order_end_as_read(global_broker, runtime, sta
     global_broker.join("default", timeout=10_000)
     with db() as session:
         assert session.scalars(select(Message.status).where(Message.wamid == "wamid.S")).one() == "read"
+
+
+def test_a_redis_error_raised_by_the_broker_in_a_task_is_retried_not_dead_lettered(global_broker, redis_client,
+                                                                                     runtime, start_worker):
+    # Given a task whose follow-up send meets an unreachable Redis (ConnectionClosed)
+    start_worker(global_broker)
+    test_actors.test_enqueue_during_a_redis_blip.send("blip")
+
+    # Then the task is scheduled for its first retry, and nothing is dead-lettered
+    ((element, _eta),) = wait_for(lambda: redis_client.zrange(keys.delayed_key("default"), 0, -1, withscores=True))
+    assert b'"retries":1' in element
+    assert global_broker.dead_letters("default") == []
+
+
+def test_the_brokers_and_redis_connection_errors_are_transient():
+    import dramatiq.errors
+    import redis
+
+    from actors.middleware.retries import is_transient
+
+    assert is_transient(dramatiq.errors.ConnectionClosed(redis.ConnectionError("refused")))
+    assert is_transient(dramatiq.errors.ConnectionFailed("refused"))
+    assert is_transient(redis.exceptions.ConnectionError("refused"))
+    assert is_transient(redis.exceptions.TimeoutError("timed out"))

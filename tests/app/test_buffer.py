@@ -76,3 +76,23 @@ def test_a_check_sent_for_a_lost_buffer_claims_it_and_a_duplicate_gets_the_same_
 
     assert [m["wamid"] for m in batch.messages] == ["w1"] and again == batch
     assert find_lost_checks(redis_client, now_ms=90_000, quiet_ms=13_000) == []
+
+
+def test_a_conversations_buffer_keys_expire_with_the_dedup_ttl(redis_client):
+    from app.buffer import DEDUP_TTL_S
+
+    # Given two messages, the first one answered
+    seq = append_to_buffer(redis_client, "c1", "w1", msg("w1", "a"), now_ms=0)
+    assert claim_batch(redis_client, "c1", seq, now_ms=1, max_wait_ms=15_000) is not None
+    append_to_buffer(redis_client, "c1", "w2", msg("w2", "b"), now_ms=2)
+
+    # Then every key of the conversation expires, within the dedup TTL
+    for key in ("app:buffer:c1", "app:seq:c1", "app:first:c1", "app:last:c1", "app:claimed:c1"):
+        assert 0 < redis_client.ttl(key) <= DEDUP_TTL_S, key
+
+    # And when they have expired, the conversation starts again at 1 and is answered
+    redis_client.delete("app:buffer:c1", "app:seq:c1", "app:first:c1", "app:last:c1", "app:claimed:c1")
+    seq = append_to_buffer(redis_client, "c1", "w3", msg("w3", "back again"), now_ms=10)
+    assert seq == 1
+    batch = claim_batch(redis_client, "c1", seq, now_ms=11, max_wait_ms=15_000)
+    assert [m["wamid"] for m in batch.messages] == ["w3"]

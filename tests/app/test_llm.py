@@ -112,3 +112,11 @@ def test_a_call_that_outlasts_the_timeout_is_transient(standin):
     model = GeminiModel("k", "m", base_url=standin.url, timeout_s=1)
     with pytest.raises(TransientError, match="could not be reached: .*Timeout"):
         model.generate("p", [Turn("user", "hello")])
+
+
+def test_gemini_is_asked_to_keep_its_answer_within_the_output_cap(standin, model):
+    from app.llm import MAX_OUTPUT_TOKENS
+
+    model.generate("p", [Turn("user", "hello")])
+    [request] = standin.requests()
+    assert request["body"]["generationConfig"]["maxOutputTokens"] == MAX_OUTPUT_TOKENS

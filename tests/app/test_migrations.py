@@ -110,3 +110,48 @@ def test_assistant_migrate_sets_up_sqlite_and_the_checkpointer_from_any_director
         assert schema_diff(engine) == []
     finally:
         engine.dispose()
+
+
+def _foundation_rows(engine) -> None:
+    """A conversation with a message, in the foundation's schema."""
+    now = "CURRENT_TIMESTAMP"
+    with engine.begin() as conn:
+        conn.execute(text(f"INSERT INTO conversations (id, customer_key, operator_active, created_at, updated_at) "
+                          f"VALUES (1, '15550001111', false, {now}, {now})"))
+        conn.execute(text(f"INSERT INTO messages (conversation_id, author, wamid, kind, text, status, created_at) "
+                          f"VALUES (1, 'customer', 'wamid.1', 'text', 'hello', 'received', {now})"))
+
+
+def _kept_rows(engine) -> list:
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT c.customer_key, m.wamid, m.text FROM messages m "
+                                 "JOIN conversations c ON c.id = m.conversation_id")).all()
+
+
+def test_migrating_a_sqlite_database_with_messages_keeps_them(tmp_path):
+    # Given an embedded database at the foundation's revision, with a message
+    engine = make_engine(f"sqlite:///{tmp_path / 'a.sqlite3'}")
+    try:
+        upgrade(engine, "0001")
+        _foundation_rows(engine)
+
+        # When it is migrated (batch mode copies and drops `conversations`)
+        upgrade(engine)
+
+        # Then the message is still there, and foreign keys are enforced again
+        assert _kept_rows(engine) == [("15550001111", "wamid.1", "hello")]
+        assert schema_diff(engine) == []
+        with engine.connect() as conn:
+            assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+    finally:
+        engine.dispose()
+
+
+def test_migrating_a_postgresql_database_with_messages_keeps_them(empty_pg):
+    upgrade(empty_pg, "0001")
+    _foundation_rows(empty_pg)
+
+    upgrade(empty_pg)
+
+    assert _kept_rows(empty_pg) == [("15550001111", "wamid.1", "hello")]
+    assert schema_diff(empty_pg) == []

@@ -87,7 +87,7 @@ def test_handback_answers_the_waiting_messages_with_the_operator_turn_in_the_mod
     # And the model saw the whole history, the operator's turn marked
     turns = [(t.role, t.text) for t in model.calls[-1]]
     assert turns[0] == ("user", "I need help with my order")
-    assert turns[1][0] == "model" and turns[1][1].endswith("\n[human operator] Which order number?")
+    assert turns[1][0] == "model" and turns[1][1].endswith("\n\n[human operator] Which order number?")
     assert turns[-1] == ("user", "It is 4471")
     # A repeated handback answers nothing more
     assert set_operator_hold(services, KEY, "handback", "op-7") is None
@@ -150,3 +150,47 @@ def test_a_batch_that_waited_for_the_lock_through_a_handback_is_answered(service
     # Then it reads the flag afresh and answers
     assert entry is not None and entry.state == "sent"
     assert [s.callback_data for s in whatsapp.sent] == ["b1"]
+
+
+def test_operators_work_on_the_embedded_sqlite_without_waiting_for_its_write_lock(tmp_path, redis_client, whatsapp,
+                                                                                  model):
+    import sqlite3
+
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    from app.checkpoints import strict_serializer
+    from app.db import create_schema, make_engine, make_session_factory
+    from app.graph import ConversationGraph
+    from app.replies import Services
+
+    # Given the embedded defaults: one SQLite file for the tables and the
+    # checkpoints (the checkpointer waits 1 s, not 30, for the write lock)
+    path = tmp_path / "assistant.sqlite3"
+    engine = make_engine(f"sqlite:///{path}")
+    create_schema(engine)
+    conn = sqlite3.connect(path, check_same_thread=False, timeout=1)
+    conn.execute("PRAGMA journal_mode=WAL")
+    saver = SqliteSaver(conn, serde=strict_serializer())
+    saver.setup()
+    try:
+        sqlite_services = Services(sessions=make_session_factory(engine), redis=redis_client,
+                                   graph=ConversationGraph(saver, model), whatsapp=whatsapp, lock_ttl_s=60)
+        process_batch(sqlite_services, KEY, "b0", parsed(inbound("w0", "hi")))
+
+        # When an operator takes over, writes from the Business app (not sent), and hands back
+        set_operator_hold(sqlite_services, KEY, "takeover", "op-7")
+        row = sync_operator_message(sqlite_services, KEY, "Rita here.", message_id="op-1", operator_id="op-7")
+        assert set_operator_hold(sqlite_services, KEY, "handback", "op-7") is None
+
+        # Then each step was stored in the tables and in the history
+        assert row is not None and row.author == "operator"
+        with make_session_factory(engine)() as session:
+            assert session.scalars(select(Message.author).order_by(Message.id)).all() == [
+                "customer", "ai", "operator"]
+            assert session.scalars(select(OperatorAction.action).order_by(OperatorAction.id)).all() == [
+                "takeover", "message", "handback"]
+        assert [m.id for m in sqlite_services.graph.messages(KEY)] == ["w0", "reply:b0", "op-1"]
+        assert sqlite_services.graph.operator_active(KEY) is False
+    finally:
+        conn.close()
+        engine.dispose()

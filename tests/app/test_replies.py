@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 from sqlalchemy import select
@@ -9,10 +11,13 @@ from sqlalchemy import select
 from app import replies
 from app.db import Message, session_scope
 from app.db.models import MessageStatus, OutboxEntry
+from app.devtools.whatsapp_standin import WhatsAppStandin
 from app.errors import TransientError
 from app.replies import process_batch
 from app.status import StatusUpdate, record_status
+from app.whatsapp import WhatsAppClient
 from tests.support.conversations import inbound, parsed
+from tests.support.waiting import wait_for
 from tests.support.whatsapp_fake import Crash, FakePermanentError, FakeTransientError
 
 
@@ -29,7 +34,7 @@ def test_a_batch_gets_one_reply_sent_to_the_customers_number(services, whatsapp,
     entry = process_batch(services, "15550001111", "b1", batch)
 
     # Then one model call saw both, in order, and one reply went to the number
-    assert [t.text for t in model.calls[0]] == ["hello\ndo you ship to Lisbon?"]
+    assert [t.text for t in model.calls[0]] == ["hello\n\ndo you ship to Lisbon?"]
     (sent,) = whatsapp.sent
     assert (sent.to, sent.recipient, sent.callback_data) == ("15550001111", None, "b1")
     assert whatsapp.read == [("w2", True)]
@@ -146,6 +151,8 @@ def test_a_transient_whatsapp_error_propagates_and_the_retry_sends(services, wha
     with pytest.raises(TransientError):
         process_batch(services, "15550001111", "b1", batch)
     assert rows(db, OutboxEntry) == []
+    # The unsent reply is no part of the conversation (the retries may never succeed)
+    assert [m.id for m in services.graph.messages("15550001111")] == ["w1"]
 
     entry = process_batch(services, "15550001111", "b1", batch)
 
@@ -277,11 +284,11 @@ def test_a_removed_reaction_keeps_its_empty_emoji(services, whatsapp, db):
 
 
 def test_an_empty_answer_is_replaced_by_a_polite_fallback(services, whatsapp, model):
-    from app.graph import EMPTY_ANSWER_FALLBACK
+    from app.llm import FALLBACK_REPLY
 
     model._inner.generate = lambda system_prompt, turns: "   "
     process_batch(services, "15550001111", "b1", parsed(inbound("w1", "hello")))
-    assert [s.text for s in whatsapp.sent] == [EMPTY_ANSWER_FALLBACK]
+    assert [s.text for s in whatsapp.sent] == [FALLBACK_REPLY]
 
 
 def test_a_username_customer_who_shows_a_phone_number_keeps_one_conversation(services, whatsapp, db):
@@ -297,3 +304,87 @@ def test_a_username_customer_who_shows_a_phone_number_keeps_one_conversation(ser
     assert (conversation.customer_key, conversation.wa_id) == (user_id, "5511987654321")
     assert [(s.to, s.recipient) for s in whatsapp.sent] == [(None, user_id), ("5511987654321", None)]
     assert [m.id for m in services.graph.messages(user_id)] == ["w1", "reply:b1", "w2", "reply:b2"]
+
+
+def test_a_send_that_timed_out_after_reaching_whatsapp_is_never_resent(services, db):
+    # Given the real client on the stand-in, whose answer to the send comes
+    # after the client's timeout (the mark-read before it is answered at once)
+    with WhatsAppStandin() as standin, \
+            WhatsAppClient(standin.url, "t", "1", timeout_s=0.3) as client:
+        standin.stall(0)
+        standin.stall(2)
+        real = dataclasses.replace(services, whatsapp=client)
+        batch = parsed(inbound("w1", "hello"))
+
+        # When the send times out, and the task is retried
+        with pytest.raises(TransientError):
+            process_batch(real, "15550001111", "b1", batch)
+        (entry,) = rows(db, OutboxEntry)
+        assert entry.state == "sending"
+        settled = process_batch(real, "15550001111", "b1", batch)
+
+        # Then the retry settles the reply as unknown and sends nothing:
+        # the stand-in got the one send that timed out, and no other
+        assert settled is not None and settled.state == "unknown"
+        # It may have reached the customer: it stays in the history
+        assert [m.id for m in real.graph.messages("15550001111")] == ["w1", "reply:b1"]
+        wait_for(lambda: [r for r in standin.requests() if r["kind"] == "send"])
+        assert len([r for r in standin.requests() if r["kind"] == "send"]) == 1
+
+
+class _Verbose:
+    """A model that answers far more than one WhatsApp message holds."""
+
+    def generate(self, system_prompt, turns):
+        return "This lamp comes in blue. " * 300
+
+
+def test_a_reply_longer_than_whatsapps_limit_is_cut_and_sent(services, checkpoints, db):
+    from app.graph import ConversationGraph
+    from app.whatsapp import MAX_TEXT_LENGTH
+
+    # Given a model whose answer is longer than WhatsApp's 4096 characters,
+    # and the real client on the stand-in (which Meta's limit would refuse)
+    with WhatsAppStandin() as standin, WhatsAppClient(standin.url, "t", "1", timeout_s=5) as client:
+        verbose = dataclasses.replace(services, whatsapp=client,
+                                      graph=ConversationGraph(checkpoints.saver, _Verbose()))
+
+        # When the batch is answered
+        entry = process_batch(verbose, "15550001111", "b1", parsed(inbound("w1", "colours?")))
+
+        # Then one message went out, cut at a sentence's end with an ellipsis,
+        # and the history holds the text the customer got
+        assert entry is not None and entry.state == "sent"
+        (send,) = [r for r in standin.requests() if r["kind"] == "send"]
+        text = send["body"]["text"]["body"]
+        assert len(text) <= MAX_TEXT_LENGTH and text.endswith("This lamp comes in blue. …")
+        assert verbose.graph.messages("15550001111")[-1].content == text
+
+
+def test_a_text_the_client_refuses_is_recorded_as_failed_not_left_sending(services, whatsapp, db):
+    # Given a client that refuses the text itself (as send_text does for a too long one)
+    whatsapp.fail_next.append(ValueError("a WhatsApp text is at most 4096 characters, got 5000"))
+
+    entry = process_batch(services, "15550001111", "b1", parsed(inbound("w1", "hello")))
+
+    assert entry is not None and entry.state == "failed" and "at most 4096" in entry.error_title
+    (reply,) = rows(db, Message, Message.author == "ai")
+    assert reply.status == "failed" and "at most 4096" in reply.error_title
+    assert [m.id for m in services.graph.messages("15550001111")] == ["w1"]
+
+
+def test_messages_are_marked_read_only_when_the_model_answers_them(services, whatsapp, model, db):
+    # Given a batch that was answered
+    process_batch(services, "15550001111", "b1", parsed(inbound("w1", "hello")))
+    assert whatsapp.read == [("w1", True)]
+
+    # When its messages come again in another batch (the history answers them),
+    # and when the graph still holds the operator's flag (a handback not yet
+    # written to the graph)
+    assert process_batch(services, "15550001111", "b2", parsed(inbound("w1", "hello"))) is None
+    services.graph.write_as_operator("15550001111", {"operator_active": True})
+    assert process_batch(services, "15550001111", "b3", parsed(inbound("w2", "anyone?"))) is None
+
+    # Then no run that does not answer shows the customer blue ticks and "typing…"
+    assert whatsapp.read == [("w1", True)]
+    assert len(whatsapp.sent) == 1 and len(model.calls) == 1

@@ -12,11 +12,13 @@ from app.config import Config
 from app.devtools.whatsapp_standin import WhatsAppStandin
 from app.errors import ConfigError, TransientError
 from app.whatsapp import (
+    MAX_TEXT_LENGTH,
     PERMANENT_CODES,
     TRANSIENT_CODES,
     WhatsAppClient,
     WhatsAppPermanentError,
     WhatsAppTransientError,
+    fit_text,
 )
 
 
@@ -179,3 +181,39 @@ def test_a_call_that_outlasts_the_timeout_is_transient(standin):
     with WhatsAppClient(standin.url, "t", "1", timeout_s=0.3) as client, \
             pytest.raises(WhatsAppTransientError, match="timed out"):
         client.send_text(to="1", recipient=None, text="hi")
+
+
+def test_a_timeout_after_the_request_left_may_have_sent_the_message(standin):
+    # Given a stand-in that answers only after the client gave up
+    standin.stall(2)
+    with WhatsAppClient(standin.url, "t", "1", timeout_s=0.3) as client, \
+            pytest.raises(WhatsAppTransientError) as caught:
+        client.send_text(to="1", recipient=None, text="hi")
+    # Then the error says Meta may have the message
+    assert caught.value.maybe_sent is True
+
+
+def test_an_unreachable_api_has_sent_nothing(standin):
+    url = standin.url
+    standin.stop()
+    with WhatsAppClient(url, "t", "1", timeout_s=2) as client, pytest.raises(WhatsAppTransientError) as caught:
+        client.send_text(to="1", recipient=None, text="hi")
+    assert caught.value.maybe_sent is False
+
+
+def test_metas_refusals_have_sent_nothing(standin, client):
+    standin.fail(code=131056, http_status=400)
+    with pytest.raises(WhatsAppTransientError) as caught:
+        client.send_text(to="1", recipient=None, text="hi")
+    assert caught.value.maybe_sent is False
+
+
+@pytest.mark.parametrize("text, expected_end", [
+    ("It comes in blue. " * 300, "It comes in blue. …"),
+    ("word " * 1000, "word…"),
+    ("x" * 5000, "x…"),
+])
+def test_a_text_over_the_limit_is_cut_at_a_boundary_with_an_ellipsis(text, expected_end):
+    fitted = fit_text(text)
+    assert len(fitted) <= MAX_TEXT_LENGTH and fitted.endswith(expected_end)
+    assert fit_text("short enough") == "short enough"

@@ -92,3 +92,21 @@ def test_kill_own_process(tag: str) -> None:
     """Ends its process without a word, as an out-of-memory kill would."""
     _redis().rpush("test:killed", f"{tag}:{os.getpid()}")
     os._exit(9)
+
+
+@task(queue="default", priority=5, name="test_enqueue_during_a_redis_blip", **_LIMITS)
+def test_enqueue_during_a_redis_blip(tag: str) -> None:
+    """Sends a follow-up through a broker whose Redis cannot be reached,
+    as a task does when Redis blips after its work began."""
+    from dramatiq import Message
+
+    from actors.broker import RedisBroker
+
+    _redis().rpush("test:runs", tag)
+    unreachable = RedisBroker(url="redis://127.0.0.1:1/0", middleware=[])
+    try:
+        unreachable.declare_queue("default")
+        unreachable.enqueue(Message(queue_name="default", actor_name="test_record_default", args=(tag,),
+                                    kwargs={}, options={}))
+    finally:
+        unreachable.client.close()

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 from pathlib import Path
+
+from app.devtools import demo
 
 FIXTURES = Path(__file__).resolve().parents[2] / "app" / "devtools" / "fixtures"
 
@@ -30,8 +30,9 @@ def text_body(wamid: str, text: str, *, wa_id: str = "16505551234", **extra_fiel
 
 
 def sign(body: bytes, secret: str = APP_SECRET) -> str:
-    """The X-Hub-Signature-256 header Meta would send for ``body``."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    """The X-Hub-Signature-256 header Meta would send for ``body`` (the
+    demo's signing, with the tests' secret by default)."""
+    return demo.sign(body, secret)
 
 
 # What the fixtures' README says each must produce, where a test needs the exact words.

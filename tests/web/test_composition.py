@@ -6,6 +6,7 @@ import json
 
 import falcon.testing
 
+from app.db import Conversation, session_scope
 from app.web import create_app
 from tests.support.fixtures import raw, sign
 from tests.web.conftest import OPERATOR_TOKEN
@@ -26,7 +27,9 @@ def test_webhook_and_operator_calls_reach_the_real_queues(global_broker, redis_c
     client.simulate_post("/webhook", body=body, headers={"X-Hub-Signature-256": sign(body)})
     assert redis_client.llen("celery") == 1
     assert b"update_message_status_task" in redis_client.lindex("celery", 0)
-    # An operator takeover and message: the state queue
+    # An operator takeover and message (of a conversation the worker stored): the state queue
+    with session_scope(db) as session:
+        session.add(Conversation(customer_key="16505551234", wa_id="16505551234"))
     auth = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
     assert client.simulate_post("/operator/conversations/16505551234/takeover", headers=auth).status_code == 202
     result = client.simulate_post("/operator/conversations/16505551234/messages", headers=auth,

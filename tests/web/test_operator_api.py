@@ -6,12 +6,20 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+from sqlalchemy import select
 
 from app.db import Conversation, Message, session_scope
 from tests.web.conftest import OPERATOR_TOKEN
 
 AUTH = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
 BASE = "/operator/conversations/16505551234"
+
+
+@pytest.fixture
+def conversation(db):
+    """The customer's conversation the routes act on."""
+    with session_scope(db) as session:
+        session.add(Conversation(customer_key="16505551234", wa_id="16505551234"))
 
 
 def post(client, path, body=None, headers=AUTH):
@@ -40,19 +48,19 @@ def test_without_an_operator_token_configured_every_call_is_401(make_client, enq
 
 
 @pytest.mark.parametrize("action", ["takeover", "handback"])
-def test_takeover_and_handback_enqueue_the_state_task(client, enqueue, action):
+def test_takeover_and_handback_enqueue_the_state_task(client, enqueue, conversation, action):
     result = post(client, f"{BASE}/{action}", {"operator_id": "agent-7"})
     assert result.status_code == 202
     assert result.json == {"conversation": "16505551234", "action": action, "operator_id": "agent-7"}
     assert enqueue.calls == [("update_langgraph_state_task", ("16505551234", action, "agent-7"), None, {})]
 
 
-def test_takeover_needs_no_body(client, enqueue):
+def test_takeover_needs_no_body(client, enqueue, conversation):
     assert post(client, f"{BASE}/takeover").status_code == 202
     assert enqueue.calls == [("update_langgraph_state_task", ("16505551234", "takeover", None), None, {})]
 
 
-def test_an_operator_message_gets_a_fresh_id_and_is_enqueued_to_be_sent(client, enqueue):
+def test_an_operator_message_gets_a_fresh_id_and_is_enqueued_to_be_sent(client, enqueue, conversation):
     first = post(client, f"{BASE}/messages", {"text": "Hi, this is Ana from support.", "operator_id": "ana"})
     second = post(client, f"{BASE}/messages", {"text": "Your lamp ships today."})
     assert (first.status_code, second.status_code) == (202, 202)
@@ -87,7 +95,7 @@ def test_a_bad_takeover_body_or_key_is_400(client, enqueue):
     assert enqueue.calls == []
 
 
-def test_a_queue_that_is_down_is_503(client, enqueue):
+def test_a_queue_that_is_down_is_503(client, enqueue, conversation):
     enqueue.fail_on.add("update_langgraph_state_task")
     assert post(client, f"{BASE}/takeover").status_code == 503
 
@@ -123,3 +131,60 @@ def test_an_unknown_conversation_is_404(client, db):
 
 def test_a_bad_limit_is_400(client, db):
     assert client.simulate_get(BASE, headers=AUTH, params={"limit": "0"}).status_code == 400
+
+
+def test_a_retried_operator_post_with_its_message_id_sends_once(client, enqueue, services, whatsapp, db):
+    from app.operator import sync_operator_message
+
+    # Given a customer's conversation
+    with session_scope(db) as session:
+        session.add(Conversation(customer_key="16505551234", wa_id="16505551234", operator_active=True))
+    # When the operator's client posts a message, and posts it again (it saw a timeout)
+    body = {"text": "Your lamp ships today.", "message_id": "ticket-42.msg-1"}
+    first, second = post(client, f"{BASE}/messages", body), post(client, f"{BASE}/messages", body)
+
+    # Then both are accepted under one id, namespaced by the conversation
+    assert (first.status_code, second.status_code) == (202, 202)
+    assert first.json["message_id"] == second.json["message_id"] == "client:16505551234:ticket-42.msg-1"
+    # And when both tasks run, the customer gets the message once
+    for _task, args, kwargs, _options in enqueue.named("sync_operator_message_to_graph_task"):
+        conversation, text, message_id = args
+        sync_operator_message(services, conversation, text, message_id=message_id, **kwargs)
+    assert [s.text for s in whatsapp.sent] == ["Your lamp ships today."]
+
+
+@pytest.mark.parametrize("message_id", ["", "x" * 101, "has space", "ümlaut", 7, "a/b"])
+def test_a_bad_client_message_id_is_400(client, enqueue, message_id):
+    result = post(client, f"{BASE}/messages", {"text": "hi", "message_id": message_id})
+    assert result.status_code == 400 and "message_id must be 1 to 100 characters" in result.json["description"]
+    assert enqueue.calls == []
+
+
+@pytest.mark.parametrize("path, body", [("/takeover", None), ("/handback", None), ("/messages", {"text": "hi"})])
+def test_a_write_to_an_unknown_conversation_is_404_and_creates_nothing(client, enqueue, db, path, body):
+    result = post(client, f"/operator/conversations/nobody{path}", body)
+    assert result.status_code == 404 and "nobody" in result.json["description"]
+    assert enqueue.calls == []
+    with db() as session:
+        assert session.scalars(select(Conversation)).all() == []
+
+
+def test_every_route_finds_a_conversation_by_any_id_of_its_customer(client, enqueue, db):
+    from app.customers import get_or_create_conversation
+
+    # Given a customer who first wrote with a username only, then with a phone number
+    with session_scope(db) as session:
+        get_or_create_conversation(session, "US.7781", user_id="US.7781")
+    with session_scope(db) as session:
+        get_or_create_conversation(session, "16505550000", wa_id="16505550000", user_id="US.7781")
+    other_id = "/operator/conversations/16505550000"
+
+    # When the operator names it by the phone number, Then every route acts on that one conversation
+    assert client.simulate_get(other_id, headers=AUTH).json["conversation"] == "US.7781"
+    assert post(client, f"{other_id}/takeover").json["conversation"] == "US.7781"
+    assert post(client, f"{other_id}/messages", {"text": "hi", "message_id": "m1"}).status_code == 202
+    assert post(client, f"{other_id}/handback").status_code == 202
+    assert [(c[0], c[1][0]) for c in enqueue.calls] == [
+        ("update_langgraph_state_task", "US.7781"), ("sync_operator_message_to_graph_task", "US.7781"),
+        ("update_langgraph_state_task", "US.7781")]
+    assert enqueue.calls[1][1][2] == "client:US.7781:m1"

@@ -36,18 +36,39 @@ def test_a_signed_text_is_buffered_and_its_check_scheduled_after_the_window(clie
     assert batch.messages[0]["wamid"] == "wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQTRBNjU5OUFFRTAzODEwMTQ0RgA="
 
 
-def test_the_same_body_twice_is_appended_and_checked_once(client, enqueue, redis_client):
+def test_the_same_body_twice_is_appended_once(client, enqueue, redis_client):
     first = post(client, raw("multi_message.json"))
-    second = post(client, raw("multi_message.json"))
-    assert (first.status_code, second.status_code) == (200, 200)
-    assert (first.json["messages"], second.json["duplicates"]) == (3, 3)
+    assert first.status_code == 200 and first.json["messages"] == 3
     assert enqueue.calls == [
         ("check_buffer_task", ("16505551234", 1), None, {"countdown": 3.0}),
         ("check_buffer_task", ("16505551234", 2), None, {"countdown": 3.0}),
         ("check_buffer_task", ("447700900123", 1), None, {"countdown": 3.0}),
     ]
+    enqueue.calls.clear()
+
+    # When Meta sends it again while the messages still wait in their buffers
+    second = post(client, raw("multi_message.json"))
+
+    # Then nothing is appended twice, and each conversation gets one more
+    # check for its current number (harmless: a batch is claimed once)
+    assert second.status_code == 200 and second.json["duplicates"] == 3
     assert redis_client.llen("app:buffer:16505551234") == 2
     assert redis_client.llen("app:buffer:447700900123") == 1
+    assert enqueue.calls == [
+        ("check_buffer_task", ("16505551234", 2), None, {"countdown": 3.0}),
+        ("check_buffer_task", ("447700900123", 1), None, {"countdown": 3.0}),
+    ]
+
+
+def test_a_redelivered_message_whose_buffer_was_claimed_schedules_nothing(client, enqueue, redis_client):
+    assert post(client, raw("text.json")).status_code == 200
+    assert claim_batch(redis_client, "16505551234", 1, now_ms=1_749_416_410_000, max_wait_ms=15_000) is not None
+    enqueue.calls.clear()
+
+    result = post(client, raw("text.json"))
+
+    assert result.status_code == 200 and result.json["duplicates"] == 1
+    assert enqueue.calls == []
 
 
 def test_a_username_only_customer_is_buffered_under_the_user_id(client, enqueue):
@@ -240,9 +261,39 @@ def test_a_status_that_cannot_be_enqueued_is_503_so_meta_retries(client, enqueue
     assert post(client, raw("status_sent.json")).status_code == 503
 
 
-def test_a_failed_buffer_check_enqueue_leaves_the_message_in_the_buffer(client, enqueue, redis_client, caplog):
+def test_a_failed_buffer_check_enqueue_is_503_and_metas_redelivery_schedules_it(client, enqueue, redis_client,
+                                                                                caplog):
+    # Given the queue refuses the buffer check of a message that was appended
     enqueue.fail_on.add("check_buffer_task")
     result = post(client, raw("text.json"))
-    assert result.status_code == 200
+
+    # Then Meta is told to send the body again; the message waits in the buffer
+    assert result.status_code == 503
     assert redis_client.llen("app:buffer:16505551234") == 1
-    assert "buffer sweep will pick it up" in caplog.text
+    assert "answering 503" in caplog.text
+
+    # When Meta sends it again and the queue works
+    enqueue.fail_on.clear()
+    again = post(client, raw("text.json"))
+
+    # Then the duplicate is not appended, but its conversation's check is scheduled
+    assert again.status_code == 200 and again.json["duplicates"] == 1
+    assert redis_client.llen("app:buffer:16505551234") == 1
+    assert enqueue.calls == [("check_buffer_task", ("16505551234", 1), None, {"countdown": 3.0})]
+
+
+def test_a_system_level_error_in_a_body_meta_must_resend_is_counted_once(client, enqueue, redis_client):
+    # Given a body with a system-level error next to a status
+    body = json.loads(raw("errors_system_level.json"))
+    status = json.loads(raw("status_sent.json"))["entry"][0]["changes"][0]["value"]["statuses"][0]
+    body["entry"][0]["changes"][0]["value"]["statuses"] = [status]
+    data = json.dumps(body).encode()
+
+    # When the status cannot be enqueued (503), and Meta sends the body again
+    enqueue.fail_on.add("update_message_status_task")
+    assert post(client, data).status_code == 503
+    enqueue.fail_on.clear()
+    assert post(client, data).status_code == 200
+
+    # Then the error is counted once, for the delivery that was stored
+    assert redis_client.hget(ERROR_COUNTS_KEY, "131000") == b"1"
