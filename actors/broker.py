@@ -277,6 +277,17 @@ class RedisBroker(Broker):
             args=[self.broker_id, *self.inflight.pairs()],
         )
 
+    def refresh_heartbeats(self, broker_ids: list[str]) -> None:
+        """Beat for worker processes known to be alive (a supervisor's live children).
+
+        A process whose task holds the GIL cannot beat from its upkeep
+        thread; without this its messages would be swept to another
+        process while it still runs them.  A process without a heartbeat
+        (released, swept) is not brought back.
+        """
+        if broker_ids:
+            self.scripts["refresh"](keys=[keys.HEARTBEATS], args=list(broker_ids))
+
     def sweep(self) -> tuple[int, int]:
         """Give back the messages of dead worker processes.
 

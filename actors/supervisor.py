@@ -7,6 +7,8 @@ Celery.  The supervisor (the node's main process) runs no task; it
 
 - beats the node's ``info`` into the registry (the children beat their
   own state);
+- refreshes the broker heartbeat of every live child, so that a child
+  whose task holds the GIL (and cannot beat itself) is not swept;
 - replaces only the child that exited: a child that retired after
   ``--max-tasks-per-child``/``--max-memory-per-child`` at once, a
   crashed one after a back-off that grows while it keeps crashing;
@@ -88,6 +90,7 @@ class Supervisor:
         self._signals = 0
         self._announced = False
         self._stop_beat = threading.Event()
+        self._refresh_failing = False
 
     # -- running ---------------------------------------------------------------
 
@@ -137,6 +140,7 @@ class Supervisor:
             if not child.process.is_alive():
                 child.process.join()
                 self._reap(child)
+        self._refresh_heartbeats()
         now = time.monotonic()
         for child in self.children.values():
             if child.deadline is not None and now >= child.deadline and not child.killed_stuck:
@@ -196,6 +200,25 @@ class Supervisor:
                 child.deadline = time.monotonic()
         elif kind == "retire":
             child.retiring = event[1]
+
+    def _refresh_heartbeats(self) -> None:
+        """Beat for every live child, so that a live child is never swept.
+
+        A task holding the GIL (a long regex, a C extension that does not
+        release it) keeps its child's upkeep thread from beating; the
+        broker's sweep would then give its message to another child while
+        it still runs.  The hard limit and :func:`actors.held.fail_held`
+        decide about such a task, not the sweep.
+        """
+        ids = [c.broker_id for c in self.children.values() if c.broker_id is not None and c.process.is_alive()]
+        try:
+            self.broker.refresh_heartbeats(ids)
+        except redis.RedisError as e:
+            if not self._refresh_failing:
+                logger.warning("Could not refresh the children's heartbeats: %s", e)
+            self._refresh_failing = True
+        else:
+            self._refresh_failing = False
 
     def _kill_stuck(self, child: _Child) -> None:
         child.killed_stuck = True

@@ -363,3 +363,18 @@ def test_a_worker_started_before_redis_waits_for_it(celery_worker, tmp_path):
         assert worker.wait() == 0
     finally:
         server.stop()
+
+
+def test_a_child_whose_task_holds_the_gil_is_not_swept(celery_worker, redis_client):
+    # Given a prefork node of two children and a short heartbeat timeout
+    # (a process silent for 1 s is swept)
+    worker = celery_worker("worker -l info -P prefork -c 2", HEARTBEAT_TIMEOUT_SECONDS="2")
+    worker.wait_ready()
+
+    # When a task holds its child's GIL for longer than that (its upkeep thread cannot beat)
+    test_actors.test_hold_gil.delay("gil", 6)
+
+    # Then its message stays with it: the other child never runs it too
+    wait_for(lambda: redis_client.llen("test:gil-done") == 1, 60)
+    assert redis_client.llen("test:gil-started") == 1, redis_client.lrange("test:gil-started", 0, -1)
+    assert redis_client.llen("celery") == 0

@@ -92,3 +92,14 @@ def test_kill_own_process(tag: str) -> None:
     """Ends its process without a word, as an out-of-memory kill would."""
     _redis().rpush("test:killed", f"{tag}:{os.getpid()}")
     os._exit(9)
+
+
+@task(queue="default", priority=5, name="test_hold_gil", **_LIMITS)
+def test_hold_gil(tag: str, seconds: int) -> None:
+    """Holds the GIL for ``seconds``: a C call through ``PyDLL`` does not release it,
+    so no other thread of the process (its upkeep thread) runs meanwhile."""
+    import ctypes
+
+    _redis().rpush("test:gil-started", f"{tag}:{os.getpid()}")
+    ctypes.PyDLL(None).sleep(seconds)
+    _redis().rpush("test:gil-done", tag)
