@@ -144,7 +144,8 @@ class RedisBroker(Broker):
                  take_from: tuple[str, bytes] | None = None) -> int:
         """Put ``element`` in the delayed set of its queue, due in ``delay_ms``
         by Redis's clock; with ``take_from`` (in-flight key, element), remove
-        that in-flight element in the same step.  Returns the eta in ms."""
+        that in-flight element in the same step.  Returns the eta in ms, or
+        -1 (nothing scheduled) when ``take_from`` no longer held the element."""
         script_keys = [keys.delayed_key(queue_name), keys.wake_key()]
         args: list[Any] = [element, max(0, int(delay_ms))]
         if take_from is not None:
@@ -338,9 +339,11 @@ class RedisBroker(Broker):
         return int(wait_ms)
 
     def dead_letter(self, inflight: str, element: bytes, message_id: str, *, queue_name: str, error: str,
-                    tb: str | None, message: dict[str, Any] | None) -> None:
-        """Move one in-flight element to the dead-letter set of its queue."""
-        dead_letters.record(self.scripts, inflight=inflight, element=element, message_id=message_id,
+                    tb: str | None, message: dict[str, Any] | None) -> bool:
+        """Move one in-flight element to the dead-letter set of its queue.
+
+        Returns False (nothing recorded) when the element was no longer in flight."""
+        return dead_letters.record(self.scripts, inflight=inflight, element=element, message_id=message_id,
                             queue_name=queue_name, error=error, tb=tb, message=message,
                             ttl_ms=self.dead_letter_ttl_ms)
 
