@@ -39,6 +39,7 @@ from actors.held import fail_held, hard_limit_error
 from actors.middleware import ChildLimits, NodeState, ParentLink, TimeLimits
 from actors.middleware.time_limits import Stuck
 from actors.names import celery_name
+from actors.worker_logging import say_shutdown
 from actors.worker_spec import WorkerSpec
 
 __all__ = ["NodeProcess", "load_broker", "EX_REPLACE", "EX_COLD"]
@@ -190,11 +191,11 @@ class NodeProcess:
     def _on_signal(self, signum, frame) -> None:
         if not self._stopping:
             if self.is_main:
-                print("\nworker: Warm shutdown (MainProcess)", file=sys.stderr, flush=True)
+                say_shutdown("Warm")
             self.request_stop()
             return
         if self.is_main:
-            print("\nworker: Cold shutdown (MainProcess)", file=sys.stderr, flush=True)
+            say_shutdown("Cold")
         try:
             self.broker.release_process(self.broker.broker_id)
             self.node_state.leave(self.broker.client)

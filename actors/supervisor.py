@@ -28,7 +28,6 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import signal
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ from actors import registry
 from actors.envelope import decode
 from actors.held import WorkerLostError, fail_held, hard_limit_error
 from actors.node_process import EX_COLD, child_main, load_broker
+from actors.worker_logging import say_shutdown
 from actors.worker_spec import WorkerSpec
 
 __all__ = ["Supervisor"]
@@ -293,7 +293,7 @@ class Supervisor:
     def _on_signal(self, signum, frame) -> None:
         self._signals += 1
         how = "Warm" if self._signals == 1 else "Cold"
-        print(f"\nworker: {how} shutdown (MainProcess)", file=sys.stderr, flush=True)
+        say_shutdown(how)
 
     def _beat(self) -> None:
         info = self.spec.info()

@@ -9,9 +9,10 @@ expect.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
-__all__ = ["FORMAT", "setup_logging", "expand_process_index"]
+__all__ = ["FORMAT", "setup_logging", "expand_process_index", "say_shutdown"]
 
 FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
 
@@ -28,6 +29,15 @@ def expand_process_index(pattern: str, index: int) -> str:
         out.append(pattern[i])
         i += 1
     return "".join(out)
+
+
+def say_shutdown(how: str) -> None:
+    """``worker: Warm shutdown (MainProcess)`` (or ``Cold``), as Celery writes it: on
+    stdout, between newlines, in one write that is safe in a signal handler."""
+    try:
+        os.write(sys.__stdout__.fileno(), f"\nworker: {how} shutdown (MainProcess)\n".encode())
+    except (AttributeError, OSError, ValueError):
+        pass  # no stdout (a Windows service): the line is only for a terminal
 
 
 def setup_logging(level: int, logfile: str | None, *, index: int = 0) -> None:

@@ -197,7 +197,8 @@ def test_sigterm_lets_the_running_task_finish(pool, to_group, celery_worker, red
 
 
 def test_a_second_sigterm_gives_the_running_tasks_message_back_to_its_queue(celery_worker, redis_client):
-    worker = celery_worker("worker -l info -c 1 --time-limit=60 --soft-time-limit=50 -Q default")
+    worker = celery_worker("worker -l info -c 1 --time-limit=60 --soft-time-limit=50 -Q default",
+                           split_stderr=True)
     worker.wait_ready()
     sent = test_actors.test_gate.delay("test:never")
     wait_for(lambda: _order(redis_client) == ["gate"], 60)
@@ -206,11 +207,24 @@ def test_a_second_sigterm_gives_the_running_tasks_message_back_to_its_queue(cele
     worker.wait_for_output("worker: Warm shutdown (MainProcess)", 30)
     worker.signal(signal.SIGTERM)
     assert worker.wait() != 0
-    assert "worker: Cold shutdown (MainProcess)" in worker.output()
+    # Both lines on stdout between newlines, as Celery's safe_say writes them
+    assert "\nworker: Warm shutdown (MainProcess)\n" in worker.stdout()
+    assert "\nworker: Cold shutdown (MainProcess)\n" in worker.stdout()
+    assert "shutdown (MainProcess)" not in worker.stderr()
 
     waiting = redis_client.lrange("celery", 0, -1)
     assert len(waiting) == 1 and sent.id.encode() in waiting[0]
     assert list(redis_client.scan_iter(keys.inflight_key("default", "*"))) == []
+
+
+def test_under_solo_the_shutdown_lines_go_to_stdout_as_in_celery(celery_worker, redis_client):
+    worker = celery_worker("worker -l info -P solo -Q default", split_stderr=True)
+    worker.wait_ready()
+
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+    assert "\nworker: Warm shutdown (MainProcess)\n" in worker.stdout()
+    assert "shutdown (MainProcess)" not in worker.stderr()
 
 
 def test_the_pidfile_is_written_held_and_removed(celery_worker, tmp_path):
