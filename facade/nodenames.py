@@ -11,13 +11,9 @@ DEFAULT_PREFIX = "celery"
 
 
 def hostname() -> str:
-    """The full host name: ``gethostname()``, or its qualified form when the system knows one."""
-    short = socket.gethostname()
-    if "." not in short:
-        qualified = socket.getfqdn()
-        if qualified.startswith(short + "."):
-            return qualified
-    return short
+    """Celery's ``%h``: ``socket.gethostname()`` as it is (no DNS lookup, so no stall
+    where name resolution is slow; ``celery/utils/nodenames.py`` does the same)."""
+    return socket.gethostname()
 
 
 def expand(pattern: str, *, host: str, node: str | None = None, per_process: bool = False) -> str:

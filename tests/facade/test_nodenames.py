@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from actors.worker_logging import expand_process_index
+from facade import nodenames
 from facade.nodenames import expand, node_name
 
 
@@ -32,3 +35,11 @@ def test_file_names_keep_the_per_process_codes_for_each_process():
 def test_a_literal_percent_survives_both_passes():
     pattern = expand("%%h-%h.log", host="vm", per_process=True)
     assert expand_process_index(pattern, 2) == "%h-vm.log"
+
+
+def test_the_host_is_gethostname_as_in_celery(monkeypatch):
+    # Celery's %h is socket.gethostname(), never a DNS-qualified name
+    monkeypatch.setattr(socket, "gethostname", lambda: "web1")
+    monkeypatch.setattr(socket, "getfqdn", lambda name="": "web1.example.com")
+    assert nodenames.hostname() == "web1"
+    assert nodenames.node_name("worker1@%h") == "worker1@web1"

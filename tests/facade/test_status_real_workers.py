@@ -5,10 +5,10 @@ from __future__ import annotations
 import ast
 import os
 import signal
+import socket
 
 import pytest
 
-from facade.nodenames import hostname
 from tests.support import extra_actors as test_actors
 from tests.support.cli import run_celery
 from tests.support.waiting import wait_for
@@ -32,7 +32,7 @@ def _running(stdout: str) -> dict[str, str]:
 def test_two_worker_nodes_show_in_status_and_their_running_tasks_in_inspect_active(celery_worker, redis_client):
     # Given the runbook's two named nodes, each running a task that waits for a gate key
     # (one message each: a prefetched second gate would sit reserved on the first node)
-    host = hostname()
+    host = socket.gethostname()
     first = celery_worker("worker -l info -P solo --prefetch-multiplier=1 -Q default,state -n worker1@%h")
     second = celery_worker("worker -l info -P solo --prefetch-multiplier=1 -Q default,state -n worker2@%h")
     first.wait_ready()

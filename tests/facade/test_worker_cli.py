@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 
 import pytest
 import redis
 
 from actors import keys, registry
-from facade import nodenames
 from tests.support import extra_actors as test_actors
 from tests.support.celery_worker import TEST_ACTORS
 from tests.support.cli import run_celery
@@ -53,7 +53,7 @@ def test_a_runbook_worker_line_runs_tasks_and_stops_warmly_on_sigterm(line, cele
     assert f" ({pool})" in output and ".> concurrency: " in output
     assert ("/ForkPoolWorker-" in output) == (pool == "prefork")
     if "-n worker1@%h" in line:
-        assert f"worker1@{nodenames.hostname()} ready." in output
+        assert f"worker1@{socket.gethostname()} ready." in output
     wait_for(lambda: len(registry.live_nodes(redis_client)) == 1)
 
     # When SIGTERM reaches the main process, it stops warmly with exit code 0
@@ -71,7 +71,7 @@ def test_two_named_nodes_side_by_side_are_two_nodes(celery_worker, redis_client)
     first.wait_ready()
     second.wait_ready()
 
-    host = nodenames.hostname()
+    host = socket.gethostname()
     nodes = wait_for(lambda: (lambda found: found if len(found) == 2 else None)(registry.live_nodes(redis_client)))
     assert [n.name for n in nodes] == [f"worker1@{host}", f"worker2@{host}"]
     for node, proc in zip(nodes, (first, second), strict=True):
@@ -244,7 +244,7 @@ def test_the_pidfile_is_written_held_and_removed(celery_worker, tmp_path):
 def test_the_logfile_expands_celerys_codes(celery_worker, tmp_path):
     pattern = str(tmp_path / "%n%I.log")
     worker = celery_worker(["worker", "-l", "info", "-c", "1", "-f", pattern])
-    name = nodenames.hostname().partition(".")[0]
+    name = socket.gethostname().partition(".")[0]
     main_log, child_log = tmp_path / f"{name}.log", tmp_path / f"{name}-1.log"
     wait_for(lambda: main_log.exists() and " ready." in main_log.read_text(), 120)
     sent = test_actors.test_record_default.delay("logged")
