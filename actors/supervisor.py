@@ -192,6 +192,9 @@ class Supervisor:
             # A backstop: the child reports a stuck task itself one grace
             # after the hard limit, unless it cannot run Python at all.
             child.deadline = time.monotonic() + task["hard_ms"] / 1000 + 2 * self.spec.grace_s
+        elif kind == "done":
+            if child.current is not None and child.current["id"] == event[1]:
+                child.deadline = None
         elif kind == "end":
             if child.current is not None and child.current["id"] == event[1]:
                 child.current, child.deadline = None, None

@@ -43,6 +43,15 @@ class ParentLink(Middleware):
         })
 
     def after_process_message(self, broker, message, *, result=None, exception=None):
-        self.send("end", message.message_id)
+        # The task's code has returned: nothing left to kill it for.  The
+        # message stays the child's current one until its ack or nack (the
+        # retry policy decides in between), so a child dying before then
+        # has it failed by the retry policy, not put back as if unstarted.
+        self.send("done", message.message_id)
 
     after_skip_message = after_process_message
+
+    def after_ack(self, broker, message):
+        self.send("end", message.message_id)
+
+    after_nack = after_ack
