@@ -56,11 +56,12 @@ NOT_OFFERED = {
 
 
 class CliError(Exception):
-    """A usage error: printed as ``Error: <message>`` with exit code 2."""
+    """A usage error: printed as ``Error: <message>`` (``prefix`` + message) with exit code 2."""
 
-    def __init__(self, message: str, code: int = EX_USAGE) -> None:
+    def __init__(self, message: str, code: int = EX_USAGE, *, prefix: str = "Error: ") -> None:
         super().__init__(message)
         self.code = code
+        self.prefix = prefix
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -146,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         command = importlib.import_module(COMMANDS[args.command])
         return int(command.run(args) or 0)
     except CliError as exc:
-        print(f"Error: {exc}", file=sys.stderr)
+        print(f"{exc.prefix}{exc}", file=sys.stderr)
         return exc.code
 
 

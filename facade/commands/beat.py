@@ -12,9 +12,7 @@ refused by name.
 from __future__ import annotations
 
 import argparse
-import errno
 import logging
-import os
 import signal
 import sys
 import threading
@@ -23,7 +21,7 @@ from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
 
 from app.config import mask_url
-from facade import connection
+from facade import connection, pidfile
 from facade.cli import CliError
 
 __all__ = ["configure", "run", "LOG_FORMAT", "NOT_OFFERED"]
@@ -84,35 +82,6 @@ def _setup_logging(level: int, logfile: str | None) -> None:
     logging.getLogger("apscheduler").setLevel(max(level, logging.WARNING) if level > logging.DEBUG else level)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _create_pidfile(path: str) -> None:
-    """Celery's pidlock: refuse to start while the file names a live process."""
-    try:
-        with open(path) as f:
-            old = int(f.read().strip() or 0)
-    except FileNotFoundError:
-        old = 0
-    except (OSError, ValueError):
-        old = 0
-    if old and old != os.getpid() and _pid_alive(old):
-        raise CliError(f"Pidfile ({path}) already exists.\nSeems we're already running? (pid: {old})", 1)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    except OSError as e:
-        raise CliError(f"cannot write the pidfile {path}: {os.strerror(e.errno or errno.EIO)}", 1) from None
-    with os.fdopen(fd, "w") as f:
-        f.write(f"{os.getpid()}\n")
-
-
 def _banner(redis_uri: str, jobs, level: int, logfile: str | None) -> str:
     try:
         ours = version("whatsapp-assistant-tasks")
@@ -135,16 +104,9 @@ def _banner(redis_uri: str, jobs, level: int, logfile: str | None) -> str:
 def run(args: argparse.Namespace) -> int:
     cfg = connection.config()
     connection.connect(cfg).close()  # fail now, as Celery does, if Redis is down
-    if args.pidfile:
-        _create_pidfile(args.pidfile)
-    try:
+    # Celery beat takes --pidfile as given (no %-codes), with the worker's lock.
+    with pidfile.held(args.pidfile):
         return _run(args, cfg)
-    finally:
-        if args.pidfile:
-            try:
-                os.unlink(args.pidfile)
-            except OSError:
-                pass
 
 
 def _run(args: argparse.Namespace, cfg) -> int:

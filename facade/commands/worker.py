@@ -166,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
     node = nodenames.node_name(args.hostname, host=host)
     logfile = None
     if args.logfile:
-        logfile = nodenames.expand(args.logfile, host=host, node=node, per_process=True)
+        logfile = nodenames.file_name(args.logfile, node)
     spec = _spec(args, pool=pool, level=level, node=node, host=host, logfile=logfile,
                  queues=queue_names, broker_shown=mask_url(config.redis_uri), config=config)
     return _start(args, spec, queue_names, broker)
@@ -241,7 +241,11 @@ def _start(args, spec, queue_names, broker) -> int:
 
     if spec.logfile:
         _check_writable(spec.logfile)
-    with pidfile.held(args.pidfile):
+    from actors.worker_logging import expand_process_index
+
+    # Celery: node_format(pidfile, nodename); %i is the main process's index, 0.
+    pid_path = expand_process_index(nodenames.file_name(args.pidfile, spec.node_name), 0) if args.pidfile else None
+    with pidfile.held(pid_path):
         if not args.quiet:
             shown = spec.loglevel <= logging.INFO
             tasks = sorted(celery_name(a) for a in broker.get_declared_actors()) if shown else None

@@ -234,8 +234,19 @@ def test_the_pidfile_is_written_held_and_removed(celery_worker, tmp_path):
 
     second = run_celery("-A", "tasks", "worker", "-P", "solo", "--pidfile", str(pidfile), env=TEST_ACTORS)
     assert second.returncode == 73
-    assert f"Pidfile ({pidfile}) already exists" in second.stderr
+    assert second.stderr.endswith(f"ERROR: Pidfile ({pidfile}) already exists.\n"
+                                  f"Seems we're already running? (pid: {worker.pid})\n")
 
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+    assert not pidfile.exists()
+
+
+def test_the_pidfile_expands_celerys_node_codes(celery_worker, tmp_path):
+    # As Celery's node_format: %n is the node's name part, %h its host part, %i the main process's 0
+    worker = celery_worker(["worker", "-P", "solo", "-n", "w1@%h", "--pidfile", str(tmp_path / "%n-%h-%i.pid")])
+    pidfile = tmp_path / f"w1-{socket.gethostname()}-0.pid"
+    wait_for(lambda: pidfile.exists() and pidfile.read_text().strip() == str(worker.pid), 60)
     worker.signal(signal.SIGTERM)
     assert worker.wait() == 0
     assert not pidfile.exists()
@@ -244,8 +255,8 @@ def test_the_pidfile_is_written_held_and_removed(celery_worker, tmp_path):
 def test_the_logfile_expands_celerys_codes(celery_worker, tmp_path):
     pattern = str(tmp_path / "%n%I.log")
     worker = celery_worker(["worker", "-l", "info", "-c", "1", "-f", pattern])
-    name = socket.gethostname().partition(".")[0]
-    main_log, child_log = tmp_path / f"{name}.log", tmp_path / f"{name}-1.log"
+    # %n is the node's name part (the default node is celery@HOST), as Celery's node_format
+    main_log, child_log = tmp_path / "celery.log", tmp_path / "celery-1.log"
     wait_for(lambda: main_log.exists() and " ready." in main_log.read_text(), 120)
     sent = test_actors.test_record_default.delay("logged")
     wait_for(lambda: child_log.exists() and f"test_record_default[{sent.id}] succeeded" in child_log.read_text(), 60)
