@@ -86,3 +86,16 @@ def test_task_dicts_keep_their_key_order_and_empty_lists(redis_client):
     assert node.reserved == [task]
     assert list(node.reserved[0]) == list(task)
     assert node.processes["7"]["active"] == []
+
+
+def test_a_task_dict_shows_the_actors_priority_when_its_message_has_none(make_broker):
+    from actors.middleware.node_state import task_dict
+    from tests.actors.test_broker import declare
+
+    broker = make_broker()
+    message = declare(broker, priority=-3).message("x")  # Dramatiq's -3 is the runbook's 3
+    assert "priority" not in message.options
+
+    entry = task_dict(message, hostname="w1@vm", started=None, pid=None, broker=broker)
+
+    assert entry["delivery_info"]["priority"] == 3
