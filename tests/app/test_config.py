@@ -55,3 +55,10 @@ def test_mask_url_hides_only_the_password():
     assert mask_url("redis://:pw@127.0.0.1:6390/0") == "redis://:**@127.0.0.1:6390/0"
     assert mask_url("rediss://user:pw@host:6380/1") == "rediss://user:**@host:6380/1"
     assert mask_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+def test_mask_url_hides_a_password_given_as_a_query_parameter():
+    # redis-py's from_url takes ?password= too
+    assert mask_url("redis://127.0.0.1:6379/0?password=secret&db=1") == "redis://127.0.0.1:6379/0?password=**&db=1"
+    assert mask_url("redis://:pw@h:6379/0?socket_timeout=5&Password=x") == "redis://:**@h:6379/0?socket_timeout=5&Password=**"
+    assert mask_url("redis://h:6379/0?socket_timeout=5") == "redis://h:6379/0?socket_timeout=5"
