@@ -5,8 +5,8 @@ Each child is a :class:`actors.node_process.NodeProcess` started with
 ``ForkPoolWorker-N`` with N counting up as children are replaced, as in
 Celery.  The supervisor (the node's main process) runs no task; it
 
-- beats the node's ``info`` into the registry (the children beat their
-  own state);
+- beats the node's ``info`` into the registry while at least one child
+  is ready (the children beat their own state);
 - refreshes the broker heartbeat of every live child, so that a child
   whose task holds the GIL (and cannot beat itself) is not swept;
 - replaces only the child that exited: a child that retired after
@@ -298,13 +298,20 @@ class Supervisor:
         how = "Warm" if self._signals == 1 else "Cold"
         say_shutdown(how)
 
+    def _serving(self) -> bool:
+        """Whether at least one child is up and taking messages (busy or not)."""
+        return any(c.ready and c.process.is_alive() for c in list(self.children.values()))
+
     def _beat(self) -> None:
+        """Beat the node's info while at least one child serves: a node whose children
+        all crash-loop is not counted by ``status``, ``inspect`` and ``/health``."""
         info = self.spec.info()
         while True:
-            try:
-                registry.beat(self.client, self.spec.node_name, info=info)
-            except redis.RedisError as e:
-                logger.warning("Could not beat into the node registry: %s", e)
+            if self._serving():
+                try:
+                    registry.beat(self.client, self.spec.node_name, info=info)
+                except redis.RedisError as e:
+                    logger.warning("Could not beat into the node registry: %s", e)
             if self._stop_beat.wait(registry.INTERVAL_S):
                 return
 

@@ -296,13 +296,15 @@ def test_the_app_option_after_worker_is_refused_as_in_celery_5():
     assert "-A' as a global option: celery -A tasks worker" in result.stderr
 
 
-def test_a_child_that_keeps_dying_is_restarted_with_a_growing_delay(celery_worker):
+def test_a_child_that_keeps_dying_is_restarted_with_a_growing_delay(celery_worker, redis_client):
     worker = celery_worker("worker -l info -c 1 -Q default",
                            WORKER_EXTRA_MODULES="tests.support.extra_actors,tests.support.crashing_child")
     output = worker.wait_for_output("keeps failing (4 times in a row): starting it again in 4s", 120)
     # One start per announced delay: the supervisor does not spin
     assert output.count("exited with 'exitcode 3'") == 4
     assert "keeps failing (3 times in a row): starting it again in 2s" in output
+    # A node none of whose children serves is not counted as live
+    assert registry.live_nodes(redis_client) == []
     worker.signal(signal.SIGTERM)
     assert worker.wait() == 0
 
