@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -85,14 +84,19 @@ class Beat:
         self.held = held
         return held
 
-    def fire(self, job: Job, *, now_s: float | None = None) -> bool:
-        """Run ``job`` if this process holds the lease and its current period has not run."""
+    def fire(self, job: Job) -> bool:
+        """Run ``job`` if this process holds the lease and its current period has not run.
+
+        The period is numbered by Redis's clock, not this host's: a beat
+        whose clock runs ahead cannot fire a period early after a takeover.
+        """
         if not self.held:
             return False
-        period = round((time.time() if now_s is None else now_s) / job.interval_s)
         remember_ms = int(max(job.interval_s * 3, self.lease_s * 2) * 1000)
         try:
-            if not self.lease.claim_run(keys.beat_run_key(job.name), period, remember_ms=remember_ms):
+            period = self.lease.claim_run(keys.beat_run_key(job.name), interval_ms=int(job.interval_s * 1000),
+                                          remember_ms=remember_ms)
+            if period is None:
                 return False
         except redis.RedisError as e:
             logger.error("beat: Connection error: %s. Job %s skipped this period.", e, job.name)

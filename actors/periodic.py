@@ -19,7 +19,7 @@ from app.config import Config
 if TYPE_CHECKING:
     from actors.broker import RedisBroker
 
-__all__ = ["sweep_buffers", "check_queues", "RESEND_AFTER_S", "QUEUES"]
+__all__ = ["sweep_buffers", "check_queues", "redis_now_ms", "RESEND_AFTER_S", "QUEUES"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,13 +31,25 @@ RESEND_AFTER_S = 300
 QUEUES = ("default", "state")
 
 
-def sweep_buffers(client: redis.Redis, config: Config, *, now_ms: int,
+def redis_now_ms(client: redis.Redis) -> int:
+    """Redis's clock in ms: the one clock every host of the deployment shares."""
+    seconds, micros = client.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+def sweep_buffers(client: redis.Redis, config: Config, *, now_ms: int | None = None,
                   send_check: Callable[[str, int], object]) -> int:
     """Send ``check_buffer_task`` again for every buffer whose check was lost.
+
+    ``now_ms`` defaults to Redis's clock, so that the beat host's clock
+    being ahead cannot take a conversation whose customer is still typing
+    for a lost one.  (Its ``app:last:*`` must be written by Redis's clock too.)
 
     Returns:
       How many checks were sent.
     """
+    if now_ms is None:
+        now_ms = redis_now_ms(client)
     quiet_ms = int((config.buffer_window_s + config.buffer_sweep_margin_s) * 1000)
     sent = 0
     for lost in find_lost_checks(client, now_ms=now_ms, quiet_ms=quiet_ms):

@@ -16,7 +16,6 @@ import logging
 import signal
 import sys
 import threading
-import time
 from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
 
@@ -118,8 +117,7 @@ def _run(args: argparse.Namespace, cfg) -> int:
     client = actors.broker.client
     jobs = [
         Job("buffer-sweep", "tasks.check_buffer_task", cfg.buffer_sweep_interval_s,
-            lambda: periodic.sweep_buffers(client, cfg, now_ms=int(time.time() * 1000),
-                                           send_check=actors.check_buffer_task.send)),
+            lambda: periodic.sweep_buffers(client, cfg, send_check=actors.check_buffer_task.send)),
         Job("queue-check", "actors.periodic.check_queues", cfg.queue_check_interval_s,
             lambda: periodic.check_queues(actors.broker, threshold=cfg.queue_alert_threshold)),
     ]

@@ -95,3 +95,17 @@ def test_the_config_reads_the_alert_threshold_and_intervals():
     assert (cfg.queue_alert_threshold, cfg.buffer_sweep_interval_s, cfg.queue_check_interval_s,
             cfg.beat_lease_s) == (50, 5.0, 30.0, 9.0)
     assert Config.from_env({}).queue_alert_threshold == 1000
+
+
+def test_the_sweep_goes_by_redis_clock_not_the_beat_hosts(global_broker, redis_client, runtime, monkeypatch):
+    # Given a buffer whose last message came just now by Redis's clock
+    redis_now = periodic.redis_now_ms(redis_client)
+    append_to_buffer(redis_client, "c-typing", "wamid.t1", {"wamid": "wamid.t1", "text": "hi"}, now_ms=redis_now)
+
+    # When the beat host's clock is an hour ahead
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() + 3600)
+
+    # Then the customer still typing is left alone
+    assert periodic.sweep_buffers(redis_client, runtime.config, send_check=tasks.check_buffer_task.send) == 0
+    assert redis_client.llen("celery") == 0
