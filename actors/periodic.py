@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import redis
 
 from actors import keys, waiting
-from app.buffer_sweep import find_lost_checks, forget_resent, note_resent
+from app.buffer_sweep import forget_resent, iter_lost_checks, note_resent
 from app.config import Config
 
 if TYPE_CHECKING:
@@ -27,6 +27,10 @@ logger = logging.getLogger(__name__)
 #: (seconds): it waits in the queue when no worker runs.
 RESEND_AFTER_S = 300
 
+#: Most checks one sweep sends again; the next sweep goes on with the others
+#: (those sent are skipped for RESEND_AFTER_S).
+MAX_SENDS_PER_SWEEP = 1000
+
 #: The queues the queue check watches.
 QUEUES = ("default", "state")
 
@@ -38,12 +42,16 @@ def redis_now_ms(client: redis.Redis) -> int:
 
 
 def sweep_buffers(client: redis.Redis, config: Config, *, now_ms: int | None = None,
-                  send_check: Callable[[str, int], object]) -> int:
+                  send_check: Callable[[str, int], object], max_sends: int = MAX_SENDS_PER_SWEEP) -> int:
     """Send ``check_buffer_task`` again for every buffer whose check was lost.
 
     ``now_ms`` defaults to Redis's clock, so that the beat host's clock
     being ahead cannot take a conversation whose customer is still typing
     for a lost one.  (Its ``app:last:*`` must be written by Redis's clock too.)
+
+    It scans every buffer, skipping those sent again recently, and stops
+    after ``max_sends`` sends; so beyond that many lost buffers, each sweep
+    reaches new ones instead of finding the same first ones again.
 
     Returns:
       How many checks were sent.
@@ -52,7 +60,9 @@ def sweep_buffers(client: redis.Redis, config: Config, *, now_ms: int | None = N
         now_ms = redis_now_ms(client)
     quiet_ms = int((config.buffer_window_s + config.buffer_sweep_margin_s) * 1000)
     sent = 0
-    for lost in find_lost_checks(client, now_ms=now_ms, quiet_ms=quiet_ms):
+    for lost in iter_lost_checks(client, now_ms=now_ms, quiet_ms=quiet_ms):
+        if sent >= max_sends:
+            break
         if not note_resent(client, lost, resend_after_s=RESEND_AFTER_S):
             continue
         try:

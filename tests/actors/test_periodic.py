@@ -109,3 +109,22 @@ def test_the_sweep_goes_by_redis_clock_not_the_beat_hosts(global_broker, redis_c
     # Then the customer still typing is left alone
     assert periodic.sweep_buffers(redis_client, runtime.config, send_check=tasks.check_buffer_task.send) == 0
     assert redis_client.llen("celery") == 0
+
+
+def test_beyond_the_cap_each_sweep_reaches_other_lost_buffers(global_broker, redis_client, runtime):
+    # Given more lost buffers than one sweep sends
+    now_ms = periodic.redis_now_ms(redis_client)
+    for i in range(5):
+        append_to_buffer(redis_client, f"c-many-{i}", f"wamid.m{i}", {"wamid": f"wamid.m{i}", "text": "hi"},
+                         now_ms=now_ms - 60_000)
+    sent: list[str] = []
+
+    def send(conversation, seq):
+        sent.append(conversation)
+
+    # When sweeps of at most 2 sends run one after another
+    counts = [periodic.sweep_buffers(redis_client, runtime.config, send_check=send, max_sends=2) for _ in range(4)]
+
+    # Then every lost buffer is reached once, none found again while its resend is recent
+    assert counts == [2, 2, 1, 0]
+    assert sorted(sent) == [f"c-many-{i}" for i in range(5)]
