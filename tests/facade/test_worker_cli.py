@@ -158,9 +158,10 @@ def test_a_task_blocked_in_c_is_stopped_at_the_hard_limit_and_retried(celery_wor
     assert redis_client.llen("test:blocked") == 2
 
 
-def test_under_solo_a_task_blocked_in_c_makes_the_process_exit_75_after_scheduling_its_retry(
-        celery_worker, redis_client):
-    worker = celery_worker("worker -l info -P solo --time-limit=2 --soft-time-limit=1 -Q default")
+@pytest.mark.parametrize("pool", ["solo -c 1", "threads -c 2"])
+def test_under_solo_or_threads_a_task_blocked_in_c_makes_the_process_exit_75_after_scheduling_its_retry(
+        pool, celery_worker, redis_client):
+    worker = celery_worker(f"worker -l info -P {pool} --time-limit=2 --soft-time-limit=1 -Q default")
     worker.wait_ready()
     sent = test_actors.test_blocked_in_c.delay("stuck solo")
 
@@ -174,8 +175,9 @@ def test_under_solo_a_task_blocked_in_c_makes_the_process_exit_75_after_scheduli
     assert registry.live_nodes(redis_client) == []
 
 
-def test_the_soft_limit_is_raised_inside_the_task(celery_worker, redis_client):
-    worker = celery_worker("worker -l info -P solo --time-limit=20 --soft-time-limit=1 -Q default")
+@pytest.mark.parametrize("pool", ["solo", "prefork", "threads"])
+def test_the_soft_limit_is_raised_inside_the_task(pool, celery_worker, redis_client):
+    worker = celery_worker(f"worker -l info -P {pool} -c 1 --time-limit=20 --soft-time-limit=1 -Q default")
     worker.wait_ready()
     sent = test_actors.test_soft_limit.delay()
     wait_for(lambda: _order(redis_client) == ["soft limit caught"], 60)
@@ -205,6 +207,52 @@ def test_sigterm_lets_the_running_task_finish(pool, to_group, celery_worker, red
     assert f"Task tasks.test_gate[{sent.id}] succeeded in " in worker.output()
     assert redis_client.llen("celery") == 0
     assert list(redis_client.scan_iter(keys.inflight_key("default", "*"))) == []
+
+
+@pytest.mark.parametrize("pool", ["prefork", "solo"])
+def test_a_warm_shutdown_gives_prefetched_messages_back_to_their_queue(pool, celery_worker, redis_client):
+    # Given one worker thread in a gated task, holding two more messages it prefetched (default multiplier 4)
+    worker = celery_worker(f"worker -l info -P {pool} -c 1 --time-limit=60 --soft-time-limit=50 -Q default")
+    worker.wait_ready()
+    test_actors.test_gate.delay("test:release-gate")
+    wait_for(lambda: _order(redis_client) == ["gate"], 60)
+    waiting = [test_actors.test_record_default.delay(f"prefetched {n}") for n in range(2)]
+    wait_for(lambda: redis_client.llen("celery") == 0, 30)  # taken into the worker's in-flight list
+
+    # When it is stopped warmly and its running task finishes (the signal reaches the
+    # children directly too: a supervisor's "stop" over the pipe is read within 0.5 s)
+    os.killpg(worker.pid, signal.SIGTERM)
+    worker.wait_for_output("worker: Warm shutdown (MainProcess)", 30)
+    redis_client.set("test:release-gate", 1)
+    assert worker.wait() == 0
+
+    # Then the prefetched messages wait in their queue again, unrun
+    assert redis_client.llen("celery") == 2
+    assert all(any(m.id.encode() in e for e in redis_client.lrange("celery", 0, -1)) for m in waiting)
+    assert _order(redis_client) == ["gate"]
+    assert list(redis_client.scan_iter(keys.inflight_key("default", "*"))) == []
+
+
+def test_a_child_retiring_after_max_tasks_gives_its_prefetched_messages_back(celery_worker, redis_client):
+    # Given a child that retires after one task, in a gated task with two prefetched messages
+    worker = celery_worker("worker -l info -P prefork -c 1 --max-tasks-per-child=1 -Q default")
+    worker.wait_ready()
+    test_actors.test_gate.delay("test:release-gate")
+    wait_for(lambda: _order(redis_client) == ["gate"], 60)
+    waiting = [test_actors.test_record_default.delay(f"prefetched {n}") for n in range(2)]
+    wait_for(lambda: redis_client.llen("celery") == 0, 30)
+
+    # When its task ends, it retires
+    redis_client.set("test:release-gate", 1)
+    output = worker.wait_for_output("(max tasks per child reached (1))", 60)
+    assert "Process 'ForkPoolWorker-1'" in output
+
+    # Then the two messages run once each, in replacements, not in the retired child
+    wait_for(lambda: sorted(_order(redis_client)) == ["gate", "prefetched 0", "prefetched 1"], 60)
+    for message in waiting:
+        output = worker.wait_for_output(f"Task tasks.test_record_default[{message.id}] received", 30)
+        assert f"/ForkPoolWorker-1] Task tasks.test_record_default[{message.id}] received" not in output
+    assert "Gave back" not in worker.output()  # the child gave them back itself, not its supervisor
 
 
 def test_a_second_sigterm_gives_the_running_tasks_message_back_to_its_queue(celery_worker, redis_client):
