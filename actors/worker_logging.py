@@ -34,8 +34,11 @@ def expand_process_index(pattern: str, index: int) -> str:
 def say_shutdown(how: str) -> None:
     """``worker: Warm shutdown (MainProcess)`` (or ``Cold``), as Celery writes it: on
     stdout, between newlines, in one write that is safe in a signal handler."""
+    out = sys.__stdout__
+    if out is None:
+        return  # no stdout (a Windows service): the line is only for a terminal
     try:
-        os.write(sys.__stdout__.fileno(), f"\nworker: {how} shutdown (MainProcess)\n".encode())
+        os.write(out.fileno(), f"\nworker: {how} shutdown (MainProcess)\n".encode())
     except (AttributeError, OSError, ValueError):
         pass  # no stdout (a Windows service): the line is only for a terminal
 
