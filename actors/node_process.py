@@ -30,6 +30,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -42,7 +43,7 @@ from actors.names import celery_name
 from actors.worker_logging import say_shutdown
 from actors.worker_spec import WorkerSpec
 
-__all__ = ["NodeProcess", "load_broker", "EX_REPLACE", "EX_COLD"]
+__all__ = ["NodeProcess", "load_broker", "wait_for_redis", "EX_REPLACE", "EX_COLD"]
 
 #: Exit code of a process that must be replaced (a task stuck in C code).
 EX_REPLACE = 75
@@ -50,6 +51,26 @@ EX_REPLACE = 75
 EX_COLD = 1
 
 logger = logging.getLogger("celery.worker")
+
+#: Longest pause between two attempts to reach Redis at start, in seconds.
+MAX_CONNECT_WAIT_S = 32.0
+
+
+def wait_for_redis(client, shown: str) -> None:
+    """Return once Redis answers, saying so as Celery does meanwhile (a node started
+    before Redis starts consuming when it comes, instead of claiming to be connected)."""
+    import redis
+
+    wait_s = 1.0
+    while True:
+        try:
+            client.ping()
+            return
+        except redis.RedisError as e:
+            logging.getLogger("celery.worker.consumer.consumer").error(
+                "consumer: Cannot connect to %s: %s.\nTrying again in %.2f seconds...", shown, e, wait_s)
+        time.sleep(wait_s)
+        wait_s = min(wait_s * 2, MAX_CONNECT_WAIT_S)
 
 
 def load_broker(extra_modules: tuple[str, ...] = ()):

@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING
 import redis
 
 from actors import keys, waiting
+from actors.beat import Job
 from app.buffer_sweep import forget_resent, iter_lost_checks, note_resent
 from app.config import Config
 
 if TYPE_CHECKING:
     from actors.broker import RedisBroker
 
-__all__ = ["sweep_buffers", "check_queues", "redis_now_ms", "RESEND_AFTER_S", "QUEUES"]
+__all__ = ["jobs", "sweep_buffers", "check_queues", "redis_now_ms", "RESEND_AFTER_S", "QUEUES"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +34,17 @@ MAX_SENDS_PER_SWEEP = 1000
 
 #: The queues the queue check watches.
 QUEUES = ("default", "state")
+
+
+def jobs(config: Config, broker: RedisBroker) -> list[Job]:
+    """The jobs ``celery beat`` runs, their intervals, and how they send."""
+    send_check = broker.get_actor("check_buffer_task").send
+    return [
+        Job("buffer-sweep", "tasks.check_buffer_task", config.buffer_sweep_interval_s,
+            lambda: sweep_buffers(broker.client, config, send_check=send_check)),
+        Job("queue-check", "actors.periodic.check_queues", config.queue_check_interval_s,
+            lambda: check_queues(broker, threshold=config.queue_alert_threshold)),
+    ]
 
 
 def redis_now_ms(client: redis.Redis) -> int:

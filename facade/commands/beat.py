@@ -112,15 +112,10 @@ def _run(args: argparse.Namespace, cfg) -> int:
     # Importing the actors builds the broker the jobs send with.
     import actors
     from actors import periodic
-    from actors.beat import Beat, Job
+    from actors.beat import Beat
 
     client = actors.broker.client
-    jobs = [
-        Job("buffer-sweep", "tasks.check_buffer_task", cfg.buffer_sweep_interval_s,
-            lambda: periodic.sweep_buffers(client, cfg, send_check=actors.check_buffer_task.send)),
-        Job("queue-check", "actors.periodic.check_queues", cfg.queue_check_interval_s,
-            lambda: periodic.check_queues(actors.broker, threshold=cfg.queue_alert_threshold)),
-    ]
+    jobs = periodic.jobs(cfg, actors.broker)
     if not args.quiet:
         print(_banner(cfg.redis_uri, jobs, args.loglevel, args.logfile), flush=True)
     _setup_logging(args.loglevel, args.logfile)

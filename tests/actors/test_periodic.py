@@ -128,3 +128,13 @@ def test_beyond_the_cap_each_sweep_reaches_other_lost_buffers(global_broker, red
     # Then every lost buffer is reached once, none found again while its resend is recent
     assert counts == [2, 2, 1, 0]
     assert sorted(sent) == [f"c-many-{i}" for i in range(5)]
+
+
+def test_the_beat_jobs_are_the_buffer_sweep_and_the_queue_check_at_the_configured_intervals(global_broker,
+                                                                                            runtime):
+    jobs = periodic.jobs(runtime.config, global_broker)
+
+    assert [(j.name, j.task, j.interval_s) for j in jobs] == [
+        ("buffer-sweep", "tasks.check_buffer_task", runtime.config.buffer_sweep_interval_s),
+        ("queue-check", "actors.periodic.check_queues", runtime.config.queue_check_interval_s),
+    ]
