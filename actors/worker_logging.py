@@ -1,9 +1,10 @@
-"""Logging of worker processes, in Celery's format.
+"""Logging of worker and beat processes, in Celery's format.
 
 ``[%(asctime)s: %(levelname)s/%(processName)s] %(message)s``: the
 process name is ``MainProcess`` for the node's main process and
 ``ForkPoolWorker-N`` in prefork children, as the runbook's log filters
-expect.
+expect.  Also the filters that keep the worker's log to one line per
+task start and finish.
 """
 
 from __future__ import annotations
@@ -12,9 +13,13 @@ import logging
 import os
 import sys
 
-__all__ = ["FORMAT", "setup_logging", "expand_process_index", "say_shutdown"]
+__all__ = ["FORMAT", "setup_logging", "expand_process_index", "say_shutdown", "install_log_filters"]
 
 FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
+
+#: Libraries whose own INFO lines repeat ours or are noise ("Shutting down...",
+#: APScheduler's "Added job"/"Running job"): shown from WARNING unless at DEBUG.
+_CHATTY = ("dramatiq", "apscheduler")
 
 
 def expand_process_index(pattern: str, index: int) -> str:
@@ -56,5 +61,25 @@ def setup_logging(level: int, logfile: str | None, *, index: int = 0) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    # Dramatiq's own INFO lines ("Shutting down...") repeat ours.
-    logging.getLogger("dramatiq").setLevel(level if level <= logging.DEBUG else max(level, logging.WARNING))
+    for name in _CHATTY:
+        logging.getLogger(name).setLevel(level if level <= logging.DEBUG else max(level, logging.WARNING))
+
+
+class _DropDuplicateWorkerLines(logging.Filter):
+    """Drops two lines of Dramatiq's worker thread that say what we say better.
+
+    * "Failed to process message ... with unhandled exception": the retry
+      middleware logs every failure once, in Celery's words, with its
+      traceback and whether it is retried.
+    * "Actor ... returned a value ... Results middleware": the runbook's
+      deployment has no result backend on purpose; the return value is
+      logged in the ``succeeded`` line.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = str(record.msg)
+        return not (text.startswith("Failed to process message") or "Results middleware" in text)
+
+
+def install_log_filters() -> None:
+    logging.getLogger("dramatiq.worker.WorkerThread").addFilter(_DropDuplicateWorkerLines())

@@ -14,17 +14,22 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 from typing import NoReturn
 
 from app.config import set_environment
 
-__all__ = ["main", "CliError", "ArgumentParser", "EX_USAGE", "EX_UNAVAILABLE"]
+__all__ = ["main", "CliError", "ArgumentParser", "EX_USAGE", "EX_UNAVAILABLE", "LEVELS"]
 
 #: Celery's exit codes (click's usage error, and sysexits' EX_UNAVAILABLE).
 EX_USAGE = 2
 EX_UNAVAILABLE = 69
+
+#: Celery's log level names for ``-l`` (FATAL is CRITICAL, WARN is WARNING).
+LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING, "WARN": logging.WARNING,
+          "ERROR": logging.ERROR, "CRITICAL": logging.CRITICAL, "FATAL": logging.CRITICAL}
 
 #: The only app ``-A`` may name: the module that holds the five tasks.
 APP_MODULE = "tasks"

@@ -14,22 +14,15 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
-import sys
 import threading
 from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
 
 from app.config import mask_url
 from facade import connection, pidfile
-from facade.cli import CliError
+from facade.cli import LEVELS, CliError
 
-__all__ = ["configure", "run", "LOG_FORMAT", "NOT_OFFERED"]
-
-#: Celery's log line format.
-LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
-
-_LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING, "WARN": logging.WARNING,
-           "ERROR": logging.ERROR, "CRITICAL": logging.CRITICAL, "FATAL": logging.CRITICAL}
+__all__ = ["configure", "run", "NOT_OFFERED"]
 
 #: Celery beat options this project does not offer, and why.
 NOT_OFFERED = {
@@ -52,7 +45,7 @@ class _Refuse(argparse.Action):
 
 def _level(value: str) -> int:
     try:
-        return _LEVELS[value.upper()]
+        return LEVELS[value.upper()]
     except KeyError:
         raise argparse.ArgumentTypeError(
             f"{value!r} is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL, FATAL") from None
@@ -66,19 +59,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-s", "--schedule", help="accepted for the runbook; unused (the schedule's state is in Redis)")
     for option in NOT_OFFERED:
         parser.add_argument(option, nargs="?", action=_Refuse, help=argparse.SUPPRESS)
-
-
-def _setup_logging(level: int, logfile: str | None) -> None:
-    try:
-        handler: logging.Handler = logging.FileHandler(logfile) if logfile else logging.StreamHandler(sys.stderr)
-    except OSError as e:
-        raise CliError(f"cannot open the log file {logfile}: {e.strerror}") from None
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    # APScheduler's own INFO lines ("Added job", "Running job") are noise here.
-    logging.getLogger("apscheduler").setLevel(max(level, logging.WARNING) if level > logging.DEBUG else level)
 
 
 def _banner(redis_uri: str, jobs, level: int, logfile: str | None) -> str:
@@ -118,7 +98,12 @@ def _run(args: argparse.Namespace, cfg) -> int:
     jobs = periodic.jobs(cfg, actors.broker)
     if not args.quiet:
         print(_banner(cfg.redis_uri, jobs, args.loglevel, args.logfile), flush=True)
-    _setup_logging(args.loglevel, args.logfile)
+    from actors.worker_logging import setup_logging
+
+    try:
+        setup_logging(args.loglevel, args.logfile)
+    except OSError as e:
+        raise CliError(f"cannot open the log file {args.logfile}: {e.strerror}") from None
     if args.schedule:
         logging.getLogger(__name__).warning(
             "beat: --schedule %s is not used: the jobs are fixed in code and their state lives in Redis "

@@ -17,13 +17,9 @@ import time
 from importlib import metadata
 
 from facade import nodenames
-from facade.cli import APP_MODULE, CliError
+from facade.cli import APP_MODULE, LEVELS, CliError
 
 __all__ = ["configure", "run"]
-
-#: Celery's log levels (FATAL is CRITICAL).
-LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING, "WARN": logging.WARNING,
-          "ERROR": logging.ERROR, "CRITICAL": logging.CRITICAL, "FATAL": logging.CRITICAL}
 
 #: -P values: this project's pools, and Celery's others.
 POOL_ALIASES = {"solo": "solo", "prefork": "prefork", "processes": "prefork", "threads": "threads"}
