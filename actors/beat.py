@@ -25,6 +25,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from actors import keys
 from actors.lease import Lease
+from facade.api import seconds_to_ms
 
 __all__ = ["Job", "Beat"]
 
@@ -57,7 +58,7 @@ class Beat:
         self.client = client
         self.jobs = jobs
         self.lease_s = lease_s
-        self.lease = Lease(client, keys.beat_lease_key(), ttl_ms=int(lease_s * 1000))
+        self.lease = Lease(client, keys.beat_lease_key(), ttl_ms=seconds_to_ms(lease_s))
         self.held = False
         self._announced_standby = False
         self._scheduler = BackgroundScheduler(timezone=UTC, job_defaults={"coalesce": True, "max_instances": 1})
@@ -92,9 +93,9 @@ class Beat:
         """
         if not self.held:
             return False
-        remember_ms = int(max(job.interval_s * 3, self.lease_s * 2) * 1000)
+        remember_ms = seconds_to_ms(max(job.interval_s * 3, self.lease_s * 2))
         try:
-            period = self.lease.claim_run(keys.beat_run_key(job.name), interval_ms=int(job.interval_s * 1000),
+            period = self.lease.claim_run(keys.beat_run_key(job.name), interval_ms=seconds_to_ms(job.interval_s),
                                           remember_ms=remember_ms)
             if period is None:
                 return False

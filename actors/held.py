@@ -23,6 +23,7 @@ from dramatiq import Message
 from actors.broker import RedisBroker
 from actors.middleware.retries import FixedRetries
 from app.errors import TransientError
+from facade.api import ms_to_seconds
 from facade.exceptions import TimeLimitExceeded
 
 __all__ = ["fail_held", "hard_limit_error", "WorkerLostError"]
@@ -41,7 +42,7 @@ class WorkerLostError(TransientError):
 
 def hard_limit_error(hard_ms: int) -> TimeLimitExceeded:
     """The exception recorded for a task stopped at its hard limit."""
-    return TimeLimitExceeded(f"hard time limit ({hard_ms / 1000:g}s) exceeded")
+    return TimeLimitExceeded(f"hard time limit ({ms_to_seconds(hard_ms):g}s) exceeded")
 
 
 def fail_held(broker: RedisBroker, *, inflight_key: str, raw: bytes, message: Message,

@@ -42,6 +42,7 @@ from actors.middleware.time_limits import Stuck
 from actors.names import celery_name
 from actors.worker_logging import say_shutdown
 from actors.worker_spec import WorkerSpec
+from facade.api import seconds_to_ms
 
 __all__ = ["NodeProcess", "load_broker", "wait_for_redis", "EX_REPLACE", "EX_COLD"]
 
@@ -132,9 +133,10 @@ class NodeProcess:
     def configure(self) -> None:
         spec, broker = self.spec, self.broker
         if spec.time_limit_s is not None:
-            self.time_limits.override_time_limit_ms = int(round(spec.time_limit_s * 1000))
+            self.time_limits.override_time_limit_ms = seconds_to_ms(spec.time_limit_s, name="--time-limit")
         if spec.soft_time_limit_s is not None:
-            self.time_limits.override_soft_time_limit_ms = int(round(spec.soft_time_limit_s * 1000))
+            self.time_limits.override_soft_time_limit_ms = seconds_to_ms(spec.soft_time_limit_s,
+                                                                         name="--soft-time-limit")
         self.time_limits.grace_s = spec.grace_s
         self.time_limits.on_stuck = self._on_stuck
         if self.link is not None:
@@ -187,7 +189,7 @@ class NodeProcess:
 
     def _shutdown(self, worker: Worker) -> None:
         worker.workers = [t for t in worker.workers if t.ident not in self._stuck_threads]
-        worker.stop(timeout=int(self.spec.shutdown_timeout_s * 1000))
+        worker.stop(timeout=seconds_to_ms(self.spec.shutdown_timeout_s))
         if any(t.is_alive() for t in worker.workers):
             logger.warning("Tasks still running after the shutdown timeout (%ss): their messages go back "
                            "to their queue.", f"{self.spec.shutdown_timeout_s:g}")

@@ -41,6 +41,7 @@ from actors.held import WorkerLostError, fail_held, hard_limit_error
 from actors.node_process import EX_COLD, child_main, load_broker
 from actors.worker_logging import say_shutdown
 from actors.worker_spec import WorkerSpec
+from facade.api import ms_to_seconds
 
 __all__ = ["Supervisor"]
 
@@ -191,7 +192,7 @@ class Supervisor:
             child.current = task
             # A backstop: the child reports a stuck task itself one grace
             # after the hard limit, unless it cannot run Python at all.
-            child.deadline = time.monotonic() + task["hard_ms"] / 1000 + 2 * self.spec.grace_s
+            child.deadline = time.monotonic() + ms_to_seconds(task["hard_ms"]) + 2 * self.spec.grace_s
         elif kind == "done":
             if child.current is not None and child.current["id"] == event[1]:
                 child.deadline = None
