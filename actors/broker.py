@@ -29,7 +29,7 @@ import redis
 from dramatiq import Broker, Message, MessageProxy
 from dramatiq.errors import ActorNotFound, ConnectionClosed, QueueJoinTimeout, QueueNotFound
 
-from actors import dead_letters, keys, waiting
+from actors import backlog, dead_letters, keys
 from actors.consumer import Consumer
 from actors.envelope import encode
 from actors.inflight import InflightBook
@@ -180,7 +180,7 @@ class RedisBroker(Broker):
 
     def purge(self, queue_name: str) -> int:
         """Drop the waiting messages of a queue; returns how many there were."""
-        return waiting.purge_waiting(self.client, queue_name)
+        return backlog.purge_waiting(self.client, queue_name)
 
     def adopt_celery_side_lists(self, *, batch: int = ADOPT_BATCH) -> int:
         """Move what the old Celery left in its priority side lists into the queue lists.
@@ -188,7 +188,7 @@ class RedisBroker(Broker):
         Returns:
           How many messages moved.
         """
-        script_keys = [k for q in self.queues for side in waiting.side_list_keys(q) for k in (side, keys.queue_key(q))]
+        script_keys = [k for q in self.queues for side in backlog.side_list_keys(q) for k in (side, keys.queue_key(q))]
         moved = total = 0
         while script_keys:
             moved = int(self.scripts["adopt"](keys=script_keys, args=[batch]))

@@ -17,7 +17,7 @@ stops when that pipe breaks (the supervisor died).
 A task stuck past its hard time limit (:class:`actors.middleware.time_limits.Stuck`):
 a prefork child tells its supervisor, which kills and replaces it; a
 main process fails the message by the retry policy itself
-(:mod:`actors.held`), stops the rest warmly and exits with
+(:mod:`actors.abandoned`), stops the rest warmly and exits with
 :data:`EX_REPLACE`, for its service manager to start it again
 (``Restart=always``/``on-failure`` in systemd, a restart policy in Docker).
 """
@@ -36,7 +36,7 @@ from typing import Any
 
 from dramatiq import Worker
 
-from actors.held import fail_held, hard_limit_error
+from actors.abandoned import fail_held, hard_limit_error
 from actors.middleware import ChildLimits, NodeState, ParentLink, TimeLimits
 from actors.middleware.time_limits import Stuck
 from actors.names import celery_name

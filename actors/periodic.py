@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import redis
 
-from actors import keys, waiting
+from actors import backlog, keys
 from actors.beat import Job
 from app.buffer_sweep import forget_resent, iter_lost_checks, note_resent
 from app.config import Config
@@ -100,7 +100,7 @@ def check_queues(broker: RedisBroker, *, threshold: int) -> list[str]:
     warnings = []
     for queue in QUEUES:
         sizes = broker.queue_sizes(queue)
-        depth = waiting.count_waiting(broker.client, queue)
+        depth = backlog.count_waiting(broker.client, queue)
         if depth > threshold:
             warnings.append(f"Queue {queue!r} (list {keys.queue_key(queue)!r}) has {depth} waiting messages, "
                             f"above the alert threshold of {threshold}.")

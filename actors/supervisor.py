@@ -14,7 +14,7 @@ Celery.  The supervisor (the node's main process) runs no task; it
   crashed one after a back-off that grows while it keeps crashing;
 - kills (SIGKILL) a child whose task is still running a grace after its
   hard time limit, fails that message by the retry policy
-  (:mod:`actors.held`) and starts another child;
+  (:mod:`actors.abandoned`) and starts another child;
 - gives back at once whatever a dead child still held (no wait for the
   broker's sweep);
 - on SIGTERM/SIGINT asks every child (over its pipe) to stop warmly
@@ -36,8 +36,8 @@ from typing import Any
 import redis
 
 from actors import registry
+from actors.abandoned import WorkerLostError, fail_held, hard_limit_error
 from actors.envelope import decode
-from actors.held import WorkerLostError, fail_held, hard_limit_error
 from actors.node_process import EX_COLD, child_main, load_broker
 from actors.worker_logging import say_shutdown
 from actors.worker_spec import WorkerSpec
@@ -211,7 +211,7 @@ class Supervisor:
         A task holding the GIL (a long regex, a C extension that does not
         release it) keeps its child's upkeep thread from beating; the
         broker's sweep would then give its message to another child while
-        it still runs.  The hard limit and :func:`actors.held.fail_held`
+        it still runs.  The hard limit and :func:`actors.abandoned.fail_held`
         decide about such a task, not the sweep.
         """
         ids = [c.broker_id for c in self.children.values() if c.broker_id is not None and c.process.is_alive()]

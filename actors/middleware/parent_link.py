@@ -2,7 +2,7 @@
 
 The supervisor needs this to replace a child whose task is stuck past
 its hard time limit (even when the child's own threads cannot run) and
-to fail that message by the retry policy afterwards (:mod:`actors.held`).
+to fail that message by the retry policy afterwards (:mod:`actors.abandoned`).
 """
 
 from __future__ import annotations

@@ -161,7 +161,7 @@ def test_time_limits_firing_as_tasks_end_never_wedge_or_kill_worker_threads(redi
 @pytest.mark.parametrize("exception", [ConnectionError("upstream down"), ValueError("bug")])
 def test_fail_held_does_nothing_when_the_element_leaves_flight_before_it_acts(make_broker, redis_client, monkeypatch,
                                                                               exception):
-    from actors.held import fail_held
+    from actors.abandoned import fail_held
 
     broker = make_broker()
     declare(broker).send("x")
@@ -191,7 +191,7 @@ def test_fail_held_does_nothing_when_the_element_leaves_flight_before_it_acts(ma
                                                 (ValueError("bug"), "failed")])
 def test_fail_held_takes_a_held_element_out_of_flight_in_the_same_step(make_broker, redis_client, exception,
                                                                        outcome):
-    from actors.held import fail_held
+    from actors.abandoned import fail_held
 
     broker = make_broker()
     declare(broker).send("x")
