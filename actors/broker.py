@@ -303,15 +303,18 @@ class RedisBroker(Broker):
             )
         return int(dead), int(moved)
 
-    def release_process(self, broker_id: str) -> int:
+    def release_process(self, broker_id: str, *, still_fetching: bool = False) -> int:
         """Give back every message a worker process holds, busy or not.
 
         For a process known to be dead (its supervisor reaped it) or
         about to exit without finishing its tasks: its messages need not
-        wait for the sweep.  Returns how many went back to their queues.
+        wait for the sweep.  With ``still_fetching`` (the process's own
+        consumers may still take a message before it exits), the process
+        stays known as silent, so the next sweep gives back what they took.
+        Returns how many went back to their queues.
         """
         moved = self.scripts["release"](
-            keys=[keys.HEARTBEATS, keys.inflight_index_key(broker_id)], args=[broker_id]
+            keys=[keys.HEARTBEATS, keys.inflight_index_key(broker_id)], args=[broker_id, int(still_fetching)]
         )
         if moved:
             self.logger.warning("Gave back %d message(s) held by worker process %s.", moved, broker_id)

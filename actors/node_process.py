@@ -220,7 +220,8 @@ class NodeProcess:
         if self.is_main:
             say_shutdown("Cold")
         try:
-            self.broker.release_process(self.broker.broker_id)
+            # Its consumers may still be blocked in a fetch that takes a message given back now.
+            self.broker.release_process(self.broker.broker_id, still_fetching=True)
             self.node_state.leave(self.broker.client)
         finally:
             logging.shutdown()

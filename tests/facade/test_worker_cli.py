@@ -276,6 +276,31 @@ def test_a_second_sigterm_gives_the_running_tasks_message_back_to_its_queue(cele
     assert list(redis_client.scan_iter(keys.inflight_key("default", "*"))) == []
 
 
+def test_under_solo_a_cold_shutdown_leaves_no_message_where_no_sweep_finds_it(celery_worker, redis_client,
+                                                                             make_broker):
+    # Given a solo node in a task (its consumer blocked in a fetch on the empty queue)
+    worker = celery_worker("worker -l info -P solo --time-limit=60 --soft-time-limit=50 -Q default")
+    worker.wait_ready()
+    sent = test_actors.test_gate.delay("test:never")
+    wait_for(lambda: _order(redis_client) == ["gate"], 60)
+
+    # When a cold shutdown gives its message back while that fetch may still take it again
+    worker.signal(signal.SIGTERM)
+    worker.wait_for_output("worker: Warm shutdown (MainProcess)", 30)
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() != 0
+
+    # Then the message is back in its queue, at once or at the next sweep of any worker
+    sweeper = make_broker(heartbeat_timeout_ms=1000)
+
+    def back_in_queue():
+        sweeper.sweep()
+        return redis_client.llen("celery") == 1
+    wait_for(back_in_queue, 10)
+    assert sent.id.encode() in redis_client.lindex("celery", 0)
+    assert all(redis_client.llen(k) == 0 for k in redis_client.scan_iter(keys.inflight_key("default", "*")))
+
+
 def test_under_solo_the_shutdown_lines_go_to_stdout_as_in_celery(celery_worker, redis_client):
     worker = celery_worker("worker -l info -P solo -Q default", split_stderr=True)
     worker.wait_ready()
