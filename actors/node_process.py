@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import importlib
 import logging
+import multiprocessing.connection
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -125,6 +127,12 @@ class NodeProcess:
         self.link = ParentLink(send, self.time_limits) if send is not None else None
         self.limits: ChildLimits | None = None
         self._wake = threading.Event()
+        # A prefork child waits on its pipe and on this pair at once, so that
+        # the supervisor's "stop" and its own signals both wake it at once.
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
+        if conn is not None:
+            self._wake_r, self._wake_w = socket.socketpair()
         self._stopping = False
         self._stuck_threads: set[int] = set()
         self.exit_code = 0
@@ -165,8 +173,12 @@ class NodeProcess:
         else:
             self._send("ready")
         while not self._stopping:
-            self._wake.wait(0.5)
-            self._wake.clear()
+            if self.conn is not None and self._wake_r is not None:
+                # Woken by the supervisor's "stop" at once: a warm shutdown takes no new task.
+                multiprocessing.connection.wait([self.conn, self._wake_r], 0.5)
+            else:
+                self._wake.wait(0.5)
+                self._wake.clear()
             if self.conn is not None and self._told_to_stop():
                 self.request_stop()
             if self.limits is not None and self.limits.reached.is_set():
@@ -186,9 +198,17 @@ class NodeProcess:
     def request_stop(self) -> None:
         self._stopping = True
         self._wake.set()
+        if self._wake_w is not None:
+            try:
+                self._wake_w.send(b"!")
+            except OSError:
+                pass  # already woken
 
     def _shutdown(self, worker: Worker) -> None:
         worker.workers = [t for t in worker.workers if t.ident not in self._stuck_threads]
+        for thread in worker.workers:
+            thread.stop()  # no new task from here (worker.stop says so again)
+        logger.debug("Taking no new task: stopping.")
         worker.stop(timeout=seconds_to_ms(self.spec.shutdown_timeout_s))
         if any(t.is_alive() for t in worker.workers):
             logger.warning("Tasks still running after the shutdown timeout (%ss): their messages go back "

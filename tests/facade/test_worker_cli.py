@@ -212,17 +212,18 @@ def test_sigterm_lets_the_running_task_finish(pool, to_group, celery_worker, red
 @pytest.mark.parametrize("pool", ["prefork", "solo"])
 def test_a_warm_shutdown_gives_prefetched_messages_back_to_their_queue(pool, celery_worker, redis_client):
     # Given one worker thread in a gated task, holding two more messages it prefetched (default multiplier 4)
-    worker = celery_worker(f"worker -l info -P {pool} -c 1 --time-limit=60 --soft-time-limit=50 -Q default")
+    worker = celery_worker(f"worker -l debug -P {pool} -c 1 --time-limit=60 --soft-time-limit=50 -Q default")
     worker.wait_ready()
     test_actors.test_gate.delay("test:release-gate")
     wait_for(lambda: _order(redis_client) == ["gate"], 60)
     waiting = [test_actors.test_record_default.delay(f"prefetched {n}") for n in range(2)]
     wait_for(lambda: redis_client.llen("celery") == 0, 30)  # taken into the worker's in-flight list
 
-    # When it is stopped warmly and its running task finishes (the signal reaches the
-    # children directly too: a supervisor's "stop" over the pipe is read within 0.5 s)
-    os.killpg(worker.pid, signal.SIGTERM)
+    # When it is stopped warmly (prefork: by its supervisor, over the pipe) and, once it
+    # takes no new task, its running task finishes
+    worker.signal(signal.SIGTERM)
     worker.wait_for_output("worker: Warm shutdown (MainProcess)", 30)
+    worker.wait_for_output("Taking no new task: stopping.", 30)
     redis_client.set("test:release-gate", 1)
     assert worker.wait() == 0
 
