@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,6 +25,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from actors import keys
 from actors.lease import Lease
+from facade.api import seconds_to_ms
 
 __all__ = ["Job", "Beat"]
 
@@ -58,7 +58,7 @@ class Beat:
         self.client = client
         self.jobs = jobs
         self.lease_s = lease_s
-        self.lease = Lease(client, keys.beat_lease_key(), ttl_ms=int(lease_s * 1000))
+        self.lease = Lease(client, keys.beat_lease_key(), ttl_ms=seconds_to_ms(lease_s))
         self.held = False
         self._announced_standby = False
         self._scheduler = BackgroundScheduler(timezone=UTC, job_defaults={"coalesce": True, "max_instances": 1})
@@ -85,14 +85,19 @@ class Beat:
         self.held = held
         return held
 
-    def fire(self, job: Job, *, now_s: float | None = None) -> bool:
-        """Run ``job`` if this process holds the lease and its current period has not run."""
+    def fire(self, job: Job) -> bool:
+        """Run ``job`` if this process holds the lease and its current period has not run.
+
+        The period is numbered by Redis's clock, not this host's: a beat
+        whose clock runs ahead cannot fire a period early after a takeover.
+        """
         if not self.held:
             return False
-        period = round((time.time() if now_s is None else now_s) / job.interval_s)
-        remember_ms = int(max(job.interval_s * 3, self.lease_s * 2) * 1000)
+        remember_ms = seconds_to_ms(max(job.interval_s * 3, self.lease_s * 2))
         try:
-            if not self.lease.claim_run(keys.beat_run_key(job.name), period, remember_ms=remember_ms):
+            period = self.lease.claim_run(keys.beat_run_key(job.name), interval_ms=seconds_to_ms(job.interval_s),
+                                          remember_ms=remember_ms)
+            if period is None:
                 return False
         except redis.RedisError as e:
             logger.error("beat: Connection error: %s. Job %s skipped this period.", e, job.name)

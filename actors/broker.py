@@ -29,7 +29,7 @@ import redis
 from dramatiq import Broker, Message, MessageProxy
 from dramatiq.errors import ActorNotFound, ConnectionClosed, QueueJoinTimeout, QueueNotFound
 
-from actors import dead_letters, keys, waiting
+from actors import backlog, dead_letters, keys
 from actors.consumer import Consumer
 from actors.envelope import encode
 from actors.inflight import InflightBook
@@ -144,7 +144,8 @@ class RedisBroker(Broker):
                  take_from: tuple[str, bytes] | None = None) -> int:
         """Put ``element`` in the delayed set of its queue, due in ``delay_ms``
         by Redis's clock; with ``take_from`` (in-flight key, element), remove
-        that in-flight element in the same step.  Returns the eta in ms."""
+        that in-flight element in the same step.  Returns the eta in ms, or
+        -1 (nothing scheduled) when ``take_from`` no longer held the element."""
         script_keys = [keys.delayed_key(queue_name), keys.wake_key()]
         args: list[Any] = [element, max(0, int(delay_ms))]
         if take_from is not None:
@@ -179,7 +180,7 @@ class RedisBroker(Broker):
 
     def purge(self, queue_name: str) -> int:
         """Drop the waiting messages of a queue; returns how many there were."""
-        return waiting.purge_waiting(self.client, queue_name)
+        return backlog.purge_waiting(self.client, queue_name)
 
     def adopt_celery_side_lists(self, *, batch: int = ADOPT_BATCH) -> int:
         """Move what the old Celery left in its priority side lists into the queue lists.
@@ -187,7 +188,7 @@ class RedisBroker(Broker):
         Returns:
           How many messages moved.
         """
-        script_keys = [k for q in self.queues for side in waiting.side_list_keys(q) for k in (side, keys.queue_key(q))]
+        script_keys = [k for q in self.queues for side in backlog.side_list_keys(q) for k in (side, keys.queue_key(q))]
         moved = total = 0
         while script_keys:
             moved = int(self.scripts["adopt"](keys=script_keys, args=[batch]))
@@ -277,6 +278,17 @@ class RedisBroker(Broker):
             args=[self.broker_id, *self.inflight.pairs()],
         )
 
+    def refresh_heartbeats(self, broker_ids: list[str]) -> None:
+        """Beat for worker processes known to be alive (a supervisor's live children).
+
+        A process whose task holds the GIL cannot beat from its upkeep
+        thread; without this its messages would be swept to another
+        process while it still runs them.  A process without a heartbeat
+        (released, swept) is not brought back.
+        """
+        if broker_ids:
+            self.scripts["refresh"](keys=[keys.HEARTBEATS], args=list(broker_ids))
+
     def sweep(self) -> tuple[int, int]:
         """Give back the messages of dead worker processes.
 
@@ -291,15 +303,18 @@ class RedisBroker(Broker):
             )
         return int(dead), int(moved)
 
-    def release_process(self, broker_id: str) -> int:
+    def release_process(self, broker_id: str, *, still_fetching: bool = False) -> int:
         """Give back every message a worker process holds, busy or not.
 
         For a process known to be dead (its supervisor reaped it) or
         about to exit without finishing its tasks: its messages need not
-        wait for the sweep.  Returns how many went back to their queues.
+        wait for the sweep.  With ``still_fetching`` (the process's own
+        consumers may still take a message before it exits), the process
+        stays known as silent, so the next sweep gives back what they took.
+        Returns how many went back to their queues.
         """
         moved = self.scripts["release"](
-            keys=[keys.HEARTBEATS, keys.inflight_index_key(broker_id)], args=[broker_id]
+            keys=[keys.HEARTBEATS, keys.inflight_index_key(broker_id)], args=[broker_id, int(still_fetching)]
         )
         if moved:
             self.logger.warning("Gave back %d message(s) held by worker process %s.", moved, broker_id)
@@ -327,9 +342,11 @@ class RedisBroker(Broker):
         return int(wait_ms)
 
     def dead_letter(self, inflight: str, element: bytes, message_id: str, *, queue_name: str, error: str,
-                    tb: str | None, message: dict[str, Any] | None) -> None:
-        """Move one in-flight element to the dead-letter set of its queue."""
-        dead_letters.record(self.scripts, inflight=inflight, element=element, message_id=message_id,
+                    tb: str | None, message: dict[str, Any] | None) -> bool:
+        """Move one in-flight element to the dead-letter set of its queue.
+
+        Returns False (nothing recorded) when the element was no longer in flight."""
+        return dead_letters.record(self.scripts, inflight=inflight, element=element, message_id=message_id,
                             queue_name=queue_name, error=error, tb=tb, message=message,
                             ttl_ms=self.dead_letter_ttl_ms)
 

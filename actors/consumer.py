@@ -42,7 +42,7 @@ class InflightMessage(MessageProxy):
         #: (message, delay in ms) to schedule in the same step as the ack.
         self.retry: tuple[Message, int] | None = None
         #: Set when the task was given up at its hard time limit and the
-        #: message already handled (:mod:`actors.held`): a late return of
+        #: message already handled (:mod:`actors.abandoned`): a late return of
         #: the blocked thread must not ack, retry or dead-letter it again.
         self.abandoned = False
 

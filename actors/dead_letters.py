@@ -14,8 +14,10 @@ __all__ = ["record", "records", "trim"]
 
 
 def record(scripts: dict, *, inflight: str, element: bytes, message_id: str, queue_name: str, error: str,
-           tb: str | None, message: dict[str, Any] | None, ttl_ms: int) -> None:
-    """Move one in-flight element to the dead-letter set of its queue, in one step."""
+           tb: str | None, message: dict[str, Any] | None, ttl_ms: int) -> bool:
+    """Move one in-flight element to the dead-letter set of its queue, in one step.
+
+    Returns False, recording nothing, when the element was no longer in flight."""
     entry = {
         "message_id": message_id,
         "queue_name": queue_name,
@@ -25,10 +27,10 @@ def record(scripts: dict, *, inflight: str, element: bytes, message_id: str, que
         "message": message,
         "raw": None if message is not None else element.decode("utf-8", "replace"),
     }
-    scripts["dead_letter"](
+    return bool(scripts["dead_letter"](
         keys=[inflight, keys.dead_key(queue_name), keys.dead_messages_key(queue_name)],
         args=[element, message_id, json.dumps(entry, default=repr), ttl_ms],
-    )
+    ))
 
 
 def records(client: redis.Redis, queue_name: str) -> list[dict[str, Any]]:

@@ -36,18 +36,23 @@ return 0
 """
 
 # KEYS[1] lease, KEYS[2] the job's last period.  ARGV[1] token,
-# ARGV[2] period number, ARGV[3] how long to remember it (ms).
-# 1 if the caller holds the lease and nobody ran this period yet.
+# ARGV[2] the job's interval (ms), ARGV[3] how long to remember the period (ms).
+# The period is the nearest multiple of the interval by Redis's clock, so
+# beat hosts whose clocks disagree still agree on it.  Returns the period
+# if the caller holds the lease and nobody ran it yet, else -1.
 _CLAIM_RUN = """
 if redis.call("GET", KEYS[1]) ~= ARGV[1] then
-  return 0
+  return -1
 end
+local t = redis.call("TIME")
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local period = math.floor(now / tonumber(ARGV[2]) + 0.5)
 local last = tonumber(redis.call("GET", KEYS[2]) or "-1")
-if last >= tonumber(ARGV[2]) then
-  return 0
+if last >= period then
+  return -1
 end
-redis.call("SET", KEYS[2], ARGV[2], "PX", ARGV[3])
-return 1
+redis.call("SET", KEYS[2], period, "PX", ARGV[3])
+return period
 """
 
 
@@ -92,6 +97,12 @@ class Lease:
             return value.decode()
         return None if value is None else str(value)
 
-    def claim_run(self, run_key: str, period: int, *, remember_ms: int) -> bool:
-        """True if we hold the lease and ``period`` was not run yet (it is now marked run)."""
-        return bool(self._claim_run(keys=[self.key, run_key], args=[self.token, int(period), int(remember_ms)]))
+    def claim_run(self, run_key: str, *, interval_ms: int, remember_ms: int) -> int | None:
+        """Claim the current period of a job run every ``interval_ms``, by Redis's clock.
+
+        Returns:
+          The period's number if we hold the lease and it was not run yet
+          (it is now marked run), else None.
+        """
+        period = int(self._claim_run(keys=[self.key, run_key], args=[self.token, int(interval_ms), int(remember_ms)]))
+        return None if period < 0 else period

@@ -17,7 +17,7 @@ stops when that pipe breaks (the supervisor died).
 A task stuck past its hard time limit (:class:`actors.middleware.time_limits.Stuck`):
 a prefork child tells its supervisor, which kills and replaces it; a
 main process fails the message by the retry policy itself
-(:mod:`actors.held`), stops the rest warmly and exits with
+(:mod:`actors.abandoned`), stops the rest warmly and exits with
 :data:`EX_REPLACE`, for its service manager to start it again
 (``Restart=always``/``on-failure`` in systemd, a restart policy in Docker).
 """
@@ -26,22 +26,27 @@ from __future__ import annotations
 
 import importlib
 import logging
+import multiprocessing.connection
 import os
 import signal
+import socket
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from dramatiq import Worker
 
-from actors.held import fail_held, hard_limit_error
+from actors.abandoned import fail_held, hard_limit_error
 from actors.middleware import ChildLimits, NodeState, ParentLink, TimeLimits
 from actors.middleware.time_limits import Stuck
 from actors.names import celery_name
+from actors.worker_logging import say_shutdown
 from actors.worker_spec import WorkerSpec
+from facade.api import seconds_to_ms
 
-__all__ = ["NodeProcess", "load_broker", "EX_REPLACE", "EX_COLD"]
+__all__ = ["NodeProcess", "load_broker", "wait_for_redis", "EX_REPLACE", "EX_COLD"]
 
 #: Exit code of a process that must be replaced (a task stuck in C code).
 EX_REPLACE = 75
@@ -49,6 +54,26 @@ EX_REPLACE = 75
 EX_COLD = 1
 
 logger = logging.getLogger("celery.worker")
+
+#: Longest pause between two attempts to reach Redis at start, in seconds.
+MAX_CONNECT_WAIT_S = 32.0
+
+
+def wait_for_redis(client, shown: str) -> None:
+    """Return once Redis answers, saying so as Celery does meanwhile (a node started
+    before Redis starts consuming when it comes, instead of claiming to be connected)."""
+    import redis
+
+    wait_s = 1.0
+    while True:
+        try:
+            client.ping()
+            return
+        except redis.RedisError as e:
+            logging.getLogger("celery.worker.consumer.consumer").error(
+                "consumer: Cannot connect to %s: %s.\nTrying again in %.2f seconds...", shown, e, wait_s)
+        time.sleep(wait_s)
+        wait_s = min(wait_s * 2, MAX_CONNECT_WAIT_S)
 
 
 def load_broker(extra_modules: tuple[str, ...] = ()):
@@ -102,6 +127,12 @@ class NodeProcess:
         self.link = ParentLink(send, self.time_limits) if send is not None else None
         self.limits: ChildLimits | None = None
         self._wake = threading.Event()
+        # A prefork child waits on its pipe and on this pair at once, so that
+        # the supervisor's "stop" and its own signals both wake it at once.
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
+        if conn is not None:
+            self._wake_r, self._wake_w = socket.socketpair()
         self._stopping = False
         self._stuck_threads: set[int] = set()
         self.exit_code = 0
@@ -110,9 +141,10 @@ class NodeProcess:
     def configure(self) -> None:
         spec, broker = self.spec, self.broker
         if spec.time_limit_s is not None:
-            self.time_limits.override_time_limit_ms = int(round(spec.time_limit_s * 1000))
+            self.time_limits.override_time_limit_ms = seconds_to_ms(spec.time_limit_s, name="--time-limit")
         if spec.soft_time_limit_s is not None:
-            self.time_limits.override_soft_time_limit_ms = int(round(spec.soft_time_limit_s * 1000))
+            self.time_limits.override_soft_time_limit_ms = seconds_to_ms(spec.soft_time_limit_s,
+                                                                         name="--soft-time-limit")
         self.time_limits.grace_s = spec.grace_s
         self.time_limits.on_stuck = self._on_stuck
         if self.link is not None:
@@ -141,8 +173,12 @@ class NodeProcess:
         else:
             self._send("ready")
         while not self._stopping:
-            self._wake.wait(0.5)
-            self._wake.clear()
+            if self.conn is not None and self._wake_r is not None:
+                # Woken by the supervisor's "stop" at once: a warm shutdown takes no new task.
+                multiprocessing.connection.wait([self.conn, self._wake_r], 0.5)
+            else:
+                self._wake.wait(0.5)
+                self._wake.clear()
             if self.conn is not None and self._told_to_stop():
                 self.request_stop()
             if self.limits is not None and self.limits.reached.is_set():
@@ -162,10 +198,18 @@ class NodeProcess:
     def request_stop(self) -> None:
         self._stopping = True
         self._wake.set()
+        if self._wake_w is not None:
+            try:
+                self._wake_w.send(b"!")
+            except OSError:
+                pass  # already woken
 
     def _shutdown(self, worker: Worker) -> None:
         worker.workers = [t for t in worker.workers if t.ident not in self._stuck_threads]
-        worker.stop(timeout=int(self.spec.shutdown_timeout_s * 1000))
+        for thread in worker.workers:
+            thread.stop()  # no new task from here (worker.stop says so again)
+        logger.debug("Taking no new task: stopping.")
+        worker.stop(timeout=seconds_to_ms(self.spec.shutdown_timeout_s))
         if any(t.is_alive() for t in worker.workers):
             logger.warning("Tasks still running after the shutdown timeout (%ss): their messages go back "
                            "to their queue.", f"{self.spec.shutdown_timeout_s:g}")
@@ -190,13 +234,14 @@ class NodeProcess:
     def _on_signal(self, signum, frame) -> None:
         if not self._stopping:
             if self.is_main:
-                print("\nworker: Warm shutdown (MainProcess)", file=sys.stderr, flush=True)
+                say_shutdown("Warm")
             self.request_stop()
             return
         if self.is_main:
-            print("\nworker: Cold shutdown (MainProcess)", file=sys.stderr, flush=True)
+            say_shutdown("Cold")
         try:
-            self.broker.release_process(self.broker.broker_id)
+            # Its consumers may still be blocked in a fetch that takes a message given back now.
+            self.broker.release_process(self.broker.broker_id, still_fetching=True)
             self.node_state.leave(self.broker.client)
         finally:
             logging.shutdown()

@@ -12,14 +12,15 @@ from typing import TYPE_CHECKING
 
 import redis
 
-from actors import keys, waiting
-from app.buffer_sweep import find_lost_checks, forget_resent, note_resent
+from actors import backlog, keys
+from actors.beat import Job
+from app.buffer_sweep import forget_resent, iter_lost_checks, note_resent
 from app.config import Config
 
 if TYPE_CHECKING:
     from actors.broker import RedisBroker
 
-__all__ = ["sweep_buffers", "check_queues", "RESEND_AFTER_S", "QUEUES"]
+__all__ = ["jobs", "sweep_buffers", "check_queues", "redis_now_ms", "RESEND_AFTER_S", "QUEUES"]
 
 logger = logging.getLogger(__name__)
 
@@ -27,20 +28,53 @@ logger = logging.getLogger(__name__)
 #: (seconds): it waits in the queue when no worker runs.
 RESEND_AFTER_S = 300
 
+#: Most checks one sweep sends again; the next sweep goes on with the others
+#: (those sent are skipped for RESEND_AFTER_S).
+MAX_SENDS_PER_SWEEP = 1000
+
 #: The queues the queue check watches.
 QUEUES = ("default", "state")
 
 
-def sweep_buffers(client: redis.Redis, config: Config, *, now_ms: int,
-                  send_check: Callable[[str, int], object]) -> int:
+def jobs(config: Config, broker: RedisBroker) -> list[Job]:
+    """The jobs ``celery beat`` runs, their intervals, and how they send."""
+    send_check = broker.get_actor("check_buffer_task").send
+    return [
+        Job("buffer-sweep", "tasks.check_buffer_task", config.buffer_sweep_interval_s,
+            lambda: sweep_buffers(broker.client, config, send_check=send_check)),
+        Job("queue-check", "actors.periodic.check_queues", config.queue_check_interval_s,
+            lambda: check_queues(broker, threshold=config.queue_alert_threshold)),
+    ]
+
+
+def redis_now_ms(client: redis.Redis) -> int:
+    """Redis's clock in ms: the one clock every host of the deployment shares."""
+    seconds, micros = client.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+def sweep_buffers(client: redis.Redis, config: Config, *, now_ms: int | None = None,
+                  send_check: Callable[[str, int], object], max_sends: int = MAX_SENDS_PER_SWEEP) -> int:
     """Send ``check_buffer_task`` again for every buffer whose check was lost.
+
+    ``now_ms`` defaults to Redis's clock, so that the beat host's clock
+    being ahead cannot take a conversation whose customer is still typing
+    for a lost one.  (Its ``app:last:*`` must be written by Redis's clock too.)
+
+    It scans every buffer, skipping those sent again recently, and stops
+    after ``max_sends`` sends; so beyond that many lost buffers, each sweep
+    reaches new ones instead of finding the same first ones again.
 
     Returns:
       How many checks were sent.
     """
+    if now_ms is None:
+        now_ms = redis_now_ms(client)
     quiet_ms = int((config.buffer_window_s + config.buffer_sweep_margin_s) * 1000)
     sent = 0
-    for lost in find_lost_checks(client, now_ms=now_ms, quiet_ms=quiet_ms):
+    for lost in iter_lost_checks(client, now_ms=now_ms, quiet_ms=quiet_ms):
+        if sent >= max_sends:
+            break
         if not note_resent(client, lost, resend_after_s=RESEND_AFTER_S):
             continue
         try:
@@ -66,7 +100,7 @@ def check_queues(broker: RedisBroker, *, threshold: int) -> list[str]:
     warnings = []
     for queue in QUEUES:
         sizes = broker.queue_sizes(queue)
-        depth = waiting.count_waiting(broker.client, queue)
+        depth = backlog.count_waiting(broker.client, queue)
         if depth > threshold:
             warnings.append(f"Queue {queue!r} (list {keys.queue_key(queue)!r}) has {depth} waiting messages, "
                             f"above the alert threshold of {threshold}.")

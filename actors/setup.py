@@ -7,8 +7,8 @@ from typing import Any
 from dramatiq.middleware import AgeLimit, Callbacks, CurrentMessage, Pipelines
 
 from actors.broker import RedisBroker
-from actors.logs import install_log_filters
 from actors.middleware import FixedRetries, NodeState, TaskLog, TimeLimits
+from actors.worker_logging import install_log_filters
 from app.config import Config
 from facade.api import seconds_to_ms
 

@@ -5,14 +5,16 @@ Each child is a :class:`actors.node_process.NodeProcess` started with
 ``ForkPoolWorker-N`` with N counting up as children are replaced, as in
 Celery.  The supervisor (the node's main process) runs no task; it
 
-- beats the node's ``info`` into the registry (the children beat their
-  own state);
+- beats the node's ``info`` into the registry while at least one child
+  is ready (the children beat their own state);
+- refreshes the broker heartbeat of every live child, so that a child
+  whose task holds the GIL (and cannot beat itself) is not swept;
 - replaces only the child that exited: a child that retired after
   ``--max-tasks-per-child``/``--max-memory-per-child`` at once, a
   crashed one after a back-off that grows while it keeps crashing;
 - kills (SIGKILL) a child whose task is still running a grace after its
   hard time limit, fails that message by the retry policy
-  (:mod:`actors.held`) and starts another child;
+  (:mod:`actors.abandoned`) and starts another child;
 - gives back at once whatever a dead child still held (no wait for the
   broker's sweep);
 - on SIGTERM/SIGINT asks every child (over its pipe) to stop warmly
@@ -26,7 +28,6 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import signal
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -35,10 +36,12 @@ from typing import Any
 import redis
 
 from actors import registry
+from actors.abandoned import WorkerLostError, fail_held, hard_limit_error
 from actors.envelope import decode
-from actors.held import WorkerLostError, fail_held, hard_limit_error
 from actors.node_process import EX_COLD, child_main, load_broker
+from actors.worker_logging import say_shutdown
 from actors.worker_spec import WorkerSpec
+from facade.api import ms_to_seconds
 
 __all__ = ["Supervisor"]
 
@@ -88,6 +91,7 @@ class Supervisor:
         self._signals = 0
         self._announced = False
         self._stop_beat = threading.Event()
+        self._refresh_failing = False
 
     # -- running ---------------------------------------------------------------
 
@@ -137,6 +141,7 @@ class Supervisor:
             if not child.process.is_alive():
                 child.process.join()
                 self._reap(child)
+        self._refresh_heartbeats()
         now = time.monotonic()
         for child in self.children.values():
             if child.deadline is not None and now >= child.deadline and not child.killed_stuck:
@@ -187,7 +192,10 @@ class Supervisor:
             child.current = task
             # A backstop: the child reports a stuck task itself one grace
             # after the hard limit, unless it cannot run Python at all.
-            child.deadline = time.monotonic() + task["hard_ms"] / 1000 + 2 * self.spec.grace_s
+            child.deadline = time.monotonic() + ms_to_seconds(task["hard_ms"]) + 2 * self.spec.grace_s
+        elif kind == "done":
+            if child.current is not None and child.current["id"] == event[1]:
+                child.deadline = None
         elif kind == "end":
             if child.current is not None and child.current["id"] == event[1]:
                 child.current, child.deadline = None, None
@@ -196,6 +204,25 @@ class Supervisor:
                 child.deadline = time.monotonic()
         elif kind == "retire":
             child.retiring = event[1]
+
+    def _refresh_heartbeats(self) -> None:
+        """Beat for every live child, so that a live child is never swept.
+
+        A task holding the GIL (a long regex, a C extension that does not
+        release it) keeps its child's upkeep thread from beating; the
+        broker's sweep would then give its message to another child while
+        it still runs.  The hard limit and :func:`actors.abandoned.fail_held`
+        decide about such a task, not the sweep.
+        """
+        ids = [c.broker_id for c in self.children.values() if c.broker_id is not None and c.process.is_alive()]
+        try:
+            self.broker.refresh_heartbeats(ids)
+        except redis.RedisError as e:
+            if not self._refresh_failing:
+                logger.warning("Could not refresh the children's heartbeats: %s", e)
+            self._refresh_failing = True
+        else:
+            self._refresh_failing = False
 
     def _kill_stuck(self, child: _Child) -> None:
         child.killed_stuck = True
@@ -270,15 +297,22 @@ class Supervisor:
     def _on_signal(self, signum, frame) -> None:
         self._signals += 1
         how = "Warm" if self._signals == 1 else "Cold"
-        print(f"\nworker: {how} shutdown (MainProcess)", file=sys.stderr, flush=True)
+        say_shutdown(how)
+
+    def _serving(self) -> bool:
+        """Whether at least one child is up and taking messages (busy or not)."""
+        return any(c.ready and c.process.is_alive() for c in list(self.children.values()))
 
     def _beat(self) -> None:
+        """Beat the node's info while at least one child serves: a node whose children
+        all crash-loop is not counted by ``status``, ``inspect`` and ``/health``."""
         info = self.spec.info()
         while True:
-            try:
-                registry.beat(self.client, self.spec.node_name, info=info)
-            except redis.RedisError as e:
-                logger.warning("Could not beat into the node registry: %s", e)
+            if self._serving():
+                try:
+                    registry.beat(self.client, self.spec.node_name, info=info)
+                except redis.RedisError as e:
+                    logger.warning("Could not beat into the node registry: %s", e)
             if self._stop_beat.wait(registry.INTERVAL_S):
                 return
 

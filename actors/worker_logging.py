@@ -1,19 +1,25 @@
-"""Logging of worker processes, in Celery's format.
+"""Logging of worker and beat processes, in Celery's format.
 
 ``[%(asctime)s: %(levelname)s/%(processName)s] %(message)s``: the
 process name is ``MainProcess`` for the node's main process and
 ``ForkPoolWorker-N`` in prefork children, as the runbook's log filters
-expect.
+expect.  Also the filters that keep the worker's log to one line per
+task start and finish.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
-__all__ = ["FORMAT", "setup_logging", "expand_process_index"]
+__all__ = ["FORMAT", "setup_logging", "expand_process_index", "say_shutdown", "install_log_filters"]
 
 FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
+
+#: Libraries whose own INFO lines repeat ours or are noise ("Shutting down...",
+#: APScheduler's "Added job"/"Running job"): shown from WARNING unless at DEBUG.
+_CHATTY = ("dramatiq", "apscheduler")
 
 
 def expand_process_index(pattern: str, index: int) -> str:
@@ -30,6 +36,18 @@ def expand_process_index(pattern: str, index: int) -> str:
     return "".join(out)
 
 
+def say_shutdown(how: str) -> None:
+    """``worker: Warm shutdown (MainProcess)`` (or ``Cold``), as Celery writes it: on
+    stdout, between newlines, in one write that is safe in a signal handler."""
+    out = sys.__stdout__
+    if out is None:
+        return  # no stdout (a Windows service): the line is only for a terminal
+    try:
+        os.write(out.fileno(), f"\nworker: {how} shutdown (MainProcess)\n".encode())
+    except (AttributeError, OSError, ValueError):
+        pass  # no stdout (a Windows service): the line is only for a terminal
+
+
 def setup_logging(level: int, logfile: str | None, *, index: int = 0) -> None:
     """Send every log record of this process to stderr or ``logfile`` (appended)."""
     handler: logging.Handler
@@ -43,5 +61,25 @@ def setup_logging(level: int, logfile: str | None, *, index: int = 0) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    # Dramatiq's own INFO lines ("Shutting down...") repeat ours.
-    logging.getLogger("dramatiq").setLevel(level if level <= logging.DEBUG else max(level, logging.WARNING))
+    for name in _CHATTY:
+        logging.getLogger(name).setLevel(level if level <= logging.DEBUG else max(level, logging.WARNING))
+
+
+class _DropDuplicateWorkerLines(logging.Filter):
+    """Drops two lines of Dramatiq's worker thread that say what we say better.
+
+    * "Failed to process message ... with unhandled exception": the retry
+      middleware logs every failure once, in Celery's words, with its
+      traceback and whether it is retried.
+    * "Actor ... returned a value ... Results middleware": the runbook's
+      deployment has no result backend on purpose; the return value is
+      logged in the ``succeeded`` line.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = str(record.msg)
+        return not (text.startswith("Failed to process message") or "Results middleware" in text)
+
+
+def install_log_filters() -> None:
+    logging.getLogger("dramatiq.worker.WorkerThread").addFilter(_DropDuplicateWorkerLines())

@@ -7,11 +7,21 @@ from typing import Any
 
 from actors.middleware.time_limits import HARD_LIMIT_GRACE_S
 
-__all__ = ["WorkerSpec", "POOLS"]
+__all__ = ["WorkerSpec", "POOLS", "shutdown_timeout_s", "SHUTDOWN_MARGIN_S"]
 
 #: The pools this project runs: one process and one thread, processes of
 #: one thread each, or one process of several threads.
 POOLS = ("solo", "prefork", "threads")
+
+
+#: Seconds beyond the hard limit and its grace that running tasks get on a warm shutdown.
+SHUTDOWN_MARGIN_S = 5.0
+
+
+def shutdown_timeout_s(hard_limit_s: float, grace_s: float = HARD_LIMIT_GRACE_S) -> float:
+    """How long a warm shutdown waits for running tasks: none runs longer than its hard
+    limit plus the grace, so every running task can finish."""
+    return hard_limit_s + grace_s + SHUTDOWN_MARGIN_S
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,13 +12,15 @@ batch the first one claimed (see :func:`app.buffer.claim_batch`).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import islice
 
 import redis
 
 from app.buffer import conversation_key
 
-__all__ = ["LostCheck", "find_lost_checks", "note_resent", "forget_resent"]
+__all__ = ["LostCheck", "find_lost_checks", "iter_lost_checks", "note_resent", "forget_resent"]
 
 _BUFFER_PREFIX = conversation_key("buffer", "")
 
@@ -38,25 +40,26 @@ def _int(raw: bytes | None) -> int | None:
         return None
 
 
-def find_lost_checks(client: redis.Redis, *, now_ms: int, quiet_ms: int, limit: int = 1000) -> list[LostCheck]:
-    """Conversations with waiting messages, the last appended more than ``quiet_ms`` ago.
+def iter_lost_checks(client: redis.Redis, *, now_ms: int, quiet_ms: int) -> Iterator[LostCheck]:
+    """Conversations with waiting messages, the last appended more than ``quiet_ms`` ago,
+    through the whole keyspace (a caller that stops early stops the scan).
 
     Parameters:
       quiet_ms: the buffer window plus a margin.
-      limit: most conversations returned in one call (the next sweep takes the rest).
     """
-    found: list[LostCheck] = []
     names: list[str] = []
     for key in client.scan_iter(match=_BUFFER_PREFIX + "*", count=500):
         names.append((key.decode() if isinstance(key, bytes) else key)[len(_BUFFER_PREFIX):])
         if len(names) >= 500:
-            found += _lost_among(client, names, now_ms, quiet_ms)
+            yield from _lost_among(client, names, now_ms, quiet_ms)
             names = []
-        if len(found) >= limit:
-            break
-    if names and len(found) < limit:
-        found += _lost_among(client, names, now_ms, quiet_ms)
-    return found[:limit]
+    if names:
+        yield from _lost_among(client, names, now_ms, quiet_ms)
+
+
+def find_lost_checks(client: redis.Redis, *, now_ms: int, quiet_ms: int, limit: int = 1000) -> list[LostCheck]:
+    """The first ``limit`` of :func:`iter_lost_checks`."""
+    return list(islice(iter_lost_checks(client, now_ms=now_ms, quiet_ms=quiet_ms), limit))
 
 
 def _lost_among(client: redis.Redis, conversations: list[str], now_ms: int, quiet_ms: int) -> list[LostCheck]:

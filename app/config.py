@@ -11,7 +11,7 @@ import dataclasses
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from app.errors import ConfigError
 from app.llm import SYSTEM_PROMPT
@@ -95,16 +95,24 @@ def normalise_db_url(url: str) -> str:
 
 
 def mask_url(url: str) -> str:
-    """Return ``url`` with its password replaced by ``**``, as Celery prints it."""
+    """Return ``url`` with its password replaced by ``**``, as Celery prints it.
+
+    Also a ``password=`` query parameter, which redis-py accepts too.
+    """
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    netloc = f"{user}:**@{host}"
-    return parts._replace(netloc=netloc).geturl()
+    if parts.query:
+        fields = parts.query.split("&")
+        masked = [f"{f.partition('=')[0]}=**" if unquote(f.partition("=")[0]).lower() == "password" else f
+                  for f in fields]
+        if masked != fields:
+            parts = parts._replace(query="&".join(masked))
+    if parts.password is not None:
+        user = parts.username or ""
+        host = parts.hostname or ""
+        if parts.port:
+            host = f"{host}:{parts.port}"
+        parts = parts._replace(netloc=f"{user}:**@{host}")
+    return parts.geturl()
 
 
 @dataclasses.dataclass(frozen=True)

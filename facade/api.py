@@ -16,7 +16,8 @@ from typing import Any
 
 import dramatiq
 
-__all__ = ["AsyncResult", "Task", "task", "to_dramatiq_priority", "from_dramatiq_priority", "seconds_to_ms"]
+__all__ = ["AsyncResult", "Task", "task", "to_dramatiq_priority", "from_dramatiq_priority", "seconds_to_ms",
+           "ms_to_seconds"]
 
 #: Celery's priority range on Redis.
 MIN_PRIORITY, MAX_PRIORITY = 0, 9
@@ -47,6 +48,11 @@ def seconds_to_ms(seconds: float, *, name: str = "seconds") -> int:
     if seconds < 0:
         raise ValueError(f"{name} must not be negative, got {seconds!r}")
     return int(round(seconds * 1000))
+
+
+def ms_to_seconds(ms: int | float) -> float:
+    """Milliseconds (Dramatiq's unit) -> seconds (Celery's)."""
+    return ms / 1000
 
 
 class AsyncResult:

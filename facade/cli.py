@@ -14,17 +14,22 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 from typing import NoReturn
 
 from app.config import set_environment
 
-__all__ = ["main", "CliError", "ArgumentParser", "EX_USAGE", "EX_UNAVAILABLE"]
+__all__ = ["main", "CliError", "ArgumentParser", "EX_USAGE", "EX_UNAVAILABLE", "LEVELS"]
 
 #: Celery's exit codes (click's usage error, and sysexits' EX_UNAVAILABLE).
 EX_USAGE = 2
 EX_UNAVAILABLE = 69
+
+#: Celery's log level names for ``-l`` (FATAL is CRITICAL, WARN is WARNING).
+LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING, "WARN": logging.WARNING,
+          "ERROR": logging.ERROR, "CRITICAL": logging.CRITICAL, "FATAL": logging.CRITICAL}
 
 #: The only app ``-A`` may name: the module that holds the five tasks.
 APP_MODULE = "tasks"
@@ -56,11 +61,12 @@ NOT_OFFERED = {
 
 
 class CliError(Exception):
-    """A usage error: printed as ``Error: <message>`` with exit code 2."""
+    """A usage error: printed as ``Error: <message>`` (``prefix`` + message) with exit code 2."""
 
-    def __init__(self, message: str, code: int = EX_USAGE) -> None:
+    def __init__(self, message: str, code: int = EX_USAGE, *, prefix: str = "Error: ") -> None:
         super().__init__(message)
         self.code = code
+        self.prefix = prefix
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -146,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         command = importlib.import_module(COMMANDS[args.command])
         return int(command.run(args) or 0)
     except CliError as exc:
-        print(f"Error: {exc}", file=sys.stderr)
+        print(f"{exc.prefix}{exc}", file=sys.stderr)
         return exc.code
 
 

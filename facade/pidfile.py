@@ -1,4 +1,4 @@
-"""``--pidfile``: written at start, removed at exit, refused when it names a live process."""
+"""``--pidfile`` of worker and beat: written at start, removed at exit, refused when it names a live process."""
 
 from __future__ import annotations
 
@@ -51,8 +51,9 @@ def held(path: str | None) -> Iterator[None]:
     if text is not None:
         pid = int(text) if text.isdigit() else 0
         if pid != os.getpid() and _alive(pid):
-            raise CliError(f"Pidfile ({path}) already exists. Seems we're already running? (pid: {pid})",
-                           EX_CANTCREAT)
+            # Celery's words (celery.platforms.PIDLOCKED), exit 73.
+            raise CliError(f"Pidfile ({path}) already exists.\nSeems we're already running? (pid: {pid})",
+                           EX_CANTCREAT, prefix="ERROR: ")
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)  # stale: its process is gone
     try:

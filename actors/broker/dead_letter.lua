@@ -2,7 +2,11 @@
 -- KEYS[1] in-flight list, KEYS[2] dead zset, KEYS[3] dead hash.
 -- ARGV[1] element (as held in flight), ARGV[2] message id, ARGV[3] JSON
 -- record, ARGV[4] time to keep dead letters in ms.
-redis.call("LREM", KEYS[1], -1, ARGV[1])
+-- Returns 1, or 0 (and nothing done) when the element is no longer in
+-- flight: its ack, a sweep or a release got there first.
+if redis.call("LREM", KEYS[1], -1, ARGV[1]) == 0 then
+  return 0
+end
 local now = now_ms()
 redis.call("ZADD", KEYS[2], now, ARGV[2])
 redis.call("HSET", KEYS[3], ARGV[2], ARGV[3])

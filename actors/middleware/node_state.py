@@ -28,6 +28,7 @@ from typing import Any
 
 import redis
 from dramatiq import Middleware
+from dramatiq.errors import ActorNotFound
 
 from actors import keys, registry
 from actors.names import celery_name
@@ -53,9 +54,19 @@ def rss_kib() -> int:
         return 0
 
 
-def task_dict(message, *, hostname: str, started: float | None, pid: int | None) -> dict[str, Any]:
-    """A message in the shape of Celery's ``inspect active``/``reserved`` entries."""
+def task_dict(message, *, hostname: str, started: float | None, pid: int | None,
+              broker: Any = None) -> dict[str, Any]:
+    """A message in the shape of Celery's ``inspect active``/``reserved`` entries.
+
+    The priority is the message's own, else its actor's (with ``broker``),
+    on the runbook's scale.
+    """
     priority = message.options.get("priority")
+    if priority is None and broker is not None:
+        try:
+            priority = broker.get_actor(message.actor_name).priority
+        except ActorNotFound:
+            pass
     return {
         "id": message.message_id,
         "name": celery_name(message.actor_name),
@@ -173,11 +184,13 @@ class NodeState(Middleware):
     def snapshot(self) -> dict[str, Any]:
         """This process's state as the registry stores it."""
         pid, name = os.getpid(), self.node_name or ""
+        broker = None if self._worker is None else self._worker.broker
         with self._lock:
-            active = [task_dict(m, hostname=name, started=t, pid=pid) for m, t, _ in self._active.values()]
+            active = [task_dict(m, hostname=name, started=t, pid=pid, broker=broker)
+                      for m, t, _ in self._active.values()]
             counters = dict(self._counters)
             by_task = dict(self._by_task)
-        reserved = [task_dict(m, hostname=name, started=None, pid=None) for m in self._reserved()]
+        reserved = [task_dict(m, hostname=name, started=None, pid=None, broker=broker) for m in self._reserved()]
         return {
             "pid": pid, "index": self.index, "active": active, "reserved": reserved,
             "processed": counters.get("processed", 0), "failed": counters.get("failed", 0),

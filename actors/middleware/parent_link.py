@@ -2,7 +2,7 @@
 
 The supervisor needs this to replace a child whose task is stuck past
 its hard time limit (even when the child's own threads cannot run) and
-to fail that message by the retry policy afterwards (:mod:`actors.held`).
+to fail that message by the retry policy afterwards (:mod:`actors.abandoned`).
 """
 
 from __future__ import annotations
@@ -43,6 +43,15 @@ class ParentLink(Middleware):
         })
 
     def after_process_message(self, broker, message, *, result=None, exception=None):
-        self.send("end", message.message_id)
+        # The task's code has returned: nothing left to kill it for.  The
+        # message stays the child's current one until its ack or nack (the
+        # retry policy decides in between), so a child dying before then
+        # has it failed by the retry policy, not put back as if unstarted.
+        self.send("done", message.message_id)
 
     after_skip_message = after_process_message
+
+    def after_ack(self, broker, message):
+        self.send("end", message.message_id)
+
+    after_nack = after_ack

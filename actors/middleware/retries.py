@@ -76,7 +76,7 @@ class FixedRetries(Middleware):
 
         Stores the error and traceback in the message's options and, for
         a retry, counts it.  Also used for a message whose task was
-        abandoned at the hard time limit (:mod:`actors.held`).
+        abandoned at the hard time limit (:mod:`actors.abandoned`).
 
         Returns:
           The delay of the retry in ms, or None when the message fails.

@@ -9,7 +9,7 @@ exception (``PyThreadState_SetAsyncExc``), so a thread blocked in C code
 Python.  A task still inside the actor call :data:`HARD_LIMIT_GRACE_S`
 after its hard limit is *stuck*: ``on_stuck`` is called with its message
 (the ``celery worker`` runner fails the message by the retry policy and
-replaces the process; see :mod:`actors.held`).  Without ``on_stuck``
+replaces the process; see :mod:`actors.abandoned`).  Without ``on_stuck``
 (the plain ``dramatiq`` CLI) a stuck task is only logged.
 """
 

@@ -12,27 +12,17 @@ refused by name.
 from __future__ import annotations
 
 import argparse
-import errno
 import logging
-import os
 import signal
-import sys
 import threading
-import time
 from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
 
 from app.config import mask_url
-from facade import connection
-from facade.cli import CliError
+from facade import connection, pidfile
+from facade.cli import LEVELS, CliError
 
-__all__ = ["configure", "run", "LOG_FORMAT", "NOT_OFFERED"]
-
-#: Celery's log line format.
-LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
-
-_LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING, "WARN": logging.WARNING,
-           "ERROR": logging.ERROR, "CRITICAL": logging.CRITICAL, "FATAL": logging.CRITICAL}
+__all__ = ["configure", "run", "NOT_OFFERED"]
 
 #: Celery beat options this project does not offer, and why.
 NOT_OFFERED = {
@@ -55,7 +45,7 @@ class _Refuse(argparse.Action):
 
 def _level(value: str) -> int:
     try:
-        return _LEVELS[value.upper()]
+        return LEVELS[value.upper()]
     except KeyError:
         raise argparse.ArgumentTypeError(
             f"{value!r} is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL, FATAL") from None
@@ -69,48 +59,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-s", "--schedule", help="accepted for the runbook; unused (the schedule's state is in Redis)")
     for option in NOT_OFFERED:
         parser.add_argument(option, nargs="?", action=_Refuse, help=argparse.SUPPRESS)
-
-
-def _setup_logging(level: int, logfile: str | None) -> None:
-    try:
-        handler: logging.Handler = logging.FileHandler(logfile) if logfile else logging.StreamHandler(sys.stderr)
-    except OSError as e:
-        raise CliError(f"cannot open the log file {logfile}: {e.strerror}") from None
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    # APScheduler's own INFO lines ("Added job", "Running job") are noise here.
-    logging.getLogger("apscheduler").setLevel(max(level, logging.WARNING) if level > logging.DEBUG else level)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _create_pidfile(path: str) -> None:
-    """Celery's pidlock: refuse to start while the file names a live process."""
-    try:
-        with open(path) as f:
-            old = int(f.read().strip() or 0)
-    except FileNotFoundError:
-        old = 0
-    except (OSError, ValueError):
-        old = 0
-    if old and old != os.getpid() and _pid_alive(old):
-        raise CliError(f"Pidfile ({path}) already exists.\nSeems we're already running? (pid: {old})", 1)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    except OSError as e:
-        raise CliError(f"cannot write the pidfile {path}: {os.strerror(e.errno or errno.EIO)}", 1) from None
-    with os.fdopen(fd, "w") as f:
-        f.write(f"{os.getpid()}\n")
 
 
 def _banner(redis_uri: str, jobs, level: int, logfile: str | None) -> str:
@@ -135,35 +83,27 @@ def _banner(redis_uri: str, jobs, level: int, logfile: str | None) -> str:
 def run(args: argparse.Namespace) -> int:
     cfg = connection.config()
     connection.connect(cfg).close()  # fail now, as Celery does, if Redis is down
-    if args.pidfile:
-        _create_pidfile(args.pidfile)
-    try:
+    # Celery beat takes --pidfile as given (no %-codes), with the worker's lock.
+    with pidfile.held(args.pidfile):
         return _run(args, cfg)
-    finally:
-        if args.pidfile:
-            try:
-                os.unlink(args.pidfile)
-            except OSError:
-                pass
 
 
 def _run(args: argparse.Namespace, cfg) -> int:
     # Importing the actors builds the broker the jobs send with.
     import actors
     from actors import periodic
-    from actors.beat import Beat, Job
+    from actors.beat import Beat
 
     client = actors.broker.client
-    jobs = [
-        Job("buffer-sweep", "tasks.check_buffer_task", cfg.buffer_sweep_interval_s,
-            lambda: periodic.sweep_buffers(client, cfg, now_ms=int(time.time() * 1000),
-                                           send_check=actors.check_buffer_task.send)),
-        Job("queue-check", "actors.periodic.check_queues", cfg.queue_check_interval_s,
-            lambda: periodic.check_queues(actors.broker, threshold=cfg.queue_alert_threshold)),
-    ]
+    jobs = periodic.jobs(cfg, actors.broker)
     if not args.quiet:
         print(_banner(cfg.redis_uri, jobs, args.loglevel, args.logfile), flush=True)
-    _setup_logging(args.loglevel, args.logfile)
+    from actors.worker_logging import setup_logging
+
+    try:
+        setup_logging(args.loglevel, args.logfile)
+    except OSError as e:
+        raise CliError(f"cannot open the log file {args.logfile}: {e.strerror}") from None
     if args.schedule:
         logging.getLogger(__name__).warning(
             "beat: --schedule %s is not used: the jobs are fixed in code and their state lives in Redis "

@@ -16,7 +16,7 @@ import sys
 import redis
 
 from actors import keys
-from actors.waiting import purge_waiting
+from actors.backlog import purge_waiting
 from facade import connection
 
 __all__ = ["configure", "run", "KNOWN_QUEUES"]

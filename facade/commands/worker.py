@@ -17,13 +17,9 @@ import time
 from importlib import metadata
 
 from facade import nodenames
-from facade.cli import APP_MODULE, CliError
+from facade.cli import APP_MODULE, LEVELS, CliError
 
 __all__ = ["configure", "run"]
-
-#: Celery's log levels (FATAL is CRITICAL).
-LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING, "WARN": logging.WARNING,
-          "ERROR": logging.ERROR, "CRITICAL": logging.CRITICAL, "FATAL": logging.CRITICAL}
 
 #: -P values: this project's pools, and Celery's others.
 POOL_ALIASES = {"solo": "solo", "prefork": "prefork", "processes": "prefork", "threads": "threads"}
@@ -166,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
     node = nodenames.node_name(args.hostname, host=host)
     logfile = None
     if args.logfile:
-        logfile = nodenames.expand(args.logfile, host=host, node=node, per_process=True)
+        logfile = nodenames.file_name(args.logfile, node)
     spec = _spec(args, pool=pool, level=level, node=node, host=host, logfile=logfile,
                  queues=queue_names, broker_shown=mask_url(config.redis_uri), config=config)
     return _start(args, spec, queue_names, broker)
@@ -201,8 +197,7 @@ def _queues(value: str | None, broker) -> list[str]:
 
 def _spec(args, *, pool, level, node, host, logfile, queues, broker_shown, config):
     from actors import keys
-    from actors.middleware.time_limits import HARD_LIMIT_GRACE_S
-    from actors.worker_spec import WorkerSpec
+    from actors.worker_spec import WorkerSpec, shutdown_timeout_s
 
     concurrency = args.concurrency or os.cpu_count() or 1
     limits = (args.max_tasks_per_child, args.max_memory_per_child)
@@ -210,16 +205,14 @@ def _spec(args, *, pool, level, node, host, logfile, queues, broker_shown, confi
         logging.getLogger("celery.worker").warning(
             "--max-tasks-per-child and --max-memory-per-child apply to -P prefork only, as in Celery.")
     hard = args.time_limit if args.time_limit is not None else config.time_limit_s
-    grace = HARD_LIMIT_GRACE_S
     return WorkerSpec(
         node_name=node, hostname=host, pool=pool, concurrency=concurrency,
         queues=tuple(dict.fromkeys(keys.canonical_queue(q) for q in queues)), loglevel=level, logfile=logfile,
         prefetch_multiplier=args.prefetch_multiplier,
         max_tasks_per_child=args.max_tasks_per_child if pool == "prefork" else None,
         max_memory_per_child_kib=args.max_memory_per_child if pool == "prefork" else None,
-        time_limit_s=args.time_limit, soft_time_limit_s=args.soft_time_limit, grace_s=grace,
-        # Running tasks can always finish: none runs longer than its hard limit.
-        shutdown_timeout_s=hard + grace + 5, task_events=args.task_events,
+        time_limit_s=args.time_limit, soft_time_limit_s=args.soft_time_limit,
+        shutdown_timeout_s=shutdown_timeout_s(hard), task_events=args.task_events,
         extra_modules=tuple(config.worker_extra_modules), broker_shown=broker_shown, started_at=time.time(),
         main_pid=os.getpid(), sw_ver=_version(),
     )
@@ -236,12 +229,17 @@ def _start(args, spec, queue_names, broker) -> int:
     import dramatiq
 
     from actors.names import celery_name
+    from actors.node_process import wait_for_redis
     from actors.worker_logging import setup_logging
     from facade import banner, pidfile
 
     if spec.logfile:
         _check_writable(spec.logfile)
-    with pidfile.held(args.pidfile):
+    from actors.worker_logging import expand_process_index
+
+    # Celery: node_format(pidfile, nodename); %i is the main process's index, 0.
+    pid_path = expand_process_index(nodenames.file_name(args.pidfile, spec.node_name), 0) if args.pidfile else None
+    with pidfile.held(pid_path):
         if not args.quiet:
             shown = spec.loglevel <= logging.INFO
             tasks = sorted(celery_name(a) for a in broker.get_declared_actors()) if shown else None
@@ -249,7 +247,7 @@ def _start(args, spec, queue_names, broker) -> int:
             print(banner.banner(spec, app=app, queue_names=queue_names, task_names=tasks,
                                 dramatiq_version=dramatiq.__version__), flush=True)
         setup_logging(spec.loglevel, spec.logfile, index=0)
-        _wait_for_redis(broker.client, spec.broker_shown)
+        wait_for_redis(broker.client, spec.broker_shown)
         if spec.pool == "prefork":
             from actors.supervisor import Supervisor
 
@@ -257,26 +255,6 @@ def _start(args, spec, queue_names, broker) -> int:
         from actors.node_process import NodeProcess
 
         return NodeProcess(spec).run()
-
-
-#: Longest pause between two attempts to reach Redis at start, in seconds.
-MAX_CONNECT_WAIT_S = 32.0
-
-
-def _wait_for_redis(client, shown: str) -> None:
-    """Start consuming only once Redis answers, saying so as Celery does meanwhile."""
-    import redis
-
-    wait_s = 1.0
-    while True:
-        try:
-            client.ping()
-            return
-        except redis.RedisError as e:
-            logging.getLogger("celery.worker.consumer.consumer").error(
-                "consumer: Cannot connect to %s: %s.\nTrying again in %.2f seconds...", shown, e, wait_s)
-        time.sleep(wait_s)
-        wait_s = min(wait_s * 2, MAX_CONNECT_WAIT_S)
 
 
 def _check_writable(pattern: str) -> None:

@@ -156,3 +156,50 @@ def test_time_limits_firing_as_tasks_end_never_wedge_or_kill_worker_threads(redi
         threading.excepthook = previous_hook
         worker.stop()
         broker.close()
+
+
+@pytest.mark.parametrize("exception", [ConnectionError("upstream down"), ValueError("bug")])
+def test_fail_held_does_nothing_when_the_element_leaves_flight_before_it_acts(make_broker, redis_client, monkeypatch,
+                                                                              exception):
+    from actors.abandoned import fail_held
+
+    broker = make_broker()
+    declare(broker).send("x")
+    consumer = broker.consume("default", prefetch=1, timeout=100)
+    (message,) = drain(consumer, 1)
+    retries = next(m for m in broker.middleware if isinstance(m, FixedRetries))
+    real_decide = retries.decide
+
+    def decide_while_acked(*args, **kwargs):
+        # The blocked thread's own ack (or a sweep, a release) lands while fail_held decides
+        redis_client.lrem(message.inflight_key, -1, message.raw)
+        return real_decide(*args, **kwargs)
+
+    monkeypatch.setattr(retries, "decide", decide_while_acked)
+
+    # When fail_held acts on the element after it left the in-flight list
+    outcome = fail_held(broker, inflight_key=message.inflight_key, raw=message.raw, message=message._message,
+                        exception=exception)
+
+    # Then it neither schedules nor dead-letters a second copy
+    assert outcome == "gone"
+    assert redis_client.zcard(keys.delayed_key("default")) == 0
+    assert redis_client.zcard(keys.dead_key("default")) == 0
+
+
+@pytest.mark.parametrize("exception, outcome", [(ConnectionError("upstream down"), "retried"),
+                                                (ValueError("bug"), "failed")])
+def test_fail_held_takes_a_held_element_out_of_flight_in_the_same_step(make_broker, redis_client, exception,
+                                                                       outcome):
+    from actors.abandoned import fail_held
+
+    broker = make_broker()
+    declare(broker).send("x")
+    consumer = broker.consume("default", prefetch=1, timeout=100)
+    (message,) = drain(consumer, 1)
+
+    assert fail_held(broker, inflight_key=message.inflight_key, raw=message.raw, message=message._message,
+                     exception=exception) == outcome
+    assert redis_client.llen(message.inflight_key) == 0
+    copies = redis_client.zcard(keys.delayed_key("default")) + redis_client.zcard(keys.dead_key("default"))
+    assert copies == 1

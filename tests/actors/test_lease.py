@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from actors.lease import Lease
 from tests.support.waiting import wait_for
 
@@ -41,8 +43,33 @@ def test_a_period_runs_once_and_only_for_the_holder(redis_client):
     holder, other = Lease(redis_client, "lease", ttl_ms=10_000), Lease(redis_client, "lease", ttl_ms=10_000)
     holder.acquire_or_renew()
 
-    assert holder.claim_run("ran:job", 7, remember_ms=60_000)
-    assert not holder.claim_run("ran:job", 7, remember_ms=60_000)
-    assert not holder.claim_run("ran:job", 6, remember_ms=60_000)
-    assert not other.claim_run("ran:job", 8, remember_ms=60_000)
-    assert holder.claim_run("ran:job", 8, remember_ms=60_000)
+    day_ms = 86_400_000
+    period = holder.claim_run("ran:job", interval_ms=day_ms, remember_ms=60_000)
+    # numbered by Redis's clock
+    seconds, micros = redis_client.time()
+    assert period == round((seconds * 1000 + micros // 1000) / day_ms)
+    assert holder.claim_run("ran:job", interval_ms=day_ms, remember_ms=60_000) is None
+    assert other.claim_run("ran:job", interval_ms=1, remember_ms=60_000) is None
+
+    # The next period (by Redis's clock) runs once more
+    assert holder.claim_run("ran:job", interval_ms=1, remember_ms=60_000) is not None
+
+
+def test_a_beat_whose_clock_runs_ahead_cannot_fire_a_period_early_after_a_takeover(redis_client, monkeypatch):
+    from actors.beat import Beat, Job
+
+    runs = []
+    job = Job("job", "tasks.job", 86_400, lambda: runs.append(1))
+    first, second = Beat(redis_client, [job], lease_s=30), Beat(redis_client, [job], lease_s=30)
+    assert first.tend_lease()
+    assert first.fire(job)
+    first.lease.release()
+    assert second.tend_lease()
+
+    # When the new holder's host clock is a whole period ahead
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() + 86_400)
+
+    # Then it still sees the period that already ran
+    assert not second.fire(job)
+    assert runs == [1]

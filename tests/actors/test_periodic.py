@@ -95,3 +95,46 @@ def test_the_config_reads_the_alert_threshold_and_intervals():
     assert (cfg.queue_alert_threshold, cfg.buffer_sweep_interval_s, cfg.queue_check_interval_s,
             cfg.beat_lease_s) == (50, 5.0, 30.0, 9.0)
     assert Config.from_env({}).queue_alert_threshold == 1000
+
+
+def test_the_sweep_goes_by_redis_clock_not_the_beat_hosts(global_broker, redis_client, runtime, monkeypatch):
+    # Given a buffer whose last message came just now by Redis's clock
+    redis_now = periodic.redis_now_ms(redis_client)
+    append_to_buffer(redis_client, "c-typing", "wamid.t1", {"wamid": "wamid.t1", "text": "hi"}, now_ms=redis_now)
+
+    # When the beat host's clock is an hour ahead
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() + 3600)
+
+    # Then the customer still typing is left alone
+    assert periodic.sweep_buffers(redis_client, runtime.config, send_check=tasks.check_buffer_task.send) == 0
+    assert redis_client.llen("celery") == 0
+
+
+def test_beyond_the_cap_each_sweep_reaches_other_lost_buffers(global_broker, redis_client, runtime):
+    # Given more lost buffers than one sweep sends
+    now_ms = periodic.redis_now_ms(redis_client)
+    for i in range(5):
+        append_to_buffer(redis_client, f"c-many-{i}", f"wamid.m{i}", {"wamid": f"wamid.m{i}", "text": "hi"},
+                         now_ms=now_ms - 60_000)
+    sent: list[str] = []
+
+    def send(conversation, seq):
+        sent.append(conversation)
+
+    # When sweeps of at most 2 sends run one after another
+    counts = [periodic.sweep_buffers(redis_client, runtime.config, send_check=send, max_sends=2) for _ in range(4)]
+
+    # Then every lost buffer is reached once, none found again while its resend is recent
+    assert counts == [2, 2, 1, 0]
+    assert sorted(sent) == [f"c-many-{i}" for i in range(5)]
+
+
+def test_the_beat_jobs_are_the_buffer_sweep_and_the_queue_check_at_the_configured_intervals(global_broker,
+                                                                                            runtime):
+    jobs = periodic.jobs(runtime.config, global_broker)
+
+    assert [(j.name, j.task, j.interval_s) for j in jobs] == [
+        ("buffer-sweep", "tasks.check_buffer_task", runtime.config.buffer_sweep_interval_s),
+        ("queue-check", "actors.periodic.check_queues", runtime.config.queue_check_interval_s),
+    ]

@@ -82,3 +82,10 @@ def test_the_operator_token_and_gemini_settings_come_from_the_environment():
 def test_bad_model_and_api_settings_are_refused_with_their_name(env, message):
     with pytest.raises(ConfigError, match=message):
         Config.from_env(env)
+
+
+def test_mask_url_hides_a_password_given_as_a_query_parameter():
+    # redis-py's from_url takes ?password= too
+    assert mask_url("redis://127.0.0.1:6379/0?password=secret&db=1") == "redis://127.0.0.1:6379/0?password=**&db=1"
+    assert mask_url("redis://:pw@h:6379/0?socket_timeout=5&Password=x") == "redis://:**@h:6379/0?socket_timeout=5&Password=**"
+    assert mask_url("redis://h:6379/0?socket_timeout=5") == "redis://h:6379/0?socket_timeout=5"

@@ -12,9 +12,9 @@ def celery_worker(tmp_path, global_broker, redis_client):
     """Start ``celery -A tasks <args>``; everything it started is killed after the test."""
     started: list[CeleryWorker] = []
 
-    def start(args: str | list[str], **env: str) -> CeleryWorker:
+    def start(args: str | list[str], split_stderr: bool = False, **env: str) -> CeleryWorker:
         argv = args.split() if isinstance(args, str) else args
-        worker = CeleryWorker(argv, tmp_path / f"worker-{len(started)}.log", env=env)
+        worker = CeleryWorker(argv, tmp_path / f"worker-{len(started)}.log", env=env, split_stderr=split_stderr)
         started.append(worker)
         return worker
 

@@ -131,8 +131,8 @@ def test_a_second_beat_with_the_same_pidfile_refuses_to_start(beats, tmp_path, r
 
     result = run_celery("-A", "tasks", "beat", "--pidfile", str(pidfile))
 
-    assert result.returncode == 1
-    assert result.stderr == (f"Error: Pidfile ({pidfile}) already exists.\n"
+    assert result.returncode == 73
+    assert result.stderr == (f"ERROR: Pidfile ({pidfile}) already exists.\n"
                              f"Seems we're already running? (pid: {first.pid})\n")
 
 

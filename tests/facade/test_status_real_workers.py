@@ -5,10 +5,10 @@ from __future__ import annotations
 import ast
 import os
 import signal
+import socket
 
 import pytest
 
-from facade.nodenames import hostname
 from tests.support import extra_actors as test_actors
 from tests.support.cli import run_celery
 from tests.support.waiting import wait_for
@@ -25,6 +25,8 @@ def _running(stdout: str) -> dict[str, str]:
         elif line.startswith("    * {"):
             task = ast.literal_eval(line[6:])
             assert task["hostname"] == node and task["name"] == "tasks.test_gate"
+            # the actor's priority on the runbook's scale, as the message carries none
+            assert task["delivery_info"]["priority"] == 5
             running[task["args"][0]] = node
     return running
 
@@ -32,7 +34,7 @@ def _running(stdout: str) -> dict[str, str]:
 def test_two_worker_nodes_show_in_status_and_their_running_tasks_in_inspect_active(celery_worker, redis_client):
     # Given the runbook's two named nodes, each running a task that waits for a gate key
     # (one message each: a prefetched second gate would sit reserved on the first node)
-    host = hostname()
+    host = socket.gethostname()
     first = celery_worker("worker -l info -P solo --prefetch-multiplier=1 -Q default,state -n worker1@%h")
     second = celery_worker("worker -l info -P solo --prefetch-multiplier=1 -Q default,state -n worker2@%h")
     first.wait_ready()

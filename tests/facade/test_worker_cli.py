@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
+import socket
 
 import pytest
 import redis
 
 from actors import keys, registry
-from facade import nodenames
 from tests.support import extra_actors as test_actors
 from tests.support.celery_worker import TEST_ACTORS
 from tests.support.cli import run_celery
@@ -53,7 +54,7 @@ def test_a_runbook_worker_line_runs_tasks_and_stops_warmly_on_sigterm(line, cele
     assert f" ({pool})" in output and ".> concurrency: " in output
     assert ("/ForkPoolWorker-" in output) == (pool == "prefork")
     if "-n worker1@%h" in line:
-        assert f"worker1@{nodenames.hostname()} ready." in output
+        assert f"worker1@{socket.gethostname()} ready." in output
     wait_for(lambda: len(registry.live_nodes(redis_client)) == 1)
 
     # When SIGTERM reaches the main process, it stops warmly with exit code 0
@@ -71,7 +72,7 @@ def test_two_named_nodes_side_by_side_are_two_nodes(celery_worker, redis_client)
     first.wait_ready()
     second.wait_ready()
 
-    host = nodenames.hostname()
+    host = socket.gethostname()
     nodes = wait_for(lambda: (lambda found: found if len(found) == 2 else None)(registry.live_nodes(redis_client)))
     assert [n.name for n in nodes] == [f"worker1@{host}", f"worker2@{host}"]
     for node, proc in zip(nodes, (first, second), strict=True):
@@ -101,8 +102,14 @@ def test_max_tasks_per_child_replaces_only_that_child_while_another_runs_a_long_
 
     # Then that child alone is replaced (ForkPoolWorker-3 starts) ...
     output = worker.wait_for_output("(max tasks per child reached (3))")
-    wait_for(lambda: len(_pids(redis_client)) == 2 and busy[0] in _pids(redis_client), 90)
-    assert "exited with 'exitcode 0' (max tasks per child reached (3))" in output
+    retired = re.search(r"Process 'ForkPoolWorker-[12]' pid:(\d+) exited with 'exitcode 0' "
+                        r"\(max tasks per child reached \(3\)\)", output)
+    assert retired is not None, output
+    retired_pid = int(retired.group(1))
+    assert retired_pid != busy[0]
+    # the registry shows the busy child and a new one in place of the retired one
+    wait_for(lambda: (lambda pids: len(pids) == 2 and busy[0] in pids and retired_pid not in pids)(
+        _pids(redis_client)), 90)
     # ... while the long task keeps running in its child, which is not restarted
     assert [t["id"] for n in registry.live_nodes(redis_client) for t in n.active] == [long_task.id]
     redis_client.set("test:release-gate", 1)
@@ -111,8 +118,10 @@ def test_max_tasks_per_child_replaces_only_that_child_while_another_runs_a_long_
     assert busy[0] in _pids(redis_client)
 
     # And the replacement takes work
-    test_actors.test_record_default.delay("after")
+    after = test_actors.test_record_default.delay("after")
     wait_for(lambda: "after" in _order(redis_client), 60)
+    assert "/ForkPoolWorker-3] Task tasks.test_record_default[" + after.id + "] received" in \
+        worker.wait_for_output(f"Task tasks.test_record_default[{after.id}] succeeded in ", 30)
     worker.signal(signal.SIGTERM)
     assert worker.wait() == 0
 
@@ -137,7 +146,9 @@ def test_a_task_blocked_in_c_is_stopped_at_the_hard_limit_and_retried(celery_wor
     assert f"Hard time limit (2s) exceeded for tasks.test_blocked_in_c[{sent.id}]" in output
     assert f"Process 'ForkPoolWorker-1' pid:{first_pid} exited with 'signal 9 (SIGKILL)'" in output
     assert redis_client.llen("celery") == 0
-    assert redis_client.zcard(keys.delayed_key("default")) + redis_client.llen("test:blocked") >= 1
+    # the retry waits in the delayed set (the line is logged just before its ZADD; it is due in 5 s)
+    wait_for(lambda: redis_client.zcard(keys.delayed_key("default")) == 1, 4)
+    assert redis_client.llen("test:blocked") == 1
     # and runs again, once, in the replacement child
     wait_for(lambda: redis_client.llen("test:blocked") == 2, 60)
     runs = [v.decode() for v in redis_client.lrange("test:blocked", 0, -1)]
@@ -147,9 +158,10 @@ def test_a_task_blocked_in_c_is_stopped_at_the_hard_limit_and_retried(celery_wor
     assert redis_client.llen("test:blocked") == 2
 
 
-def test_under_solo_a_task_blocked_in_c_makes_the_process_exit_75_after_scheduling_its_retry(
-        celery_worker, redis_client):
-    worker = celery_worker("worker -l info -P solo --time-limit=2 --soft-time-limit=1 -Q default")
+@pytest.mark.parametrize("pool", ["solo -c 1", "threads -c 2"])
+def test_under_solo_or_threads_a_task_blocked_in_c_makes_the_process_exit_75_after_scheduling_its_retry(
+        pool, celery_worker, redis_client):
+    worker = celery_worker(f"worker -l info -P {pool} --time-limit=2 --soft-time-limit=1 -Q default")
     worker.wait_ready()
     sent = test_actors.test_blocked_in_c.delay("stuck solo")
 
@@ -163,8 +175,9 @@ def test_under_solo_a_task_blocked_in_c_makes_the_process_exit_75_after_scheduli
     assert registry.live_nodes(redis_client) == []
 
 
-def test_the_soft_limit_is_raised_inside_the_task(celery_worker, redis_client):
-    worker = celery_worker("worker -l info -P solo --time-limit=20 --soft-time-limit=1 -Q default")
+@pytest.mark.parametrize("pool", ["solo", "prefork", "threads"])
+def test_the_soft_limit_is_raised_inside_the_task(pool, celery_worker, redis_client):
+    worker = celery_worker(f"worker -l info -P {pool} -c 1 --time-limit=20 --soft-time-limit=1 -Q default")
     worker.wait_ready()
     sent = test_actors.test_soft_limit.delay()
     wait_for(lambda: _order(redis_client) == ["soft limit caught"], 60)
@@ -196,8 +209,56 @@ def test_sigterm_lets_the_running_task_finish(pool, to_group, celery_worker, red
     assert list(redis_client.scan_iter(keys.inflight_key("default", "*"))) == []
 
 
+@pytest.mark.parametrize("pool", ["prefork", "solo"])
+def test_a_warm_shutdown_gives_prefetched_messages_back_to_their_queue(pool, celery_worker, redis_client):
+    # Given one worker thread in a gated task, holding two more messages it prefetched (default multiplier 4)
+    worker = celery_worker(f"worker -l debug -P {pool} -c 1 --time-limit=60 --soft-time-limit=50 -Q default")
+    worker.wait_ready()
+    test_actors.test_gate.delay("test:release-gate")
+    wait_for(lambda: _order(redis_client) == ["gate"], 60)
+    waiting = [test_actors.test_record_default.delay(f"prefetched {n}") for n in range(2)]
+    wait_for(lambda: redis_client.llen("celery") == 0, 30)  # taken into the worker's in-flight list
+
+    # When it is stopped warmly (prefork: by its supervisor, over the pipe) and, once it
+    # takes no new task, its running task finishes
+    worker.signal(signal.SIGTERM)
+    worker.wait_for_output("worker: Warm shutdown (MainProcess)", 30)
+    worker.wait_for_output("Taking no new task: stopping.", 30)
+    redis_client.set("test:release-gate", 1)
+    assert worker.wait() == 0
+
+    # Then the prefetched messages wait in their queue again, unrun
+    assert redis_client.llen("celery") == 2
+    assert all(any(m.id.encode() in e for e in redis_client.lrange("celery", 0, -1)) for m in waiting)
+    assert _order(redis_client) == ["gate"]
+    assert list(redis_client.scan_iter(keys.inflight_key("default", "*"))) == []
+
+
+def test_a_child_retiring_after_max_tasks_gives_its_prefetched_messages_back(celery_worker, redis_client):
+    # Given a child that retires after one task, in a gated task with two prefetched messages
+    worker = celery_worker("worker -l info -P prefork -c 1 --max-tasks-per-child=1 -Q default")
+    worker.wait_ready()
+    test_actors.test_gate.delay("test:release-gate")
+    wait_for(lambda: _order(redis_client) == ["gate"], 60)
+    waiting = [test_actors.test_record_default.delay(f"prefetched {n}") for n in range(2)]
+    wait_for(lambda: redis_client.llen("celery") == 0, 30)
+
+    # When its task ends, it retires
+    redis_client.set("test:release-gate", 1)
+    output = worker.wait_for_output("(max tasks per child reached (1))", 60)
+    assert "Process 'ForkPoolWorker-1'" in output
+
+    # Then the two messages run once each, in replacements, not in the retired child
+    wait_for(lambda: sorted(_order(redis_client)) == ["gate", "prefetched 0", "prefetched 1"], 60)
+    for message in waiting:
+        output = worker.wait_for_output(f"Task tasks.test_record_default[{message.id}] received", 30)
+        assert f"/ForkPoolWorker-1] Task tasks.test_record_default[{message.id}] received" not in output
+    assert "Gave back" not in worker.output()  # the child gave them back itself, not its supervisor
+
+
 def test_a_second_sigterm_gives_the_running_tasks_message_back_to_its_queue(celery_worker, redis_client):
-    worker = celery_worker("worker -l info -c 1 --time-limit=60 --soft-time-limit=50 -Q default")
+    worker = celery_worker("worker -l info -c 1 --time-limit=60 --soft-time-limit=50 -Q default",
+                           split_stderr=True)
     worker.wait_ready()
     sent = test_actors.test_gate.delay("test:never")
     wait_for(lambda: _order(redis_client) == ["gate"], 60)
@@ -206,11 +267,49 @@ def test_a_second_sigterm_gives_the_running_tasks_message_back_to_its_queue(cele
     worker.wait_for_output("worker: Warm shutdown (MainProcess)", 30)
     worker.signal(signal.SIGTERM)
     assert worker.wait() != 0
-    assert "worker: Cold shutdown (MainProcess)" in worker.output()
+    # Both lines on stdout between newlines, as Celery's safe_say writes them
+    assert "\nworker: Warm shutdown (MainProcess)\n" in worker.stdout()
+    assert "\nworker: Cold shutdown (MainProcess)\n" in worker.stdout()
+    assert "shutdown (MainProcess)" not in worker.stderr()
 
     waiting = redis_client.lrange("celery", 0, -1)
     assert len(waiting) == 1 and sent.id.encode() in waiting[0]
     assert list(redis_client.scan_iter(keys.inflight_key("default", "*"))) == []
+
+
+def test_under_solo_a_cold_shutdown_leaves_no_message_where_no_sweep_finds_it(celery_worker, redis_client,
+                                                                             make_broker):
+    # Given a solo node in a task (its consumer blocked in a fetch on the empty queue)
+    worker = celery_worker("worker -l info -P solo --time-limit=60 --soft-time-limit=50 -Q default")
+    worker.wait_ready()
+    sent = test_actors.test_gate.delay("test:never")
+    wait_for(lambda: _order(redis_client) == ["gate"], 60)
+
+    # When a cold shutdown gives its message back while that fetch may still take it again
+    worker.signal(signal.SIGTERM)
+    worker.wait_for_output("worker: Warm shutdown (MainProcess)", 30)
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() != 0
+
+    # Then the message is back in its queue, at once or at the next sweep of any worker
+    sweeper = make_broker(heartbeat_timeout_ms=1000)
+
+    def back_in_queue():
+        sweeper.sweep()
+        return redis_client.llen("celery") == 1
+    wait_for(back_in_queue, 10)
+    assert sent.id.encode() in redis_client.lindex("celery", 0)
+    assert all(redis_client.llen(k) == 0 for k in redis_client.scan_iter(keys.inflight_key("default", "*")))
+
+
+def test_under_solo_the_shutdown_lines_go_to_stdout_as_in_celery(celery_worker, redis_client):
+    worker = celery_worker("worker -l info -P solo -Q default", split_stderr=True)
+    worker.wait_ready()
+
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+    assert "\nworker: Warm shutdown (MainProcess)\n" in worker.stdout()
+    assert "shutdown (MainProcess)" not in worker.stderr()
 
 
 def test_the_pidfile_is_written_held_and_removed(celery_worker, tmp_path):
@@ -220,8 +319,19 @@ def test_the_pidfile_is_written_held_and_removed(celery_worker, tmp_path):
 
     second = run_celery("-A", "tasks", "worker", "-P", "solo", "--pidfile", str(pidfile), env=TEST_ACTORS)
     assert second.returncode == 73
-    assert f"Pidfile ({pidfile}) already exists" in second.stderr
+    assert second.stderr.endswith(f"ERROR: Pidfile ({pidfile}) already exists.\n"
+                                  f"Seems we're already running? (pid: {worker.pid})\n")
 
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+    assert not pidfile.exists()
+
+
+def test_the_pidfile_expands_celerys_node_codes(celery_worker, tmp_path):
+    # As Celery's node_format: %n is the node's name part, %h its host part, %i the main process's 0
+    worker = celery_worker(["worker", "-P", "solo", "-n", "w1@%h", "--pidfile", str(tmp_path / "%n-%h-%i.pid")])
+    pidfile = tmp_path / f"w1-{socket.gethostname()}-0.pid"
+    wait_for(lambda: pidfile.exists() and pidfile.read_text().strip() == str(worker.pid), 60)
     worker.signal(signal.SIGTERM)
     assert worker.wait() == 0
     assert not pidfile.exists()
@@ -230,8 +340,8 @@ def test_the_pidfile_is_written_held_and_removed(celery_worker, tmp_path):
 def test_the_logfile_expands_celerys_codes(celery_worker, tmp_path):
     pattern = str(tmp_path / "%n%I.log")
     worker = celery_worker(["worker", "-l", "info", "-c", "1", "-f", pattern])
-    name = nodenames.hostname().partition(".")[0]
-    main_log, child_log = tmp_path / f"{name}.log", tmp_path / f"{name}-1.log"
+    # %n is the node's name part (the default node is celery@HOST), as Celery's node_format
+    main_log, child_log = tmp_path / "celery.log", tmp_path / "celery-1.log"
     wait_for(lambda: main_log.exists() and " ready." in main_log.read_text(), 120)
     sent = test_actors.test_record_default.delay("logged")
     wait_for(lambda: child_log.exists() and f"test_record_default[{sent.id}] succeeded" in child_log.read_text(), 60)
@@ -271,13 +381,15 @@ def test_the_app_option_after_worker_is_refused_as_in_celery_5():
     assert "-A' as a global option: celery -A tasks worker" in result.stderr
 
 
-def test_a_child_that_keeps_dying_is_restarted_with_a_growing_delay(celery_worker):
+def test_a_child_that_keeps_dying_is_restarted_with_a_growing_delay(celery_worker, redis_client):
     worker = celery_worker("worker -l info -c 1 -Q default",
                            WORKER_EXTRA_MODULES="tests.support.extra_actors,tests.support.crashing_child")
     output = worker.wait_for_output("keeps failing (4 times in a row): starting it again in 4s", 120)
     # One start per announced delay: the supervisor does not spin
     assert output.count("exited with 'exitcode 3'") == 4
     assert "keeps failing (3 times in a row): starting it again in 2s" in output
+    # A node none of whose children serves is not counted as live
+    assert registry.live_nodes(redis_client) == []
     worker.signal(signal.SIGTERM)
     assert worker.wait() == 0
 
@@ -363,3 +475,18 @@ def test_a_worker_started_before_redis_waits_for_it(celery_worker, tmp_path):
         assert worker.wait() == 0
     finally:
         server.stop()
+
+
+def test_a_child_whose_task_holds_the_gil_is_not_swept(celery_worker, redis_client):
+    # Given a prefork node of two children and a short heartbeat timeout
+    # (a process silent for 1 s is swept)
+    worker = celery_worker("worker -l info -P prefork -c 2", HEARTBEAT_TIMEOUT_SECONDS="2")
+    worker.wait_ready()
+
+    # When a task holds its child's GIL for longer than that (its upkeep thread cannot beat)
+    test_actors.test_hold_gil.delay("gil", 6)
+
+    # Then its message stays with it: the other child never runs it too
+    wait_for(lambda: redis_client.llen("test:gil-done") == 1, 60)
+    assert redis_client.llen("test:gil-started") == 1, redis_client.lrange("test:gil-started", 0, -1)
+    assert redis_client.llen("celery") == 0

@@ -26,14 +26,18 @@ TEST_ACTORS = {"WORKER_EXTRA_MODULES": "tests.support.extra_actors"}
 class CeleryWorker:
     """One ``celery`` process (and its children), its output kept in a file."""
 
-    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None, *,
+                 split_stderr: bool = False) -> None:
+        """With ``split_stderr``, stderr goes to its own file (``stderr()``); else both to one."""
         self.args = args
         self.log_path = log_path
+        self.err_path = log_path.with_suffix(".stderr") if split_stderr else None
         self._log = open(log_path, "wb")
+        self._err = open(self.err_path, "wb") if self.err_path is not None else None
         environment = {**os.environ, **TEST_ACTORS, **(env or {})}
         self.proc = subprocess.Popen(
             [CELERY, "-A", "tasks", *args], cwd=ROOT, env=environment, stdout=self._log,
-            stderr=subprocess.STDOUT, start_new_session=True,
+            stderr=subprocess.STDOUT if self._err is None else self._err, start_new_session=True,
         )
 
     @property
@@ -41,7 +45,14 @@ class CeleryWorker:
         return self.proc.pid
 
     def output(self) -> str:
+        """Everything printed (stdout, then stderr when split)."""
+        return self.stdout() + self.stderr()
+
+    def stdout(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def stderr(self) -> str:
+        return "" if self.err_path is None else self.err_path.read_text(errors="replace")
 
     def wait_for_output(self, text: str, timeout_s: float = START_TIMEOUT_S) -> str:
         try:
@@ -72,3 +83,5 @@ class CeleryWorker:
                 pass
             self.proc.wait()
         self._log.close()
+        if self._err is not None:
+            self._err.close()

@@ -110,3 +110,14 @@ def test_enqueue_during_a_redis_blip(tag: str) -> None:
                                     kwargs={}, options={}))
     finally:
         unreachable.client.close()
+
+
+@task(queue="default", priority=5, name="test_hold_gil", **_LIMITS)
+def test_hold_gil(tag: str, seconds: int) -> None:
+    """Holds the GIL for ``seconds``: a C call through ``PyDLL`` does not release it,
+    so no other thread of the process (its upkeep thread) runs meanwhile."""
+    import ctypes
+
+    _redis().rpush("test:gil-started", f"{tag}:{os.getpid()}")
+    ctypes.PyDLL(None).sleep(seconds)
+    _redis().rpush("test:gil-done", tag)

@@ -23,6 +23,7 @@ from dramatiq import Message
 from actors.broker import RedisBroker
 from actors.middleware.retries import FixedRetries
 from app.errors import TransientError
+from facade.api import ms_to_seconds
 from facade.exceptions import TimeLimitExceeded
 
 __all__ = ["fail_held", "hard_limit_error", "WorkerLostError"]
@@ -41,32 +42,30 @@ class WorkerLostError(TransientError):
 
 def hard_limit_error(hard_ms: int) -> TimeLimitExceeded:
     """The exception recorded for a task stopped at its hard limit."""
-    return TimeLimitExceeded(f"hard time limit ({hard_ms / 1000:g}s) exceeded")
+    return TimeLimitExceeded(f"hard time limit ({ms_to_seconds(hard_ms):g}s) exceeded")
 
 
 def fail_held(broker: RedisBroker, *, inflight_key: str, raw: bytes, message: Message,
               exception: BaseException) -> str:
     """Retry or dead-letter one message held in ``inflight_key`` as ``raw``.
 
-    The caller guarantees that nobody else acts on the element any more
-    (its process is dead, or the message is marked abandoned).  Each
-    outcome removes the element from the in-flight list in the same
-    Redis step as it schedules or dead-letters the message.
+    Each outcome removes the element from the in-flight list in the same
+    Redis step as it schedules or dead-letters the message, and does
+    nothing when the element is no longer there, so a concurrent ack,
+    sweep or release cannot make the message run twice.
 
     Returns:
       ``"retried"``, ``"failed"`` (dead-lettered), or ``"gone"`` when the
       element was no longer in flight (its ack or the sweep got there first).
     """
-    if broker.client.lpos(inflight_key, raw) is None:  # type: ignore[arg-type]
-        return "gone"
     retries = next(m for m in broker.middleware if isinstance(m, FixedRetries))
     delay_ms = retries.decide(broker, message, exception)
     if delay_ms is not None:
-        broker.schedule(message.queue_name, broker.encode(message), delay_ms, take_from=(inflight_key, raw))
-        return "retried"
-    broker.dead_letter(
+        eta = broker.schedule(message.queue_name, broker.encode(message), delay_ms, take_from=(inflight_key, raw))
+        return "retried" if eta >= 0 else "gone"
+    dead = broker.dead_letter(
         inflight_key, raw, message.message_id, queue_name=message.queue_name,
         error=message.options.get("error", repr(exception)), tb=message.options.get("traceback"),
         message=message.asdict(),
     )
-    return "failed"
+    return "failed" if dead else "gone"
