@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import select
 
 from app.db import Message
-from app.db.models import Conversation, MessageStatus
+from app.db.models import Conversation, MessageStatus, OutboxEntry
 from app.web.webhook import ERROR_COUNTS_KEY
 from tests.support.fixtures import (
     ANSWERED,
@@ -72,6 +72,10 @@ def test_a_message_fixture_gets_one_reply_that_shows_what_the_model_saw(stack, d
     assert history["messages"][1]["wamid"] == reply["wamid"]
     assert history["messages"][1]["status"] == "sent"
     assert read["message_id"] == history["messages"][0]["wamid"]
+    # (the send carries its batch's outbox key, which Meta echoes in the statuses)
+    with db() as session:
+        (entry,) = session.scalars(select(OutboxEntry)).all()
+    assert (entry.key, entry.state, entry.wamid) == (reply["biz_opaque_callback_data"], "sent", reply["wamid"])
     assert stack.dead_letters() == []
 
 
