@@ -137,9 +137,14 @@ class LocalStack:
 @pytest.fixture
 def local_stack(tmp_path):
     stack = LocalStack(tmp_path)
+    # It writes down where its stand-in is, for the demo
+    assert (stack.data_dir / "whatsapp-standin.url").read_text().strip() == stack.standin_url
     yield stack
     code = stack.stop()
+    # A SIGTERM stops everything it started, in order and cleanly, and leaves no stale stand-in address
     assert code == 0, stack.output()
+    assert "Killing worker process" not in stack.output()
+    assert not (stack.data_dir / "whatsapp-standin.url").exists()
 
 
 def _answered(stack: LocalStack, fixture: str, *, to: str = CUSTOMER, recipient: str | None = None) -> dict:
