@@ -17,6 +17,7 @@ from app.buffer import append_to_buffer
 from app.db import Message
 from app.db.models import OutboxEntry
 from tests.support.conversations import inbound
+from tests.support.processes import stop
 from tests.support.waiting import wait_for
 from tests.support.whatsapp_redis import sent
 
@@ -39,13 +40,7 @@ def workers():
 
     yield start
     for proc in started:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop(proc, 30)
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ import pytest
 
 from actors import keys, registry
 from tests.support import extra_actors as test_actors
+from tests.support.processes import stop
 from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,13 +38,7 @@ def processes():
     started: list[subprocess.Popen] = []
     yield started
     for proc in started:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop(proc, 15)
 
 
 @pytest.mark.slow
