@@ -17,6 +17,7 @@ import importlib
 import logging
 import os
 import sys
+from collections.abc import Iterable
 from typing import NoReturn
 
 from app.config import set_environment
@@ -75,6 +76,26 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         self.exit(EX_USAGE, f"Error: {message}\n")
+
+
+class NotOffered(argparse.Action):
+    """Refuses a Celery option this project does not offer: one line naming it and what to do instead."""
+
+    def __init__(self, option_strings, dest, why: str = "", command: str = "", **kwargs) -> None:
+        self.why, self.command = why, command
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        parser.error(f"'celery {self.command} {option_string}' is a Celery option this project does not offer: "
+                     f"{self.why}")
+
+
+def refuse_options(parser: argparse.ArgumentParser, command: str,
+                   options: Iterable[tuple[tuple[str, ...], bool, str]]) -> None:
+    """Add ``options`` ((flags, takes a value, why) each) to ``parser`` so that using one fails with exit 2."""
+    for flags, takes_value, why in options:
+        parser.add_argument(*flags, action=NotOffered, why=why, command=command, nargs="?" if takes_value else 0,
+                            default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
 def _parser() -> ArgumentParser:

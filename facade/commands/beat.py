@@ -20,27 +20,21 @@ from importlib.metadata import PackageNotFoundError, version
 
 from app.config import mask_url
 from facade import connection, pidfile
-from facade.cli import LEVELS, CliError
+from facade.cli import LEVELS, CliError, refuse_options
 
 __all__ = ["configure", "run", "NOT_OFFERED"]
 
-#: Celery beat options this project does not offer, and why.
-NOT_OFFERED = {
-    "--detach": "run beat under systemd (or NSSM, Docker) instead",
-    "-S": "the scheduler is fixed: APScheduler with a Redis lease",
-    "--scheduler": "the scheduler is fixed: APScheduler with a Redis lease",
-    "--max-interval": "jobs wake exactly when due; there is no polling interval",
-    "--uid": "let systemd drop privileges (User=)",
-    "--gid": "let systemd drop privileges (Group=)",
-    "--umask": "let systemd set it (UMask=)",
-    "--executable": "not offered",
-}
-
-
-class _Refuse(argparse.Action):
-    def __call__(self, parser, namespace, values, option_string=None):
-        parser.error(f"'celery beat {option_string}' is a Celery option this project does not offer: "
-                     f"{NOT_OFFERED[str(option_string)]}")
+#: Celery beat options this project does not offer: (flags, takes a value, why).
+NOT_OFFERED: list[tuple[tuple[str, ...], bool, str]] = [
+    (("--detach",), True, "run beat under systemd (or NSSM, Docker) instead"),
+    (("-S",), True, "the scheduler is fixed: APScheduler with a Redis lease"),
+    (("--scheduler",), True, "the scheduler is fixed: APScheduler with a Redis lease"),
+    (("--max-interval",), True, "jobs wake exactly when due; there is no polling interval"),
+    (("--uid",), True, "let systemd drop privileges (User=)"),
+    (("--gid",), True, "let systemd drop privileges (Group=)"),
+    (("--umask",), True, "let systemd set it (UMask=)"),
+    (("--executable",), True, "not offered"),
+]
 
 
 def _level(value: str) -> int:
@@ -57,8 +51,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-f", "--logfile", help="log destination (default: stderr)")
     parser.add_argument("--pidfile", help="PID file path (default: none)")
     parser.add_argument("-s", "--schedule", help="accepted for the runbook; unused (the schedule's state is in Redis)")
-    for option in NOT_OFFERED:
-        parser.add_argument(option, nargs="?", action=_Refuse, help=argparse.SUPPRESS)
+    refuse_options(parser, "beat", NOT_OFFERED)
 
 
 def _banner(redis_uri: str, jobs, level: int, logfile: str | None) -> str:

@@ -17,7 +17,7 @@ import time
 from importlib import metadata
 
 from facade import nodenames
-from facade.cli import APP_MODULE, LEVELS, CliError
+from facade.cli import APP_MODULE, LEVELS, CliError, refuse_options
 
 __all__ = ["configure", "run"]
 
@@ -48,15 +48,6 @@ NOT_OFFERED: list[tuple[tuple[str, ...], bool, str]] = [
     (("--pool-restarts",), False, "not offered"),
     (("-K", "--soft-time-limit-kill"), False, "not offered"),
 ]
-
-
-class _NotOffered(argparse.Action):
-    def __init__(self, option_strings, dest, why: str = "", **kwargs) -> None:
-        self.why = why
-        super().__init__(option_strings, dest, **kwargs)
-
-    def __call__(self, parser, namespace, values, option_string=None) -> None:
-        parser.error(f"option {option_string} is a Celery feature this project does not offer: {self.why}")
 
 
 class _AppAfterCommand(argparse.Action):
@@ -96,9 +87,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="accepted for the runbook: messages are always handed to free threads first (Celery's 'fair')")
     add("-A", "--app", nargs="?", action=_AppAfterCommand, dest="app_after_command", default=argparse.SUPPRESS,
         help=argparse.SUPPRESS)
-    for flags, takes_value, why in NOT_OFFERED:
-        add(*flags, action=_NotOffered, why=why, nargs="?" if takes_value else 0, default=argparse.SUPPRESS,
-            help=argparse.SUPPRESS)
+    refuse_options(parser, "worker", NOT_OFFERED)
 
 
 def _whole(name: str):
