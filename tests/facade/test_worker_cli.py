@@ -256,17 +256,22 @@ def test_a_child_retiring_after_max_tasks_gives_its_prefetched_messages_back(cel
     assert "Gave back" not in worker.output()  # the child gave them back itself, not its supervisor
 
 
-def test_a_second_sigterm_gives_the_running_tasks_message_back_to_its_queue(celery_worker, redis_client):
-    worker = celery_worker("worker -l info -c 1 --time-limit=60 --soft-time-limit=50 -Q default",
-                           split_stderr=True)
+def _cold_shutdown_during_a_task(worker, redis_client):
+    """Start a task that never ends on its own, then SIGTERM twice (warm, then cold); returns the task."""
     worker.wait_ready()
     sent = test_actors.test_gate.delay("test:never")
     wait_for(lambda: _order(redis_client) == ["gate"], 60)
-
     worker.signal(signal.SIGTERM)
     worker.wait_for_output("worker: Warm shutdown (MainProcess)", 30)
     worker.signal(signal.SIGTERM)
     assert worker.wait() != 0
+    return sent
+
+
+def test_a_second_sigterm_gives_the_running_tasks_message_back_to_its_queue(celery_worker, redis_client):
+    worker = celery_worker("worker -l info -c 1 --time-limit=60 --soft-time-limit=50 -Q default",
+                           split_stderr=True)
+    sent = _cold_shutdown_during_a_task(worker, redis_client)
     # Both lines on stdout between newlines, as Celery's safe_say writes them
     assert "\nworker: Warm shutdown (MainProcess)\n" in worker.stdout()
     assert "\nworker: Cold shutdown (MainProcess)\n" in worker.stdout()
@@ -281,15 +286,8 @@ def test_under_solo_a_cold_shutdown_leaves_no_message_where_no_sweep_finds_it(ce
                                                                              make_broker):
     # Given a solo node in a task (its consumer blocked in a fetch on the empty queue)
     worker = celery_worker("worker -l info -P solo --time-limit=60 --soft-time-limit=50 -Q default")
-    worker.wait_ready()
-    sent = test_actors.test_gate.delay("test:never")
-    wait_for(lambda: _order(redis_client) == ["gate"], 60)
-
     # When a cold shutdown gives its message back while that fetch may still take it again
-    worker.signal(signal.SIGTERM)
-    worker.wait_for_output("worker: Warm shutdown (MainProcess)", 30)
-    worker.signal(signal.SIGTERM)
-    assert worker.wait() != 0
+    sent = _cold_shutdown_during_a_task(worker, redis_client)
 
     # Then the message is back in its queue, at once or at the next sweep of any worker
     sweeper = make_broker(heartbeat_timeout_ms=1000)
