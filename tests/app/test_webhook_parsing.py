@@ -81,7 +81,8 @@ EXPECTED = {
 
 
 def test_the_shipped_fixtures_are_the_shared_ones_byte_for_byte():
-    shared = FIXTURES.parents[3].parent / "shared" / "fixtures" / "whatsapp"
+    # app/devtools/fixtures -> the project root -> its parent, where the team keeps shared/
+    shared = FIXTURES.parents[3] / "shared" / "fixtures" / "whatsapp"
     if not shared.is_dir():
         pytest.skip(f"the team's shared fixtures ({shared}) are not on this machine")
     assert sorted(p.name for p in shared.glob("*.json")) == sorted(p.name for p in FIXTURES.glob("*.json"))
