@@ -38,6 +38,7 @@ from typing import Any
 
 from dramatiq import Worker
 
+from actors import early_signals
 from actors.abandoned import fail_held, hard_limit_error
 from actors.middleware import ChildLimits, NodeState, ParentLink, TimeLimits
 from actors.middleware.time_limits import Stuck
@@ -59,21 +60,25 @@ logger = logging.getLogger("celery.worker")
 MAX_CONNECT_WAIT_S = 32.0
 
 
-def wait_for_redis(client, shown: str) -> None:
-    """Return once Redis answers, saying so as Celery does meanwhile (a node started
-    before Redis starts consuming when it comes, instead of claiming to be connected)."""
+def wait_for_redis(client, shown: str, give_up: Callable[[], bool] = lambda: False) -> bool:
+    """Return True once Redis answers, saying so as Celery does meanwhile (a node started
+    before Redis starts consuming when it comes, instead of claiming to be connected);
+    False as soon as ``give_up()`` says so (a shutdown signal came while waiting)."""
     import redis
 
     wait_s = 1.0
-    while True:
+    while not give_up():
         try:
             client.ping()
-            return
+            return True
         except redis.RedisError as e:
             logging.getLogger("celery.worker.consumer.consumer").error(
                 "consumer: Cannot connect to %s: %s.\nTrying again in %.2f seconds...", shown, e, wait_s)
-        time.sleep(wait_s)
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline and not give_up():
+            time.sleep(0.1)
         wait_s = min(wait_s * 2, MAX_CONNECT_WAIT_S)
+    return False
 
 
 def load_broker(extra_modules: tuple[str, ...] = ()):
@@ -223,13 +228,15 @@ class NodeProcess:
     def _install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
-        names = ("SIGTERM",) if not self.is_main else ("SIGTERM", "SIGINT", "SIGBREAK")
+        names = ("SIGTERM",) if not self.is_main else early_signals.NAMES
         for name in names:
             if hasattr(signal, name):
                 signal.signal(getattr(signal, name), self._on_signal)
         if not self.is_main:
             # Ctrl-C reaches the whole process group; the supervisor decides.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+        else:
+            early_signals.replay(self._on_signal)
 
     def _on_signal(self, signum, frame) -> None:
         if not self._stopping:

@@ -35,7 +35,7 @@ from typing import Any
 
 import redis
 
-from actors import registry
+from actors import early_signals, registry
 from actors.abandoned import WorkerLostError, fail_held, hard_limit_error
 from actors.envelope import decode
 from actors.node_process import EX_COLD, child_main, load_broker
@@ -290,9 +290,10 @@ class Supervisor:
     # -- signals and registry -----------------------------------------------------
 
     def _install_signals(self) -> None:
-        for name in ("SIGTERM", "SIGINT", "SIGBREAK"):
+        for name in early_signals.NAMES:
             if hasattr(signal, name):
                 signal.signal(getattr(signal, name), self._on_signal)
+        early_signals.replay(self._on_signal)
 
     def _on_signal(self, signum, frame) -> None:
         self._signals += 1

@@ -217,9 +217,10 @@ def _version() -> str:
 def _start(args, spec, queue_names, broker) -> int:
     import dramatiq
 
+    from actors import early_signals
     from actors.names import celery_name
     from actors.node_process import wait_for_redis
-    from actors.worker_logging import setup_logging
+    from actors.worker_logging import say_shutdown, setup_logging
     from facade import banner, pidfile
 
     if spec.logfile:
@@ -228,6 +229,8 @@ def _start(args, spec, queue_names, broker) -> int:
 
     # Celery: node_format(pidfile, nodename); %i is the main process's index, 0.
     pid_path = expand_process_index(nodenames.file_name(args.pidfile, spec.node_name), 0) if args.pidfile else None
+    # Once the pidfile names this process, a SIGTERM must be a warm shutdown, not the default death.
+    early_signals.hold()
     with pidfile.held(pid_path):
         if not args.quiet:
             shown = spec.loglevel <= logging.INFO
@@ -236,7 +239,9 @@ def _start(args, spec, queue_names, broker) -> int:
             print(banner.banner(spec, app=app, queue_names=queue_names, task_names=tasks,
                                 dramatiq_version=dramatiq.__version__), flush=True)
         setup_logging(spec.loglevel, spec.logfile, index=0)
-        wait_for_redis(broker.client, spec.broker_shown)
+        if not wait_for_redis(broker.client, spec.broker_shown, give_up=early_signals.pending):
+            say_shutdown("Warm")
+            return 0
         if spec.pool == "prefork":
             from actors.supervisor import Supervisor
 

@@ -14,7 +14,7 @@ from actors import keys, registry
 from tests.support import extra_actors as test_actors
 from tests.support.celery_worker import TEST_ACTORS
 from tests.support.cli import run_celery
-from tests.support.redis_server import PrivateRedis
+from tests.support.redis_server import PrivateRedis, free_port
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
@@ -473,6 +473,23 @@ def test_a_worker_started_before_redis_waits_for_it(celery_worker, tmp_path):
         assert worker.wait() == 0
     finally:
         server.stop()
+
+
+def test_a_sigterm_before_the_worker_is_ready_is_a_warm_shutdown(celery_worker, tmp_path):
+    # Given a worker that wrote its pidfile and waits for a Redis that is not there
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"
+    pidfile = tmp_path / "early.pid"
+    worker = celery_worker(["-b", nowhere, "worker", "-l", "info", "-P", "solo", "--pidfile", str(pidfile)])
+    worker.wait_for_output("Trying again in")
+    assert pidfile.read_text().strip() == str(worker.pid)
+
+    # When it is told to stop before it ever connected
+    worker.signal(signal.SIGTERM)
+
+    # Then it stops as after any SIGTERM: exit 0, Celery's line, no stale pidfile
+    assert worker.wait(30) == 0
+    assert "worker: Warm shutdown (MainProcess)" in worker.output()
+    assert not pidfile.exists()
 
 
 def test_a_child_whose_task_holds_the_gil_is_not_swept(celery_worker, redis_client):
