@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dramatiq.middleware import CurrentMessage
+
 from actors import runtime, validate
 from actors.busy import requeue_later
 from actors.process_message_task import process_message_task
@@ -30,9 +32,12 @@ def update_langgraph_state_task(conversation: str, action: str, operator_id: str
         validate.text("operator_id", operator_id, max_length=128)
     if not isinstance(flag_applied, bool):
         raise InvalidTaskArguments(f"flag_applied must be true or false, got {flag_applied!r:.80}")
+    current = CurrentMessage.get_current_message()
     try:
+        # A retry keeps the message's id: the action is not applied twice.
         waiting = set_operator_hold(runtime.services(runtime.get()), conversation, action, operator_id,
-                                    flag_applied=flag_applied)
+                                    flag_applied=flag_applied,
+                                    action_id=current.message_id if current is not None else None)
     except ConversationBusy:
         # Never re-apply the action: a later takeover or handback may have
         # been applied meanwhile, and the last one must win.

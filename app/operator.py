@@ -4,11 +4,14 @@ The flag lives in two places: the database (set at once, so a reply
 being written sees it when it re-reads the flag just before sending)
 and the graph's state (written under the conversation's lock with
 ``update_state(as_node="operator")``, always to the database's current
-value).  Each operator action is applied to the database once, by the
-task's first run; a run re-sent because the conversation was busy only
-copies the database's current flag into the graph.  So takeovers and
-handbacks that race converge on the last one applied: a re-sent
-takeover never undoes the handback that came after it.
+value).  Each operator action is applied to the database once: its
+row in ``operator_actions`` carries the id of the task message that
+applied it, in the same transaction as the flag, so a retry of that
+message (after a transient error past the commit) or a run re-sent
+because the conversation was busy only copies the database's current
+flag into the graph.  So takeovers and handbacks that race converge on
+the last one applied: a retried takeover never undoes the handback that
+came after it.
 """
 
 from __future__ import annotations
@@ -89,14 +92,27 @@ def _waiting(session: Session, services: Services, conversation: Conversation) -
     return Handback(conversation.customer_key, f"handback:{last}", messages)
 
 
+def _applied(session: Session, conversation: Conversation, action: str, action_id: str | None) -> bool:
+    """Whether an earlier run of the action ``action_id`` set the flag already."""
+    if action_id is None:
+        return False
+    return session.scalars(select(OperatorAction.id).where(
+        OperatorAction.conversation_id == conversation.id, OperatorAction.action == action,
+        OperatorAction.message_id == action_id)).first() is not None
+
+
 def set_operator_hold(services: Services, customer_key: str, action: str,
-                      operator_id: str | None = None, *, flag_applied: bool = False) -> Handback | None:
+                      operator_id: str | None = None, *, flag_applied: bool = False,
+                      action_id: str | None = None) -> Handback | None:
     """Take the conversation over (the AI goes quiet) or hand it back.
 
     Parameters:
       flag_applied: an earlier run of this action set the database's flag
         and found the conversation busy; this run only copies the
         database's current flag (maybe a later action's) into the graph.
+      action_id: what identifies this action across runs (the task
+        message's id): when a run with this id already set the flag,
+        this run does not set it again, as with ``flag_applied``.
 
     Returns:
       On handback, the customer messages that waited unanswered, for the
@@ -111,13 +127,12 @@ def set_operator_hold(services: Services, customer_key: str, action: str,
     if action not in ACTIONS:
         raise InvalidTaskArguments(f"action must be one of {', '.join(ACTIONS)}, got {action!r:.80}")
     with session_scope(services.sessions) as session:
-        if flag_applied:
-            thread_id = get_or_create_conversation(session, customer_key).customer_key
-        else:
-            conversation = set_hold_flag(session, customer_key, action, operator_id)
-            session.flush()
-            session.add(OperatorAction(conversation_id=conversation.id, action=action, operator_id=operator_id))
-            thread_id = conversation.customer_key
+        conversation = get_or_create_conversation(session, customer_key)
+        thread_id = conversation.customer_key
+        if not flag_applied and not _applied(session, conversation, action, action_id):
+            set_hold_flag(session, customer_key, action, operator_id)
+            session.add(OperatorAction(conversation_id=conversation.id, action=action, operator_id=operator_id,
+                                       message_id=action_id))
     with conversation_lock(services.redis, thread_id, ttl_s=services.lock_ttl_s):
         with session_scope(services.sessions) as session:
             conversation = get_or_create_conversation(session, thread_id)

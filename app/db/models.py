@@ -203,6 +203,8 @@ class OperatorAction(Base):
     #: "takeover", "handback" or "message".
     action: Mapped[str] = mapped_column(String(16))
     operator_id: Mapped[str | None] = mapped_column(String(128))
-    #: For "message": the operator message's id.
+    #: For "message": the operator message's id; for "takeover" and
+    #: "handback": the id of the task message that applied it (a retry of
+    #: that message does not apply it again).
     message_id: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_utcnow)

@@ -197,3 +197,39 @@ def test_a_takeover_resent_while_busy_never_undoes_the_handback_that_followed_it
     assert held is False
     assert services.graph.operator_active(KEY) is False
     assert global_broker.dead_letters("state") == []
+
+
+def test_a_takeover_retried_after_its_commit_never_undoes_the_handback_that_followed_it(
+        global_broker, runtime, start_worker, db, monkeypatch):
+    from app.db import Conversation, session_scope
+    from app.errors import TransientError
+    from app.graph import ConversationGraph
+    from app.operator import set_hold_flag
+
+    services = runtime_services(runtime)
+    real_write = ConversationGraph.write_as_operator
+    failures = []
+
+    def write_then_fail_once(self, thread_id, values):
+        if not failures:
+            # The takeover's flag is committed; a handback lands in the database
+            # meanwhile, and the checkpointer fails: the takeover is retried.
+            with session_scope(services.sessions) as session:
+                set_hold_flag(session, KEY, "handback", "op-7")
+            failures.append(thread_id)
+            raise TransientError("checkpoints unavailable")
+        real_write(self, thread_id, values)
+
+    monkeypatch.setattr(ConversationGraph, "write_as_operator", write_then_fail_once)
+    start_worker(global_broker)
+
+    tasks.update_langgraph_state_task.send_with_options(args=(KEY, "takeover", "op-7"), retry_delays=(50,))
+    wait_for(lambda: failures and global_broker.client.zcard(keys.delayed_key("state")) == 0, 30)
+    global_broker.join("state", timeout=20_000)
+
+    # The retry copied the database's flag (the handback's) instead of taking over again
+    with db() as session:
+        held = session.scalars(select(Conversation.operator_active).where(Conversation.customer_key == KEY)).one()
+    assert held is False
+    assert services.graph.operator_active(KEY) is False
+    assert global_broker.dead_letters("state") == []
