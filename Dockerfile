@@ -22,4 +22,4 @@ RUN pip install . \
 USER assistant
 EXPOSE 5000
 STOPSIGNAL SIGTERM
-CMD ["gunicorn", "wsgi:app", "--bind", "0.0.0.0:5000", "--workers", "4", "--access-logfile", "-"]
+CMD ["gunicorn", "wsgi:app", "-c", "python:app.web.gunicorn_conf", "--bind", "0.0.0.0:5000", "--workers", "4", "--access-logfile", "-"]

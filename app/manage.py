@@ -189,8 +189,8 @@ def run(config: Config, *, worker_threads: int) -> int:
     # which then stops the children in order (Dramatiq's worker takes a
     # second signal as "kill now").
     web = subprocess.Popen(
-        [python, "-m", "gunicorn", "wsgi:app", "--bind", f"127.0.0.1:{config.web_port}", "--workers", "2",
-         "--access-logfile", "-"],
+        [python, "-m", "gunicorn", "wsgi:app", "-c", "python:app.web.gunicorn_conf",
+         "--bind", f"127.0.0.1:{config.web_port}", "--workers", "2", "--access-logfile", "-"],
         env=env,
         start_new_session=True,
     )

@@ -27,3 +27,19 @@ def test_the_stop_timeout_outlasts_the_workers_warm_shutdown(path, stop_pattern)
     worker = text if path.endswith(".service") else text[text.index("  worker:"):]
     stop_s = float(re.search(stop_pattern, worker, re.MULTILINE).group(1))
     assert stop_s > _warm_shutdown_budget_s(worker)
+
+
+@pytest.mark.parametrize(("env", "bind"), [({}, "['0.0.0.0:5000']"), ({"WEB_PORT": "5100"}, "['0.0.0.0:5100']")])
+def test_a_bare_gunicorn_in_the_project_root_serves_port_5000(env, bind):
+    import os
+    import subprocess
+    import sys
+
+    gunicorn = Path(sys.executable).parent / "gunicorn"
+    printed = subprocess.run([str(gunicorn), "--print-config", "wsgi:app"], cwd=ROOT, capture_output=True,
+                             text=True, env={k: v for k, v in os.environ.items() if k != "WEB_PORT"} | env,
+                             check=True).stdout
+    settings = dict(re.findall(r"^(\w+)\s+= (.*)$", printed, re.MULTILINE))
+    assert settings["bind"] == bind
+    # the path without its query: Meta's handshake puts hub.verify_token there
+    assert "%(U)s" in settings["access_log_format"] and "%(r)s" not in settings["access_log_format"]

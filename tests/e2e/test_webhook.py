@@ -10,6 +10,8 @@ import pytest
 
 from app.web.rejected import rejected_bodies
 from tests.support.fixtures import OFFLINE, raw, sign, text_body
+from tests.support.stack import VERIFY_TOKEN
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -22,6 +24,15 @@ def test_a_body_with_a_bad_or_missing_signature_is_refused_with_401(stack):
     assert stack.post(body.replace(b"color", b"colour"), signature=sign(body)).status_code == 401
     stack.wait_idle()
     assert stack.sends() == [] and stack.redis.keys("app:*") == []
+
+
+def test_the_access_log_shows_the_handshake_without_its_verify_token(stack):
+    # gunicorn picks up the project's gunicorn.conf.py: the path is logged, never the query
+    response = stack.http.get("/webhook", params={"hub.mode": "subscribe", "hub.verify_token": VERIFY_TOKEN,
+                                                  "hub.challenge": "1158201444"})
+    assert response.status_code == 200 and response.text == "1158201444"
+    wait_for(lambda: '"GET /webhook HTTP/1.1" 200' in stack.logs())
+    assert VERIFY_TOKEN not in stack.logs()
 
 
 def test_a_signed_body_that_is_not_json_is_answered_200_and_recorded_with_its_reason(stack):

@@ -95,7 +95,7 @@ class Stack:
         self.procs: list[tuple[str, subprocess.Popen]] = []
         try:
             self._start("web", [sys.executable, "-m", "gunicorn", "wsgi:app", "--bind", f"127.0.0.1:{self.port}",
-                                "--workers", "2", "--timeout", "60"])
+                                "--workers", "2", "--timeout", "60", "--access-logfile", "-"])
             self._start("worker", [sys.executable, "-m", "dramatiq", "actors", "--processes",
                                    str(worker_processes), "--threads", "2"])
             wait_for(self._answers, timeout_s=START_TIMEOUT_S, interval_s=0.1)

@@ -1,0 +1,3 @@
+"""Read by a bare ``gunicorn wsgi:app`` in the project root: the app's own settings."""
+
+from app.web.gunicorn_conf import access_log_format, bind  # noqa: F401
