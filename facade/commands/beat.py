@@ -76,6 +76,10 @@ def _banner(redis_uri: str, jobs, level: int, logfile: str | None) -> str:
 def run(args: argparse.Namespace) -> int:
     cfg = connection.config()
     connection.connect(cfg).close()  # fail now, as Celery does, if Redis is down
+    from actors import early_signals
+
+    # Once the pidfile names this process, a SIGTERM must stop it cleanly (the file removed).
+    early_signals.hold()
     # Celery beat takes --pidfile as given (no %-codes), with the worker's lock.
     with pidfile.held(args.pidfile):
         return _run(args, cfg)
@@ -84,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, cfg) -> int:
     # Importing the actors builds the broker the jobs send with.
     import actors
-    from actors import periodic
+    from actors import early_signals, periodic
     from actors.beat import Beat
 
     client = actors.broker.client
@@ -104,5 +108,6 @@ def _run(args: argparse.Namespace, cfg) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    early_signals.replay(lambda *_: stop.set())
     Beat(client, jobs, lease_s=cfg.beat_lease_s).run(stop)
     return 0

@@ -136,6 +136,20 @@ def test_a_second_beat_with_the_same_pidfile_refuses_to_start(beats, tmp_path, r
                              f"Seems we're already running? (pid: {first.pid})\n")
 
 
+def test_a_beat_told_to_stop_while_starting_stops_cleanly(beats, tmp_path, redis_client):
+    # Given a beat that wrote its pidfile and is still importing the app
+    pidfile = tmp_path / "beat.pid"
+    beat, log = beats("early", "--pidfile", str(pidfile))
+    wait_for(lambda: pidfile.exists(), timeout_s=60, interval_s=0.01)
+
+    # When it gets SIGTERM at once
+    beat.send_signal(signal.SIGTERM)
+
+    # Then it stops as it would later: exit 0, its pidfile removed
+    assert beat.wait(60) == 0, log.read_text()
+    assert not pidfile.exists()
+
+
 @pytest.mark.parametrize("option", ["--detach", "--scheduler=django_celery_beat.schedulers:DatabaseScheduler",
                                     "--max-interval=5"])
 def test_celery_beat_options_not_offered_are_refused_by_name(option):
