@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+from actors.keys import queue_key
 from actors.names import celery_name
 from actors.registry import Node
 
@@ -64,9 +65,10 @@ def registered(node: Node) -> list[str]:
 
 
 def active_queues(node: Node) -> list[dict[str, Any]]:
-    """One kombu ``Queue.as_dict(recurse=True)`` per queue the node consumes."""
+    """One kombu ``Queue.as_dict(recurse=True)`` per queue the node consumes; the routing key
+    is the queue's Redis list, as in the banner and the messages' ``delivery_info``."""
     return [
-        {"name": name, "exchange": dict(_EXCHANGE), "routing_key": name, "queue_arguments": None,
+        {"name": name, "exchange": dict(_EXCHANGE), "routing_key": queue_key(name), "queue_arguments": None,
          "binding_arguments": None, "consumer_arguments": None, "durable": True, "exclusive": False,
          "auto_delete": False, "no_ack": False, "alias": None, "bindings": [], "no_declare": None,
          "expires": None, "message_ttl": None, "max_length": None, "max_length_bytes": None,

@@ -84,14 +84,16 @@ def run(args: argparse.Namespace) -> int:
             return 1
     client = connection.connect()
     try:
-        # -Q default,celery names one list: empty it once.
-        purged = sum(purge_waiting(client, q) for q in {keys.canonical_queue(n) for n in names})
+        # -Q default,celery names one list: empty it once, and count it once.
+        queues = {keys.canonical_queue(n) for n in names}
+        purged = sum(purge_waiting(client, q) for q in queues)
     except redis.RedisError as e:
         raise connection.unavailable(e) from None
     finally:
         client.close()
+    emptied = len(queues)
     if purged:
-        print(f"Purged {purged} {_plural(purged, 'message')} from {count} known task {_plural(count, 'queue')}.")
+        print(f"Purged {purged} {_plural(purged, 'message')} from {emptied} known task {_plural(emptied, 'queue')}.")
     else:
-        print(f"No messages purged from {count} {_plural(count, 'queue')}.")
+        print(f"No messages purged from {emptied} {_plural(emptied, 'queue')}.")
     return 0

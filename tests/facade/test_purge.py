@@ -77,6 +77,13 @@ def test_queues_and_exclusions_pick_the_lists(queued, redis_client):
     assert (redis_client.llen("celery"), redis_client.llen("state")) == (2, 0)
 
 
+def test_two_names_of_one_queue_count_as_one_queue(queued, redis_client):
+    result = run_celery("-A", "tasks", "purge", "-f", "-Q", "default,celery")
+
+    assert result.stdout == "Purged 2 messages from 1 known task queue.\n"
+    assert (redis_client.llen("celery"), redis_client.llen("state")) == (0, 1)
+
+
 def test_the_prompt_names_only_the_chosen_queue(queued, redis_client):
     result = run_celery("-A", "tasks", "purge", "-Q", "default", input="y\n")
 

@@ -123,6 +123,7 @@ def test_inspect_active_queues_prints_kombus_queue_dicts(two_nodes):
 
     assert lines[1].startswith("    * {'name': 'default', 'exchange': {'name': 'celery', 'type': 'direct'")
     assert lines[2].startswith("    * {'name': 'state', 'exchange': {'name': 'celery', 'type': 'direct'")
+    assert "'routing_key': 'celery', 'queue_arguments': None" in lines[1]
     assert "'routing_key': 'state', 'queue_arguments': None" in lines[2]
 
 
