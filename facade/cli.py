@@ -105,11 +105,40 @@ def _parser() -> ArgumentParser:
     parser.add_argument("--workdir", help="change to this directory first")
     parser.add_argument("-q", "--quiet", action="store_true", help="no banner")
     parser.add_argument("--no-color", action="store_true", help="no colours (there are none)")
+    parser.add_argument("--version", action=_Version, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
     for name, module in COMMANDS.items():
         command = importlib.import_module(module)
         command.configure(sub.add_parser(name, help=(command.__doc__ or "").strip().splitlines()[0]))
     return parser
+
+
+def project_version() -> str:
+    """This project's installed version ("unknown" when run from a bare checkout)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("whatsapp-assistant-tasks")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def version_line() -> str:
+    """What ``celery --version`` and ``celery version`` print: this project's version and Dramatiq's."""
+    import dramatiq
+
+    return f"{project_version()} (whatsapp-assistant-tasks on dramatiq {dramatiq.__version__})"
+
+
+class _Version(argparse.Action):
+    """``--version``: the line is built only when asked (it imports dramatiq)."""
+
+    def __init__(self, option_strings, dest, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(version_line())
+        parser.exit()
 
 
 def _check_app(args: argparse.Namespace) -> None:
@@ -162,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Error: 'celery {name}' is a Celery feature this project does not offer: {NOT_OFFERED[name]}",
               file=sys.stderr)
         return EX_USAGE
+    if position is not None and argv[position] == "version":
+        print(version_line())
+        return 0
     try:
         _early_globals(argv[:position])
         parser = _parser()

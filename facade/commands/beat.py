@@ -16,11 +16,10 @@ import logging
 import signal
 import threading
 from datetime import datetime
-from importlib.metadata import PackageNotFoundError, version
 
 from app.config import mask_url
 from facade import connection, pidfile
-from facade.cli import LEVELS, CliError, refuse_options
+from facade.cli import LEVELS, CliError, project_version, refuse_options
 
 __all__ = ["configure", "run", "NOT_OFFERED"]
 
@@ -55,10 +54,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _banner(redis_uri: str, jobs, level: int, logfile: str | None) -> str:
-    try:
-        ours = version("whatsapp-assistant-tasks")
-    except PackageNotFoundError:
-        ours = "unknown"
+    ours = project_version()
     every = ", ".join(f"{job.name} every {job.interval_s:g}s" for job in jobs)
     return "\n".join([
         f"celery beat v{ours} is starting.",

@@ -14,10 +14,9 @@ import logging
 import os
 import sys
 import time
-from importlib import metadata
 
 from facade import nodenames
-from facade.cli import APP_MODULE, LEVELS, CliError, refuse_options
+from facade.cli import APP_MODULE, LEVELS, CliError, project_version, refuse_options
 
 __all__ = ["configure", "run"]
 
@@ -203,15 +202,8 @@ def _spec(args, *, pool, level, node, host, logfile, queues, broker_shown, confi
         time_limit_s=args.time_limit, soft_time_limit_s=args.soft_time_limit,
         shutdown_timeout_s=shutdown_timeout_s(hard), task_events=args.task_events,
         extra_modules=tuple(config.worker_extra_modules), broker_shown=broker_shown, started_at=time.time(),
-        main_pid=os.getpid(), sw_ver=_version(),
+        main_pid=os.getpid(), sw_ver=project_version(),
     )
-
-
-def _version() -> str:
-    try:
-        return metadata.version("whatsapp-assistant-tasks")
-    except metadata.PackageNotFoundError:
-        return "0"
 
 
 def _start(args, spec, queue_names, broker) -> int:
