@@ -53,13 +53,13 @@ def redis_now_ms(client: redis.Redis) -> int:
     return int(seconds) * 1000 + int(micros) // 1000
 
 
-def sweep_buffers(client: redis.Redis, config: Config, *, now_ms: int | None = None,
-                  send_check: Callable[[str, int], object], max_sends: int = MAX_SENDS_PER_SWEEP) -> int:
+def sweep_buffers(client: redis.Redis, config: Config, *, send_check: Callable[[str, int], object],
+                  max_sends: int = MAX_SENDS_PER_SWEEP) -> int:
     """Send ``check_buffer_task`` again for every buffer whose check was lost.
 
-    ``now_ms`` defaults to Redis's clock, so that the beat host's clock
-    being ahead cannot take a conversation whose customer is still typing
-    for a lost one.  (Its ``app:last:*`` must be written by Redis's clock too.)
+    It goes by Redis's clock, the one ``app:last:*`` is written by (see
+    :mod:`app.buffer`), so that the beat host's clock being ahead cannot
+    take a conversation whose customer is still typing for a lost one.
 
     It scans every buffer, skipping those sent again recently, and stops
     after ``max_sends`` sends; so beyond that many lost buffers, each sweep
@@ -68,8 +68,7 @@ def sweep_buffers(client: redis.Redis, config: Config, *, now_ms: int | None = N
     Returns:
       How many checks were sent.
     """
-    if now_ms is None:
-        now_ms = redis_now_ms(client)
+    now_ms = redis_now_ms(client)
     quiet_ms = int((config.buffer_window_s + config.buffer_sweep_margin_s) * 1000)
     sent = 0
     for lost in iter_lost_checks(client, now_ms=now_ms, quiet_ms=quiet_ms):

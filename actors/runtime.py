@@ -1,5 +1,5 @@
 """What the actors of one process share: database, Redis, model, WhatsApp,
-the conversation graph, clock.
+the conversation graph.
 
 Built on first use from the config the broker was built from, so that
 importing the actors (the web app does, to send) opens nothing.  Tests
@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,8 +41,6 @@ class Runtime:
     sessions: sessionmaker[Session]
     redis: redis.Redis
     model: Model
-    #: Milliseconds since the epoch; injected so tests control time.
-    clock_ms: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
     #: The WhatsApp client (``send_text``, ``mark_read``); None: built on first use.
     whatsapp: Any = None
     #: LangGraph's checkpointer for the conversation threads.

@@ -45,6 +45,9 @@ def iter_lost_checks(client: redis.Redis, *, now_ms: int, quiet_ms: int) -> Iter
     through the whole keyspace (a caller that stops early stops the scan).
 
     Parameters:
+      now_ms: Redis's clock, the one the buffer's arrival times are
+        written by (see :mod:`app.buffer`); a host's clock would be off
+        by its skew.
       quiet_ms: the buffer window plus a margin.
     """
     names: list[str] = []

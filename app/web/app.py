@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -49,8 +48,7 @@ def _unavailable(what: str) -> Callable[..., None]:
 
 
 def create_app(config: Config, *, enqueue: Enqueue, redis_client: redis.Redis | None = None,
-               sessions: sessionmaker[Session] | None = None, clock_ms: Callable[[], int] | None = None,
-               new_id: Callable[[], str] | None = None) -> falcon.App:
+               sessions: sessionmaker[Session] | None = None, new_id: Callable[[], str] | None = None) -> falcon.App:
     """The WSGI app (``gunicorn wsgi:app``).
 
     Parameters:
@@ -60,7 +58,7 @@ def create_app(config: Config, *, enqueue: Enqueue, redis_client: redis.Redis | 
         ``config.redis_uri`` when not given.
       sessions: the database session factory of the operator API; built
         from ``config.db_url`` when not given (no connection until used).
-      clock_ms, new_id: injected time (ms) and unique ids, for tests.
+      new_id: injected unique ids, for tests.
     """
     if redis_client is None:
         redis_client = redis.Redis.from_url(config.redis_uri, socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
@@ -83,7 +81,6 @@ def create_app(config: Config, *, enqueue: Enqueue, redis_client: redis.Redis | 
         max_body_bytes=config.webhook_max_body_bytes,
         buffer_window_s=config.buffer_window_s,
         dead_letter_ttl_s=config.dead_letter_ttl_s,
-        clock_ms=clock_ms or (lambda: int(time.time() * 1000)),
     ))
     operator = OperatorConversationResource(enqueue, sessions, operator_token=config.operator_token,
                                             new_id=new_id or (lambda: str(uuid.uuid4())))

@@ -56,12 +56,11 @@ class WebhookResource:
       max_body_bytes: the body cap (WEBHOOK_MAX_BODY_BYTES).
       buffer_window_s: the countdown of each buffer check.
       dead_letter_ttl_s: how long rejected bodies are kept.
-      clock_ms: milliseconds since the epoch.
     """
 
     def __init__(self, redis_client: redis.Redis, enqueue: Callable[..., Any], *, app_secret: str | None,
-                 verify_token: str | None, max_body_bytes: int, buffer_window_s: float, dead_letter_ttl_s: float,
-                 clock_ms: Callable[[], int]) -> None:
+                 verify_token: str | None, max_body_bytes: int, buffer_window_s: float,
+                 dead_letter_ttl_s: float) -> None:
         self.redis = redis_client
         self.enqueue = enqueue
         self.app_secret = app_secret
@@ -69,7 +68,6 @@ class WebhookResource:
         self.max_body_bytes = max_body_bytes
         self.buffer_window_s = buffer_window_s
         self.dead_letter_ttl_ms = int(dead_letter_ttl_s * 1000)
-        self.clock_ms = clock_ms
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Meta's handshake: echo ``hub.challenge`` when the token matches."""
@@ -111,7 +109,7 @@ class WebhookResource:
         redelivered: set[str] = set()
         for message in notification.messages:
             key = str(conversation_key(message))  # the parser refuses a message with neither id
-            seq = append_to_buffer(self.redis, key, message["wamid"], message, now_ms=self.clock_ms())
+            seq = append_to_buffer(self.redis, key, message["wamid"], message)
             if seq:
                 accepted += 1
                 appended.add(key)

@@ -12,22 +12,19 @@ import tasks
 from actors import periodic
 from app.buffer import append_to_buffer
 from app.db import Conversation, Message
+from tests.support.buffers import backdate
 
 
 def test_the_sweep_resends_a_lost_check_and_the_conversation_gets_its_batch(global_broker, redis_client, runtime,
                                                                             start_worker, db):
     # Given a buffer appended a minute ago whose check never got enqueued
-    now_ms = int(time.time() * 1000)
-    append_to_buffer(redis_client, "15557770000", "wamid.lost1", {"wamid": "wamid.lost1", "text": "anyone?"},
-                     now_ms=now_ms - 60_000)
-    append_to_buffer(redis_client, "15557770000", "wamid.lost2", {"wamid": "wamid.lost2", "text": "hello?"},
-                     now_ms=now_ms - 59_000)
+    append_to_buffer(redis_client, "15557770000", "wamid.lost1", {"wamid": "wamid.lost1", "text": "anyone?"})
+    append_to_buffer(redis_client, "15557770000", "wamid.lost2", {"wamid": "wamid.lost2", "text": "hello?"})
+    backdate(redis_client, "15557770000", first_ago_ms=60_000, last_ago_ms=59_000)
 
     # When the sweep runs twice (two periods, or two beats) before a worker does
-    assert periodic.sweep_buffers(redis_client, runtime.config, now_ms=now_ms,
-                                  send_check=tasks.check_buffer_task.send) == 1
-    assert periodic.sweep_buffers(redis_client, runtime.config, now_ms=now_ms,
-                                  send_check=tasks.check_buffer_task.send) == 0
+    assert periodic.sweep_buffers(redis_client, runtime.config, send_check=tasks.check_buffer_task.send) == 1
+    assert periodic.sweep_buffers(redis_client, runtime.config, send_check=tasks.check_buffer_task.send) == 0
     assert redis_client.llen("celery") == 1
     start_worker(global_broker)
     global_broker.join("default", timeout=20_000)
@@ -43,25 +40,23 @@ def test_the_sweep_resends_a_lost_check_and_the_conversation_gets_its_batch(glob
 
 
 def test_the_sweep_leaves_a_conversation_inside_its_window_alone(global_broker, redis_client, runtime):
-    now_ms = int(time.time() * 1000)
-    append_to_buffer(redis_client, "c-fresh", "wamid.f1", {"wamid": "wamid.f1", "text": "hi"}, now_ms=now_ms - 2_000)
+    append_to_buffer(redis_client, "c-fresh", "wamid.f1", {"wamid": "wamid.f1", "text": "hi"})
+    backdate(redis_client, "c-fresh", first_ago_ms=2_000)
 
-    assert periodic.sweep_buffers(redis_client, runtime.config, now_ms=now_ms,
-                                  send_check=tasks.check_buffer_task.send) == 0
+    assert periodic.sweep_buffers(redis_client, runtime.config, send_check=tasks.check_buffer_task.send) == 0
     assert redis_client.llen("celery") == 0
 
 
 def test_a_failed_send_is_tried_again_at_the_next_sweep(global_broker, redis_client, runtime):
-    now_ms = int(time.time() * 1000)
-    append_to_buffer(redis_client, "c-retry", "wamid.r1", {"wamid": "wamid.r1", "text": "hi"}, now_ms=now_ms - 60_000)
+    append_to_buffer(redis_client, "c-retry", "wamid.r1", {"wamid": "wamid.r1", "text": "hi"})
+    backdate(redis_client, "c-retry", first_ago_ms=60_000)
 
     def broken_send(conversation, seq):
         raise ConnectionError("Redis went away")
 
     with pytest.raises(ConnectionError):
-        periodic.sweep_buffers(redis_client, runtime.config, now_ms=now_ms, send_check=broken_send)
-    assert periodic.sweep_buffers(redis_client, runtime.config, now_ms=now_ms,
-                                  send_check=tasks.check_buffer_task.send) == 1
+        periodic.sweep_buffers(redis_client, runtime.config, send_check=broken_send)
+    assert periodic.sweep_buffers(redis_client, runtime.config, send_check=tasks.check_buffer_task.send) == 1
 
 
 def test_the_queue_check_warns_above_the_threshold_naming_queue_and_depth(global_broker, redis_client, caplog):
@@ -98,9 +93,8 @@ def test_the_config_reads_the_alert_threshold_and_intervals():
 
 
 def test_the_sweep_goes_by_redis_clock_not_the_beat_hosts(global_broker, redis_client, runtime, monkeypatch):
-    # Given a buffer whose last message came just now by Redis's clock
-    redis_now = periodic.redis_now_ms(redis_client)
-    append_to_buffer(redis_client, "c-typing", "wamid.t1", {"wamid": "wamid.t1", "text": "hi"}, now_ms=redis_now)
+    # Given a buffer whose last message came just now (by Redis's clock, as every append)
+    append_to_buffer(redis_client, "c-typing", "wamid.t1", {"wamid": "wamid.t1", "text": "hi"})
 
     # When the beat host's clock is an hour ahead
     real_time = time.time
@@ -113,10 +107,9 @@ def test_the_sweep_goes_by_redis_clock_not_the_beat_hosts(global_broker, redis_c
 
 def test_beyond_the_cap_each_sweep_reaches_other_lost_buffers(global_broker, redis_client, runtime):
     # Given more lost buffers than one sweep sends
-    now_ms = periodic.redis_now_ms(redis_client)
     for i in range(5):
-        append_to_buffer(redis_client, f"c-many-{i}", f"wamid.m{i}", {"wamid": f"wamid.m{i}", "text": "hi"},
-                         now_ms=now_ms - 60_000)
+        append_to_buffer(redis_client, f"c-many-{i}", f"wamid.m{i}", {"wamid": f"wamid.m{i}", "text": "hi"})
+        backdate(redis_client, f"c-many-{i}", first_ago_ms=60_000)
     sent: list[str] = []
 
     def send(conversation, seq):

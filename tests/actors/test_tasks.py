@@ -15,6 +15,7 @@ from app.buffer import append_to_buffer
 from app.db import Conversation, Message, make_engine, make_session_factory
 from facade.api import Task
 from tests.support import extra_actors as test_actors
+from tests.support.buffers import backdate
 from tests.support.waiting import wait_for
 
 CONTRACT = {
@@ -162,10 +163,9 @@ def test_the_hard_limit_stops_a_task_that_ignores_the_soft_one_and_retries_it(gl
 def test_a_buffered_conversation_gets_one_reply_even_if_its_check_runs_twice(global_broker, redis_client, runtime,
                                                                               start_worker, db):
     # Given two messages buffered for one conversation
-    now = int(time.time() * 1000)
-    seq1 = append_to_buffer(redis_client, "15550000001", "w1", {"wamid": "w1", "text": "hello"}, now_ms=now)
-    seq2 = append_to_buffer(redis_client, "15550000001", "w2", {"wamid": "w2", "text": "are you there?"}, now_ms=now)
-    assert append_to_buffer(redis_client, "15550000001", "w1", {"wamid": "w1", "text": "hello"}, now_ms=now) == 0
+    seq1 = append_to_buffer(redis_client, "15550000001", "w1", {"wamid": "w1", "text": "hello"})
+    seq2 = append_to_buffer(redis_client, "15550000001", "w2", {"wamid": "w2", "text": "are you there?"})
+    assert append_to_buffer(redis_client, "15550000001", "w1", {"wamid": "w1", "text": "hello"}) == 0
     start_worker(global_broker)
 
     # When the stale check, the latest check and a redelivered latest check run
@@ -184,6 +184,29 @@ def test_a_buffered_conversation_gets_one_reply_even_if_its_check_runs_twice(glo
     replies = [m for m in rows if m.author == "ai"]
     assert len(replies) == 1
     assert "are you there?" in replies[0].text
+
+
+def test_a_check_judges_the_maximum_wait_by_redis_clock_not_the_workers(global_broker, redis_client, runtime,
+                                                                         monkeypatch):
+    key, real_time = "15550000002", time.time
+    max_wait_ms = int(runtime.config.buffer_max_wait_s * 1000)
+    # Given a customer still typing: two messages, the first 1 s ago by Redis's clock
+    for n in (1, 2):
+        append_to_buffer(redis_client, key, f"w{n}", {"wamid": f"w{n}", "text": "hi"})
+    backdate(redis_client, key, first_ago_ms=1_000, last_ago_ms=0)
+
+    # When the first message's check runs on a worker whose clock is an hour ahead
+    monkeypatch.setattr(time, "time", lambda: real_time() + 3600)
+    # Then it gives way to the second message's check: nothing is handed over early
+    assert tasks.check_buffer_task(key, 1) is None
+    assert redis_client.llen("app:buffer:" + key) == 2 and redis_client.llen("celery") == 0
+
+    # And when the first message has waited the maximum by Redis's clock, a
+    # worker whose clock is an hour behind hands the buffer over, not late
+    backdate(redis_client, key, first_ago_ms=max_wait_ms + 1_000, last_ago_ms=0)
+    monkeypatch.setattr(time, "time", lambda: real_time() - 3600)
+    assert tasks.check_buffer_task(key, 1) is not None
+    assert redis_client.llen("app:buffer:" + key) == 0 and redis_client.llen("celery") == 1
 
 
 def test_takeover_silences_the_ai_and_handback_resumes_it(global_broker, runtime, start_worker, db):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import time
 
 import pytest
 from sqlalchemy import select
@@ -13,6 +12,7 @@ from sqlalchemy import select
 from app.buffer import append_to_buffer
 from app.db import Conversation, Message
 from tests.actors.test_worker_processes import processes, start_dramatiq  # noqa: F401  (fixture)
+from tests.support.buffers import backdate
 from tests.support.cli import run_celery, start_celery
 from tests.support.waiting import wait_for
 
@@ -101,9 +101,8 @@ def test_a_standby_beat_takes_over_when_the_holder_is_killed(beats, redis_client
 def test_beat_resends_a_lost_check_and_the_worker_answers_the_conversation(beats, redis_client, db,
                                                                           processes):  # noqa: F811
     # Given a conversation whose messages were buffered a minute ago but whose check was lost
-    now_ms = int(time.time() * 1000)
-    append_to_buffer(redis_client, "15558880000", "wamid.beat1", {"wamid": "wamid.beat1", "text": "hello"},
-                     now_ms=now_ms - 60_000)
+    append_to_buffer(redis_client, "15558880000", "wamid.beat1", {"wamid": "wamid.beat1", "text": "hello"})
+    backdate(redis_client, "15558880000", first_ago_ms=60_000)
 
     # When a worker and beat run
     processes.append(start_dramatiq({}))

@@ -50,7 +50,7 @@ def make_client(redis_client, enqueue, web_config, db):
         config = dataclasses.replace(web_config, **overrides)
         ids = iter(f"uuid-{n}" for n in range(1, 1000))
         app = create_app(config, enqueue=enqueue, redis_client=redis_client, sessions=db,
-                         clock_ms=lambda: 1_749_416_400_000, new_id=lambda: next(ids))
+                         new_id=lambda: next(ids))
         return falcon.testing.TestClient(app)
 
     return make

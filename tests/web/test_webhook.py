@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import falcon.testing
 import pytest
@@ -11,6 +12,7 @@ from actors import dead_letters
 from app.buffer import claim_batch
 from app.web.rejected import MAX_EXCERPT_BYTES, rejected_bodies
 from app.web.webhook import ERROR_COUNTS_KEY
+from tests.support.buffers import redis_now_ms
 from tests.support.fixtures import raw, sign
 
 
@@ -31,9 +33,24 @@ def test_a_signed_text_is_buffered_and_its_check_scheduled_after_the_window(clie
     assert result.json["messages"] == 1
     assert enqueue.calls == [("check_buffer_task", ("16505551234", 1), None, {"countdown": 3.0})]
     # And the message waits in the conversation's buffer, as the parser described it
-    batch = claim_batch(redis_client, "16505551234", 1, now_ms=1_749_416_410_000, max_wait_ms=15_000)
+    batch = claim_batch(redis_client, "16505551234", 1, max_wait_ms=15_000)
     assert [m["text"] for m in batch.messages] == ["Does it come in another color?"]
     assert batch.messages[0]["wamid"] == "wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQTRBNjU5OUFFRTAzODEwMTQ0RgA="
+
+
+def test_a_message_is_stamped_by_redis_clock_not_the_web_hosts(client, redis_client, monkeypatch):
+    # Given a web host whose clock is an hour ahead
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() + 3600)
+
+    # When it accepts a message
+    before = redis_now_ms(redis_client)
+    assert post(client, raw("text.json")).status_code == 200
+    after = redis_now_ms(redis_client)
+
+    # Then the buffer's arrival times are Redis's, the clock the worker and the sweep judge them by
+    for kind in ("first", "last"):
+        assert before <= int(redis_client.get(f"app:{kind}:16505551234")) <= after, kind
 
 
 def test_the_same_body_twice_is_appended_once(client, enqueue, redis_client):
@@ -62,7 +79,7 @@ def test_the_same_body_twice_is_appended_once(client, enqueue, redis_client):
 
 def test_a_redelivered_message_whose_buffer_was_claimed_schedules_nothing(client, enqueue, redis_client):
     assert post(client, raw("text.json")).status_code == 200
-    assert claim_batch(redis_client, "16505551234", 1, now_ms=1_749_416_410_000, max_wait_ms=15_000) is not None
+    assert claim_batch(redis_client, "16505551234", 1, max_wait_ms=15_000) is not None
     enqueue.calls.clear()
 
     result = post(client, raw("text.json"))
