@@ -103,7 +103,8 @@ def services(rt: Runtime) -> Services:
                     sessions=rt.sessions,
                     redis=rt.redis,
                     graph=ConversationGraph(rt.checkpoints.saver, rt.model,
-                                            system_prompt=rt.config.system_prompt),
+                                            system_prompt=rt.config.system_prompt,
+                                            history_messages=rt.config.model_history_messages),
                     whatsapp=rt.whatsapp if rt.whatsapp is not None else _build_whatsapp(rt.config),
                     lock_ttl_s=lock_ttl_s(rt.config.time_limit_s),
                 )

@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from app.errors import ConfigError
-from app.llm import SYSTEM_PROMPT
+from app.llm import HISTORY_MESSAGES, SYSTEM_PROMPT
 
 __all__ = ["Config", "DEFAULT_REDIS_URI", "child_environment", "set_environment", "mask_url", "normalise_db_url"]
 
@@ -152,6 +152,9 @@ class Config:
     gemini_timeout_s: float = 60.0
     #: What the model is told about its role, before every conversation.
     system_prompt: str = SYSTEM_PROMPT
+    #: How many of a conversation's most recent messages the model is
+    #: shown (the checkpoint keeps them all): bounds the prompt's size.
+    model_history_messages: int = HISTORY_MESSAGES
 
     #: Inbound messages closer together than this are answered together.
     buffer_window_s: float = 3.0
@@ -203,6 +206,9 @@ class Config:
                 raise ConfigError(f"{name} must be an http:// or https:// URL, got {url!r}")
         if not self.system_prompt.strip():
             raise ConfigError("SYSTEM_PROMPT must not be blank")
+        history = self.model_history_messages
+        if isinstance(history, bool) or not isinstance(history, int) or history < 1:
+            raise ConfigError(f"MODEL_HISTORY_MESSAGES must be a whole number of at least 1, got {history!r}")
         if self.soft_time_limit_s > self.time_limit_s:
             raise ConfigError("the soft time limit must not exceed the hard time limit")
 
@@ -236,6 +242,7 @@ class Config:
             gemini_api_base=(env.get("GEMINI_API_BASE") or "").rstrip("/") or None,
             gemini_timeout_s=_float(env, "GEMINI_TIMEOUT_SECONDS", cls.gemini_timeout_s, minimum=1),
             system_prompt=env.get("SYSTEM_PROMPT") or SYSTEM_PROMPT,
+            model_history_messages=_int(env, "MODEL_HISTORY_MESSAGES", cls.model_history_messages, minimum=1),
             buffer_window_s=_float(env, "BUFFER_WINDOW_SECONDS", cls.buffer_window_s),
             buffer_max_wait_s=_float(env, "BUFFER_MAX_WAIT_SECONDS", cls.buffer_max_wait_s),
             heartbeat_timeout_s=_float(env, "HEARTBEAT_TIMEOUT_SECONDS", cls.heartbeat_timeout_s, minimum=0.5),

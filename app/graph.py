@@ -4,14 +4,22 @@ State: the message history (``add_messages``: customer turns are
 ``HumanMessage`` with the inbound wamid as id, AI replies ``AIMessage``
 with id ``reply:<batch id>``, operator turns ``AIMessage`` named
 ``operator`` with the operator message's id, so a repeated write
-replaces instead of duplicating) and ``operator_active``.
+replaces instead of duplicating) and ``operator_active``.  A reaction
+is a ``HumanMessage`` named ``unanswerable``: part of the record, never
+shown to the model (:func:`to_turns`), which would otherwise read a bare
+"[reaction 👍]" as something the customer wrote and answer it.
+
+The checkpoint keeps the whole history; the model is shown only its
+most recent messages (``history_messages``), so a long conversation
+does not grow the prompt without bound.
 
 ``START -> ingest -> route -> respond -> END``; route goes to END while
 an operator holds the conversation, when the run has no batch to
-answer, or when the history does not end with the customer (someone
-answered already).  Takeover, handback and operator turns are written
-with ``update_state(..., as_node="operator")``, never ``interrupt()``:
-new input on an interrupted thread would restart it.
+answer, or when the history the model sees does not end with the
+customer (someone answered already; a later reaction changes nothing).
+Takeover, handback and operator turns are written with
+``update_state(..., as_node="operator")``, never ``interrupt()``: new
+input on an interrupted thread would restart it.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 
 from app.errors import TransientError
-from app.llm import FALLBACK_REPLY, SYSTEM_PROMPT, Model, Turn, merge_turns
+from app.llm import FALLBACK_REPLY, HISTORY_MESSAGES, SYSTEM_PROMPT, Model, Turn, merge_turns
 from app.whatsapp import fit_text
 
 __all__ = [
@@ -41,6 +49,7 @@ __all__ = [
     "to_turns",
     "OPERATOR_NAME",
     "OPERATOR_PREFIX",
+    "UNANSWERABLE_NAME",
 ]
 
 logger = logging.getLogger(__name__)
@@ -49,6 +58,8 @@ logger = logging.getLogger(__name__)
 OPERATOR_NAME = "operator"
 #: How an operator turn reaches the model (Gemini has user/model roles only).
 OPERATOR_PREFIX = "[human operator]"
+#: The ``name`` of a HumanMessage that is not words to answer (a reaction).
+UNANSWERABLE_NAME = "unanswerable"
 #: The run's configurable key of ``run(before_answer=...)``; LangGraph
 #: keeps "__"-prefixed keys out of the checkpoint's metadata.
 _BEFORE_ANSWER = "__before_answer"
@@ -93,8 +104,10 @@ def reply_id(batch_id: str) -> str:
     return f"reply:{batch_id}"
 
 
-def customer_turn(wamid: str, text: str) -> HumanMessage:
-    return HumanMessage(content=text, id=wamid)
+def customer_turn(wamid: str, text: str, *, answerable: bool = True) -> HumanMessage:
+    """The customer's message as a history turn; an unanswerable one (a
+    reaction) is marked so that the model never sees it."""
+    return HumanMessage(content=text, id=wamid, name=None if answerable else UNANSWERABLE_NAME)
 
 
 def operator_turn(message_id: str, text: str) -> AIMessage:
@@ -106,30 +119,52 @@ def _text(message: BaseMessage) -> str:
     return content if isinstance(content, str) else str(content)
 
 
-def to_turns(messages: Sequence[BaseMessage]) -> list[Turn]:
-    """The history as the model's turns, same-side neighbours merged
-    (:func:`app.llm.merge_turns`).
+def _shown(messages: Sequence[BaseMessage]) -> list[BaseMessage]:
+    """The messages the model may see: customer, AI and operator turns,
+    not reactions (they are no words of the customer's to answer)."""
+    return [m for m in messages
+            if isinstance(m, AIMessage) or (isinstance(m, HumanMessage) and m.name != UNANSWERABLE_NAME)]
 
-    Operator turns become model turns marked ``[human operator]``, so
-    the model knows what the business already said and by whom.
+
+def to_turns(messages: Sequence[BaseMessage], *, limit: int | None = None) -> list[Turn]:
+    """What the model is given of the history.
+
+    Reactions are left out; of the rest only the last ``limit`` messages
+    are kept (None: all), so the prompt stays bounded however long the
+    conversation.  Operator turns become model turns marked
+    ``[human operator]``, so the model knows what the business already
+    said and by whom.  Same-side neighbours are merged
+    (:func:`app.llm.merge_turns`), and a model turn left at the start
+    (where the cut fell, or a conversation the business opened) is
+    dropped: Gemini refuses a conversation that does not start with the
+    user.
 
     Raises:
+      ValueError: ``limit`` is less than 1.
       ModelError: the history does not end with the customer.
     """
+    shown = _shown(messages)
+    if limit is not None:
+        if limit < 1:
+            raise ValueError(f"the model must be shown at least 1 message, got limit={limit}")
+        shown = shown[-limit:]
     turns: list[Turn] = []
-    for message in messages:
+    for message in shown:
         if isinstance(message, HumanMessage):
             turns.append(Turn("user", _text(message)))
-        elif isinstance(message, AIMessage):
+        else:
             text = _text(message)
             if message.name == OPERATOR_NAME:
                 text = f"{OPERATOR_PREFIX} {text}"
             turns.append(Turn("model", text))
-    return merge_turns(turns)
+    merged = merge_turns(turns)
+    # Merged turns alternate and end with the user: at most one model turn leads.
+    return merged[1:] if merged[0].role == "model" else merged
 
 
 def _ends_with_customer(messages: Sequence[BaseMessage]) -> bool:
-    return bool(messages) and isinstance(messages[-1], HumanMessage)
+    shown = _shown(messages)
+    return bool(shown) and isinstance(shown[-1], HumanMessage)
 
 
 class ConversationGraph:
@@ -143,12 +178,17 @@ class ConversationGraph:
       checkpointer: where each conversation's thread is saved.
       model: what writes the AI's replies.
       system_prompt: the model's instructions.
+      history_messages: how many of the most recent messages the model
+        is shown (MODEL_HISTORY_MESSAGES); the checkpoint keeps them all.
     """
 
     def __init__(self, checkpointer: BaseCheckpointSaver, model: Model, *,
-                 system_prompt: str = SYSTEM_PROMPT) -> None:
+                 system_prompt: str = SYSTEM_PROMPT, history_messages: int = HISTORY_MESSAGES) -> None:
+        if history_messages < 1:
+            raise ValueError(f"history_messages must be at least 1, got {history_messages}")
         self.model = model
         self.system_prompt = system_prompt
+        self.history_messages = history_messages
         builder = StateGraph(ConversationState)
         builder.add_node("ingest", self._ingest)
         builder.add_node("respond", self._respond)
@@ -184,7 +224,8 @@ class ConversationGraph:
         before_answer = config.get("configurable", {}).get(_BEFORE_ANSWER)
         if before_answer is not None:
             before_answer()
-        text = self.model.generate(self.system_prompt, to_turns(state["messages"])).strip()
+        turns = to_turns(state["messages"], limit=self.history_messages)
+        text = self.model.generate(self.system_prompt, turns).strip()
         if not text:
             text = FALLBACK_REPLY
         fitted = fit_text(text)

@@ -30,6 +30,7 @@ __all__ = [
     "FALLBACK_REPLY",
     "merge_turns",
     "build_model",
+    "HISTORY_MESSAGES",
 ]
 
 SYSTEM_PROMPT = "You are the business's helpful WhatsApp assistant. Answer briefly and politely."
@@ -44,6 +45,13 @@ FALLBACK_REPLY = (
 #: against this cap too, hence the margin.  A longer answer is still cut
 #: to WhatsApp's limit before it is stored and sent (app.whatsapp.fit_text).
 MAX_OUTPUT_TOKENS = 2048
+
+#: How many of the most recent messages the model is shown by default
+#: (MODEL_HISTORY_MESSAGES).  The whole history would grow the prompt, its
+#: cost and latency without bound and end at the model's context limit;
+#: 40 messages (about 20 exchanges) hold what a customer-service chat
+#: refers back to.
+HISTORY_MESSAGES = 40
 
 #: Gemini's two roles: the customer is "user"; the AI and operators are "model".
 ROLES = ("user", "model")

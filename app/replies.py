@@ -41,8 +41,15 @@ class Services:
 
 
 def graph_turns(messages: list[InboundMessage]) -> list[BaseMessage]:
-    """The customer's turns of a batch; system messages are not the customer's words."""
-    return [customer_turn(m.wamid, m.text) for m in messages if m.kind != "system" and m.text.strip()]
+    """The customer's turns of a batch.
+
+    System messages are not the customer's words and stay out of the
+    history.  Reactions stay in it as the customer's record, marked
+    unanswerable: the model never sees them, so a 👍 neither becomes a
+    turn of its own nor joins the words it arrived with.
+    """
+    return [customer_turn(m.wamid, m.text, answerable=m.answerable)
+            for m in messages if m.kind != "system" and m.text.strip()]
 
 
 def _may_send(services: Services, thread_id: str):

@@ -64,3 +64,17 @@ def test_the_graph_answers_with_the_configured_system_prompt(runtime, whatsapp):
     # Then the model got the configured prompt, not the built-in one
     assert model.prompts == ["Answer in haiku."]
     assert [s.text for s in whatsapp.sent] == ["ok"]
+
+
+def test_the_model_is_shown_the_configured_number_of_recent_messages(runtime, whatsapp, model):
+    # Given MODEL_HISTORY_MESSAGES=2
+    rt = dataclasses.replace(runtime, config=dataclasses.replace(runtime.config, model_history_messages=2))
+    services = rt_module.services(rt)
+
+    # When a second question follows an answered one
+    process_batch(services, "15550001111", "b1", parsed(inbound("w1", "first")))
+    process_batch(services, "15550001111", "b2", parsed(inbound("w2", "second")))
+
+    # Then the model saw the last two messages, less the answer that would have opened them
+    assert [(t.role, t.text) for t in model.calls[-1]] == [("user", "second")]
+    assert len(services.graph.messages("15550001111")) == 4

@@ -77,11 +77,25 @@ def test_the_operator_token_and_gemini_settings_come_from_the_environment():
         ({"GEMINI_API_BASE": "localhost:9"}, "GEMINI_API_BASE must be an http"),
         ({"WHATSAPP_API_BASE": "ftp://x"}, "WHATSAPP_API_BASE must be an http"),
         ({"GEMINI_TIMEOUT_SECONDS": "0"}, "GEMINI_TIMEOUT_SECONDS must be at least"),
+        ({"MODEL_HISTORY_MESSAGES": "0"}, "MODEL_HISTORY_MESSAGES must be at least 1, got '0'"),
+        ({"MODEL_HISTORY_MESSAGES": "-5"}, "MODEL_HISTORY_MESSAGES must be at least 1"),
+        ({"MODEL_HISTORY_MESSAGES": "2.5"}, "MODEL_HISTORY_MESSAGES must be a whole number, got '2.5'"),
+        ({"MODEL_HISTORY_MESSAGES": "forty"}, "MODEL_HISTORY_MESSAGES must be a whole number"),
     ],
 )
 def test_bad_model_and_api_settings_are_refused_with_their_name(env, message):
     with pytest.raises(ConfigError, match=message):
         Config.from_env(env)
+
+
+def test_the_models_history_window_defaults_to_40_messages_and_is_configurable():
+    assert Config.from_env({}).model_history_messages == 40
+    assert Config.from_env({"MODEL_HISTORY_MESSAGES": "12"}).model_history_messages == 12
+    assert Config.from_env({"MODEL_HISTORY_MESSAGES": ""}).model_history_messages == 40
+    # A config built in code is held to the same rule
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ConfigError, match="MODEL_HISTORY_MESSAGES must be a whole number of at least 1"):
+            Config(model_history_messages=bad)  # type: ignore[arg-type]
 
 
 def test_mask_url_hides_a_password_given_as_a_query_parameter():

@@ -13,10 +13,12 @@ from app.db import Message, session_scope
 from app.db.models import MessageStatus, OutboxEntry
 from app.devtools.whatsapp_standin import WhatsAppStandin
 from app.errors import TransientError
+from app.graph import UNANSWERABLE_NAME
 from app.replies import process_batch
 from app.status import StatusUpdate, record_status
 from app.whatsapp import WhatsAppClient
 from tests.support.conversations import inbound, parsed
+from tests.support.fixtures import OFFLINE
 from tests.support.waiting import wait_for
 from tests.support.whatsapp_fake import Crash, FakePermanentError, FakeTransientError
 
@@ -173,8 +175,31 @@ def test_reactions_and_system_messages_are_stored_and_never_answered(services, w
     assert [(m.wamid, m.kind, m.answerable) for m in stored] == [("w-r", "reaction", False),
                                                                  ("w-s", "system", False)]
     assert (stored[0].reaction_to, stored[0].emoji) == ("wamid.x", "👍")
-    # The reaction is part of the history, the system notice is not the customer's words
-    assert [m.id for m in services.graph.messages("15550001111")] == ["w-r"]
+    # The reaction is part of the history, marked unanswerable; the system notice is not the customer's words
+    assert [(m.id, m.name) for m in services.graph.messages("15550001111")] == [("w-r", UNANSWERABLE_NAME)]
+
+
+def test_a_reaction_never_reaches_the_model_alone_or_with_the_words_it_was_buffered_with(services, whatsapp,
+                                                                                         model, db):
+    # Given an answered question
+    process_batch(services, "15550001111", "b1", parsed(inbound("w1", "do you ship to Lisbon?")))
+    # When the customer reacts to the answer: stored, not answered, the model not asked
+    assert process_batch(services, "15550001111", "b2", parsed(
+        inbound("w-r1", "[reaction 👍]", kind="reaction", reaction_to="wamid.x", emoji="👍"))) is None
+    assert len(model.calls) == 1 and len(whatsapp.sent) == 1
+    # And then writes, with another reaction in the same buffer
+    process_batch(services, "15550001111", "b3", parsed(
+        inbound("w2", "and to Porto?"),
+        inbound("w-r2", "[reaction 🙏]", kind="reaction", reaction_to="wamid.x", emoji="🙏")))
+
+    # Then the model saw the conversation's words only, and answered once more
+    assert [(t.role, t.text) for t in model.calls[-1]] == [
+        ("user", "do you ship to Lisbon?"), ("model", OFFLINE + "do you ship to Lisbon?"), ("user", "and to Porto?")]
+    assert len(model.calls) == 2 and len(whatsapp.sent) == 2
+    assert whatsapp.read[-1] == ("w2", True)
+    # And the reactions stay in the history, where they arrived
+    assert [m.id for m in services.graph.messages("15550001111")] == ["w1", "reply:b1", "w-r1", "w2", "w-r2",
+                                                                      "reply:b3"]
 
 
 def test_a_username_only_customer_is_answered_through_recipient(services, whatsapp, db):

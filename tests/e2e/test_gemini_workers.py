@@ -5,19 +5,25 @@ writer per conversation across processes.
 tests/actors/test_conversation_tasks.py proves it with threads of one
 in-process worker; here two ``dramatiq actors`` processes compete, and the
 model is Gemini through the real SDK, answering from a local stand-in that
-takes a second per call and notes when each call starts and ends.
+takes a second per call and notes when each call starts and ends.  And what
+reaches Gemini's endpoint of a longer conversation: the last
+MODEL_HISTORY_MESSAGES messages, no reaction.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any
 
 import pytest
 
+from app.checkpoints import open_checkpoints
 from app.devtools.gemini_standin import GeminiStandin
-from tests.support.fixtures import CUSTOMER, text_body
+from app.graph import UNANSWERABLE_NAME, ConversationGraph
+from app.llm import OfflineModel
+from tests.support.fixtures import CUSTOMER, raw, text_body
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
@@ -109,3 +115,73 @@ def test_two_batches_of_one_conversation_never_run_the_graph_at_once_across_proc
     assert sorted((m["author"], m["text"]) for m in stack.history(CUSTOMER)["messages"]) == [
         ("ai", "Stand-in Gemini reply to: first question"), ("ai", "Stand-in Gemini reply to: second question"),
         ("customer", "first question"), ("customer", "second question")]
+
+
+#: The window of the history test's stack.
+HISTORY_MESSAGES = 3
+
+
+@pytest.fixture(scope="module")
+def windowed_gemini():
+    with GeminiStandin() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def windowed_stack(make_stack, windowed_gemini):
+    """Gemini (answering at once), the model shown the last 3 messages, and a
+    2 s buffer window, so that a reaction posted right after a text joins its batch."""
+    yield from make_stack({"GOOGLE_API_KEY": "e2e-key", "GEMINI_API_BASE": windowed_gemini.url,
+                           "GEMINI_MODEL": MODEL, "MODEL_HISTORY_MESSAGES": str(HISTORY_MESSAGES),
+                           "BUFFER_WINDOW_SECONDS": "2"})
+
+
+def reaction_body(wamid: str, emoji: str, to: str) -> bytes:
+    """reaction.json by the customer of text_body, with another wamid, emoji and target."""
+    body = json.loads(raw("reaction.json"))
+    message = body["entry"][0]["changes"][0]["value"]["messages"][0]
+    message["id"], message["reaction"] = wamid, {"message_id": to, "emoji": emoji}
+    return json.dumps(body).encode()
+
+
+def _texts(request: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(c["role"], "".join(p["text"] for p in c["parts"])) for c in request["body"]["contents"]]
+
+
+def test_gemini_is_sent_only_the_recent_history_and_no_reaction(windowed_stack, windowed_gemini, db):
+    stack, gemini = windowed_stack, windowed_gemini
+    stack.reset()
+    gemini.clear()
+    # Given two answered questions
+    stack.post(text_body("wamid.HIST1", "question one"))
+    stack.wait_for_sends(1)
+    stack.post(text_body("wamid.HIST2", "question two"))
+    (_, second) = stack.wait_for_sends(2)
+    # And a reaction to the second answer: stored, not answered, Gemini not asked
+    stack.post(reaction_body("wamid.HISTR1", "👍", second["wamid"]))
+    wait_for(lambda: any(m["wamid"] == "wamid.HISTR1" for m in stack.history(CUSTOMER)["messages"]))
+    stack.wait_idle()
+    assert len(gemini.requests()) == 2 and len(stack.sends()) == 2
+
+    # When a third question comes with a reaction right behind it, within the buffer window
+    stack.post(text_body("wamid.HIST3", "question three"))
+    stack.post(reaction_body("wamid.HISTR2", "🙏", second["wamid"]))
+    stack.wait_for_sends(3)
+    stack.wait_idle()
+
+    # Then Gemini was asked once more, with the last 3 messages of the history and no reaction
+    requests = gemini.requests()
+    assert len(requests) == 3 and len(stack.sends()) == 3
+    assert _texts(requests[-1]) == [("user", "question two"), ("model", "Stand-in Gemini reply to: question two"),
+                                    ("user", "question three")]
+    assert not any("reaction" in text for r in requests for _, text in _texts(r))
+    # And both reactions are stored, and the checkpoint keeps the whole history with them
+    stored = [m["wamid"] for m in stack.history(CUSTOMER)["messages"]]
+    assert {"wamid.HISTR1", "wamid.HISTR2"} <= set(stored)
+    checkpoints = open_checkpoints(stack.env["DB_URL"])
+    try:
+        history = ConversationGraph(checkpoints.saver, OfflineModel()).messages(CUSTOMER)
+    finally:
+        checkpoints.close()
+    assert len(history) == 8
+    assert {m.id for m in history if m.name == UNANSWERABLE_NAME} == {"wamid.HISTR1", "wamid.HISTR2"}
