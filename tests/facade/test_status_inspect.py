@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+import threading
 
 import pytest
 
@@ -24,15 +25,40 @@ INFO = {"name": "worker1@vm", "hostname": "vm", "pid": 100, "pool": "prefork", "
 
 
 @pytest.fixture
-def two_nodes(redis_client):
-    registry.beat(redis_client, "worker1@vm", info=INFO, processes={
+def beating(redis_client):
+    """``beating(name, info=..., processes=...)``: a node that keeps beating, as a live one does,
+    until the test ends (one beat expires after 3 intervals, and a ``celery`` process can take
+    longer than that to start on a loaded machine)."""
+    stop = threading.Event()
+    threads = []
+
+    def start(name, **state):
+        registry.beat(redis_client, name, **state)
+
+        def keep():
+            while not stop.wait(registry.INTERVAL_S / 2):
+                registry.beat(redis_client, name, **state)
+
+        thread = threading.Thread(target=keep, daemon=True)
+        thread.start()
+        threads.append(thread)
+
+    yield start
+    stop.set()
+    for thread in threads:
+        thread.join(10)
+
+
+@pytest.fixture
+def two_nodes(beating):
+    beating("worker1@vm", info=INFO, processes={
         101: {"active": [TASK], "reserved": [], "processed": 5, "by_task": {"tasks.check_buffer_task": 4}},
         102: {"active": [], "reserved": [], "processed": 2,
               "by_task": {"tasks.check_buffer_task": 1, "tasks.process_message_task": 1}},
     })
-    registry.beat(redis_client, "worker2@vm", info={**INFO, "name": "worker2@vm", "pid": 200, "pool": "solo",
-                                                    "concurrency": 1, "queues": ["state"]},
-                  processes={200: {"active": [], "reserved": []}})
+    beating("worker2@vm", info={**INFO, "name": "worker2@vm", "pid": 200, "pool": "solo", "concurrency": 1,
+                                "queues": ["state"]},
+            processes={200: {"active": [], "reserved": []}})
 
 
 def test_status_lists_each_node_then_the_count(two_nodes):
@@ -42,8 +68,8 @@ def test_status_lists_each_node_then_the_count(two_nodes):
     assert result.stdout == "->  worker1@vm: OK\n->  worker2@vm: OK\n\n2 nodes online.\n"
 
 
-def test_status_with_one_node_says_node_in_the_singular(redis_client):
-    registry.beat(redis_client, "solo1@vm", info=INFO, processes={1: {}})
+def test_status_with_one_node_says_node_in_the_singular(beating):
+    beating("solo1@vm", info=INFO, processes={1: {}})
 
     assert run_celery("-A", "tasks", "status").stdout == "->  solo1@vm: OK\n\n1 node online.\n"
 
@@ -100,9 +126,9 @@ def test_inspect_active_prints_celerys_task_dicts_or_empty(two_nodes):
     )
 
 
-def test_inspect_reserved_lists_prefetched_messages(redis_client):
+def test_inspect_reserved_lists_prefetched_messages(beating):
     waiting = {**TASK, "time_start": None, "acknowledged": False, "worker_pid": None}
-    registry.beat(redis_client, "worker1@vm", info=INFO, processes={101: {"active": [], "reserved": [waiting]}})
+    beating("worker1@vm", info=INFO, processes={101: {"active": [], "reserved": [waiting]}})
 
     lines = run_celery("-A", "tasks", "inspect", "reserved").stdout.splitlines()
 
