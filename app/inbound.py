@@ -19,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from app.untrusted import brief, epoch_seconds
+
 __all__ = ["describe", "MESSAGE_KEYS", "UNANSWERABLE_KINDS"]
 
 #: The keys of every inbound message dict.
@@ -56,17 +58,27 @@ def _audio(m: dict[str, Any]) -> str:
     return "[voice note]" if _obj(m.get("audio")).get("voice") else "[audio]"
 
 
+def _coordinate(value: Any) -> str | None:
+    # Only a number or a short string is written out: str() of anything else may be huge or recurse.
+    if isinstance(value, str):
+        return value[:32] or None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return brief(value, 32)
+    return None
+
+
 def _location(m: dict[str, Any]) -> str:
     loc = _obj(m.get("location"))
     place = ", ".join(p for p in (_str(loc.get("name")), _str(loc.get("address"))) if p)
-    lat, lon = loc.get("latitude"), loc.get("longitude")
+    lat, lon = _coordinate(loc.get("latitude")), _coordinate(loc.get("longitude"))
     where = f"({lat}, {lon})" if lat is not None and lon is not None else ""
     return " ".join(p for p in ("[location]", place, where) if p)
 
 
 def _contacts(m: dict[str, Any]) -> str:
     names = []
-    for card in m.get("contacts") or []:
+    cards = m.get("contacts")
+    for card in cards if isinstance(cards, list) else []:
         name = _obj(_obj(card).get("name"))
         full = _str(name.get("formatted_name")) or " ".join(
             p for p in (_str(name.get("first_name")), _str(name.get("last_name"))) if p)
@@ -77,7 +89,7 @@ def _contacts(m: dict[str, Any]) -> str:
 
 def _interactive(m: dict[str, Any]) -> str:
     data = _obj(m.get("interactive"))
-    reply = _obj(data.get(str(data.get("type"))))
+    reply = _obj(data.get(_str(data.get("type")) or ""))
     title = _str(reply.get("title"))
     if title:
         return title
@@ -92,7 +104,7 @@ def _button(m: dict[str, Any]) -> str:
 
 
 def _reaction(m: dict[str, Any]) -> str:
-    emoji = _obj(m.get("reaction")).get("emoji")
+    emoji = _str(_obj(m.get("reaction")).get("emoji"))
     return f"[reaction {emoji}]" if emoji else "[reaction removed]"
 
 
@@ -156,9 +168,10 @@ def describe(message: Any, contacts: list[dict[str, Any]]) -> dict[str, Any]:
     if kind is None:
         raise ValueError(f"message {wamid} has no type")
     try:
-        timestamp = int(message.get("timestamp"))  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ValueError(f"message {wamid} has no timestamp in seconds: {message.get('timestamp')!r:.40}") from None
+        timestamp = epoch_seconds(message.get("timestamp"))
+    except ValueError:
+        raise ValueError(f"message {wamid} has no timestamp in seconds: {brief(message.get('timestamp'), 40)}") \
+            from None
     contact = _contact_for(message, contacts)
     wa_id = _str(message.get("from")) or _str(contact.get("wa_id"))
     user_id = _str(message.get("from_user_id")) or _str(contact.get("user_id"))

@@ -10,8 +10,9 @@ from sqlalchemy.orm import Session
 
 from app.db.models import STATUS_RANK, Message, MessageStatus
 from app.errors import InvalidTaskArguments
+from app.untrusted import brief, epoch_seconds
 
-__all__ = ["StatusUpdate", "record_status", "apply_pending_statuses"]
+__all__ = ["StatusUpdate", "record_status", "apply_pending_statuses", "error_code"]
 
 _META_STATUSES = ("sent", "delivered", "read", "failed")
 
@@ -42,21 +43,36 @@ class StatusUpdate:
         if not isinstance(wamid, str) or not wamid:
             raise InvalidTaskArguments("status.id (the wamid) must be a non-empty string")
         if status not in _META_STATUSES:
-            raise InvalidTaskArguments(f"status.status must be one of {', '.join(_META_STATUSES)}, got {status!r}")
+            raise InvalidTaskArguments(
+                f"status.status must be one of {', '.join(_META_STATUSES)}, got {brief(status)}")
         try:
-            timestamp = int(data.get("timestamp", 0))
-        except (TypeError, ValueError):
-            raise InvalidTaskArguments(f"status.timestamp must be seconds, got {data.get('timestamp')!r}") from None
+            timestamp = epoch_seconds(data.get("timestamp", 0))
+        except ValueError:
+            raise InvalidTaskArguments(f"status.timestamp must be seconds, got {brief(data.get('timestamp'))}") \
+                from None
         code = title = None
         errors = data.get("errors") or []
         if errors and isinstance(errors, list) and isinstance(errors[0], dict):
-            raw_code = errors[0].get("code")
-            code = int(raw_code) if isinstance(raw_code, (int, str)) and str(raw_code).isdigit() else None
+            code = error_code(errors[0].get("code"))
             title = errors[0].get("title") or errors[0].get("message")
         recipient = data.get("recipient_id") or data.get("recipient_user_id")
         callback = data.get("biz_opaque_callback_data")
         return cls(wamid, status, timestamp, recipient if isinstance(recipient, str) else None, code, title,
                    callback if isinstance(callback, str) and callback else None)
+
+
+def error_code(value: Any) -> int | None:
+    """Meta's error code (a number, or its digits as a string), else None.
+
+    Only codes an INTEGER column holds are kept: ``"\u00b2".isdigit()`` is
+    true but ``int()`` refuses it, and a code of a thousand digits is no
+    code Meta sends.
+    """
+    if isinstance(value, str) and value.isascii() and value.isdecimal() and len(value) <= 9:
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**31:
+        return value
+    return None
 
 
 def _advance(message: Message, status: str, error_code: int | None, error_title: str | None) -> bool:

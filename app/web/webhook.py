@@ -8,7 +8,10 @@ What each answer promises Meta:
 
 - 200: everything in the body is stored (buffered, with its buffer check
   scheduled, or enqueued), or the body is poison and kept in the
-  rejected-bodies set with its reason.
+  rejected-bodies set with its reason.  A body with good and bad parts
+  is both: the good parts are stored, and the body is kept once, with
+  every bad part's place and reason (:mod:`app.web.rejected`).  A signed
+  body is never answered 5xx for what it holds, only when a store fails.
 - 503: something was not stored or not scheduled (Redis or the queue
   unavailable); Meta sends the body again.
 - 401/413: the body is not Meta's, or is larger than the cap.
@@ -35,7 +38,7 @@ import redis
 from app.buffer import append_to_buffer, pending_seq
 from app.web.hooks import read_capped_body, verify_signature
 from app.web.rejected import record_rejected_body
-from app.webhook import WebhookFormatError, conversation_key, parse_body
+from app.webhook import BODY, Notification, Problem, WebhookFormatError, conversation_key, parse_body
 
 __all__ = ["WebhookResource", "ERROR_COUNTS_KEY"]
 
@@ -95,15 +98,15 @@ class WebhookResource:
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Store what a signed notification holds; see the module docstring."""
         raw: bytes = req.context.raw_body
-        try:
-            notification = parse_body(raw)
-        except WebhookFormatError as e:
-            self._reject(raw, str(e))
-            resp.media = {"status": "rejected", "reason": str(e)}
+        notification = self._parse(raw)
+        if notification.problems and notification.empty:
+            reason = notification.summary()
+            self._reject(raw, reason, notification.problems)
+            resp.media = {"status": "rejected", "reason": reason}
             return
         if notification.problems:
             # The good parts are still used below; the body is kept to show what was not.
-            self._reject(raw, "; ".join(notification.problems))
+            self._reject(raw, notification.summary(), notification.problems, partial=True)
         accepted = duplicates = 0
         appended: set[str] = set()
         redelivered: set[str] = set()
@@ -149,9 +152,32 @@ class WebhookResource:
             raise falcon.HTTPServiceUnavailable(
                 title="Not scheduled", description="the queue is unavailable; send the notification again") from e
 
-    def _reject(self, raw: bytes, reason: str) -> None:
-        logger.warning("Rejected a signed webhook body of %d bytes: %s", len(raw), reason)
-        record_rejected_body(self.redis, raw, reason, ttl_ms=self.dead_letter_ttl_ms)
+    @staticmethod
+    def _parse(raw: bytes) -> Notification:
+        """The notification ``raw`` holds; a body that is not one is a notification
+        with one problem, at ``body``.
+
+        The parser reports what it cannot use as problems; anything else it
+        raises is a bug, and is treated the same way (logged with its
+        traceback): a 500 would have Meta retry the body for days, when the
+        record keeps it for a fix.
+        """
+        try:
+            return parse_body(raw)
+        except WebhookFormatError as e:
+            reason = str(e)
+        except Exception as e:
+            logger.exception("The parser failed on a signed webhook body of %d bytes.", len(raw))
+            reason = f"the parser failed on this body ({type(e).__name__}); see the web log"
+        rejected = Notification()
+        rejected.problem(BODY, reason)
+        return rejected
+
+    def _reject(self, raw: bytes, reason: str, problems: list[Problem], *, partial: bool = False) -> None:
+        logger.warning("Rejected %s signed webhook body of %d bytes: %s", "part of a" if partial else "a",
+                       len(raw), reason)
+        record_rejected_body(self.redis, raw, reason, ttl_ms=self.dead_letter_ttl_ms, partial=partial,
+                             problems=[(p.where, p.reason) for p in problems])
 
 
 def _same(given: str, expected: str) -> bool:

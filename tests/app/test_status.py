@@ -54,11 +54,22 @@ def test_a_status_for_an_unknown_wamid_is_kept_and_applied_when_the_message_appe
         ({"status": "sent"}, "status.id"),
         ({"id": "w", "status": "opened"}, "status.status must be one of"),
         ({"id": "w", "status": "sent", "timestamp": "noon"}, "status.timestamp"),
+        ({"id": "w", "status": "sent", "timestamp": float("inf")}, "status.timestamp must be seconds, got inf"),
+        ({"id": "w", "status": "sent", "timestamp": 2**63}, "status.timestamp"),
+        ({"id": "w", "status": ["sent"]}, "status.status must be one of .*, got a list"),
     ],
 )
 def test_malformed_statuses_are_refused(data, message):
     with pytest.raises(InvalidTaskArguments, match=message):
         StatusUpdate.parse(data)
+
+
+@pytest.mark.parametrize("code, kept", [(131047, 131047), ("131047", 131047), ("\u00b2", None), ("0x10", None),
+                                        (-1, None), (2**31, None), ("1" * 10, None), (True, None), (None, None),
+                                        ([131047], None)])
+def test_only_error_codes_an_integer_column_holds_are_kept(code, kept):
+    update = StatusUpdate.parse({"id": "w", "status": "failed", "timestamp": "1", "errors": [{"code": code}]})
+    assert update.error_code == kept
 
 
 
