@@ -38,7 +38,7 @@ from typing import Any
 
 from dramatiq import Worker
 
-from actors import early_signals
+from actors import early_signals, hard_exit
 from actors.abandoned import fail_held, hard_limit_error
 from actors.middleware import ChildLimits, NodeState, ParentLink, TimeLimits
 from actors.middleware.time_limits import Stuck
@@ -221,9 +221,8 @@ class NodeProcess:
             self.broker.release_process(self.broker.broker_id)
         self.broker.close()
         if self._stuck_threads:
-            # A thread blocked in C code cannot be joined: leave now.
-            logging.shutdown()
-            os._exit(self.exit_code)
+            # A thread blocked in C code cannot be joined: leave now (the pidfile goes first).
+            hard_exit.exit_now(self.exit_code)
 
     def _install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -251,8 +250,7 @@ class NodeProcess:
             self.broker.release_process(self.broker.broker_id, still_fetching=True)
             self.node_state.leave(self.broker.client)
         finally:
-            logging.shutdown()
-            os._exit(EX_COLD)
+            hard_exit.exit_now(EX_COLD)
 
     # -- stuck tasks ---------------------------------------------------------------
 
