@@ -198,7 +198,11 @@ class NodeProcess:
         try:
             return self.conn.poll() and self.conn.recv() == "stop"
         except (EOFError, OSError):
-            return True  # the supervisor is gone
+            # The supervisor is gone (killed outright): nobody would replace
+            # this child or give back what it holds should it die, and the
+            # node has left the registry.  Stop warmly: the running task ends.
+            logger.warning("The supervisor is gone: taking no new task, stopping after the running one.")
+            return True
 
     def request_stop(self) -> None:
         self._stopping = True

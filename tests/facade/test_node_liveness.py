@@ -1,25 +1,55 @@
 """A node's life as others see it: its pidfile, its registry entry and its ``ready.`` line.
 
 Real ``celery`` worker processes on the run's Redis.  Each wait ends as soon
-as its condition holds; the bounds are generous.
+as its condition holds; the bounds are generous, except where the bound is
+the promise itself (a node gone within ``MISSED_BEATS`` beats).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import signal
+import socket
 import subprocess
 import sys
 
 import pytest
 
+from actors import keys, registry
 from tests.support import extra_actors as test_actors
+from tests.support.cli import run_celery
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
+#: Slack on top of MISSED_BEATS intervals for the test's own polling on a loaded machine.
+SLACK_S = 10.0
+
 
 def _order(redis_client) -> list[str]:
     return [v.decode() for v in redis_client.lrange("test:order", 0, -1)]
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, which nobody may have reaped yet, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
+def _redis_ms(redis_client) -> int:
+    seconds, micros = redis_client.time()
+    return seconds * 1000 + micros // 1000
+
+
+def _beat_ms(redis_client, node: str, pid: int) -> int:
+    """When process ``pid`` of ``node`` last wrote its state (0: never, or forgotten)."""
+    raw = redis_client.hget(registry.node_key(node), f"proc:{pid}")
+    return 0 if raw is None else int(json.loads(raw)["beat_ms"])
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
@@ -62,3 +92,48 @@ def test_a_pidfile_naming_a_dead_process_is_taken_over(celery_worker, tmp_path):
     worker.signal(signal.SIGTERM)
     assert worker.wait() == 0
     assert not path.exists()
+
+
+def test_a_prefork_node_whose_supervisor_is_killed_is_gone_within_three_beats_and_its_children_stop(
+        celery_worker, redis_client):
+    # Given a prefork node of two children, one of them in a long task
+    host = socket.gethostname()
+    worker = celery_worker("worker -l info -P prefork -c 2 --prefetch-multiplier=1 -Q default -n orphans@%h")
+    worker.wait_ready()
+    wait_for(lambda: [len(n.processes) for n in registry.live_nodes(redis_client)] == [2], 120)
+    sent = test_actors.test_gate.delay("gate:orphan", 300)
+    busy = wait_for(lambda: [t["worker_pid"] for n in registry.live_nodes(redis_client) for t in n.active], 60)
+    [children] = [{int(pid) for pid in n.processes} for n in registry.live_nodes(redis_client)]
+    [idle] = children - set(busy)
+    [busy_pid] = busy
+    try:
+        # When its supervisor is killed outright
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.proc.wait()
+
+        # Then the node is gone within three beats, while the orphaned child still runs its task
+        wait_for(lambda: registry.live_nodes(redis_client) == [],
+                 registry.MISSED_BEATS * registry.INTERVAL_S + SLACK_S, 0.1)
+        gone_ms = _redis_ms(redis_client)
+        assert _running(busy_pid) and not redis_client.exists("gate:orphan")
+        # and stays gone though that child keeps beating its own state
+        wait_for(lambda: _beat_ms(redis_client, f"orphans@{host}", busy_pid) > gone_ms, 30, 0.1)
+        status = run_celery("-A", "tasks", "status")
+        assert (status.returncode, status.stderr) == (69, "Error: No nodes replied within time constraint\n")
+        assert registry.live_nodes(redis_client) == []
+
+        # And the orphans stop: the idle one at once, the busy one after its task
+        wait_for(lambda: not _running(idle), 60)
+        assert _running(busy_pid)
+        redis_client.set("gate:orphan", 1)
+        wait_for(lambda: f"Task tasks.test_gate[{sent.id}] succeeded in " in worker.output(), 60)
+        wait_for(lambda: not _running(busy_pid), 60)
+        assert worker.output().count("The supervisor is gone: taking no new task, stopping after the running one.") \
+            == 2
+        # its message was acknowledged, not left in flight
+        assert all(redis_client.llen(k) == 0 for k in redis_client.scan_iter(keys.inflight_key("default", "*")))
+        assert redis_client.llen("celery") == 0
+    finally:
+        for pid in (idle, busy_pid):
+            if _running(pid):
+                os.kill(pid, signal.SIGKILL)
