@@ -7,7 +7,8 @@ Celery.  The supervisor (the node's main process) runs no task; it
 
 - beats the node's ``info`` into the registry while at least one child
   is ready, and is alone in keeping the node alive there (the children
-  write their own state only);
+  write their own state only); says ``NODE ready.`` when the first
+  child is ready;
 - refreshes the broker heartbeat of every live child, so that a child
   whose task holds the GIL (and cannot beat itself) is not swept;
 - replaces only the child that exited: a child that retired after
@@ -152,12 +153,23 @@ class Supervisor:
             if now >= when and self._signals == 0:
                 del self._restart_at[slot]
                 self._start(slot)
-        if not self._announced and self.children and all(c.ready for c in self.children.values()):
-            self._announced = True
-            # The node is in the registry before the line says so (children no longer put it there).
-            self._beat_once()
-            logger.info("Connected to %s", self.spec.broker_shown)
-            logger.info("%s ready.", self.spec.node_name)
+        if not self._announced and self._serving():
+            self._announce()
+
+    def _announce(self) -> None:
+        """Say ``NODE ready.`` once, as soon as one child serves.
+
+        Not when all of them do: a child that keeps failing at start held
+        the line back while the others served (for good when each attempt
+        took longer than ``QUICK_EXIT_S`` to fail and was restarted at
+        once), and whatever waited for it hung.  The node is in the registry
+        from the same moment (it beats here first), so ``celery status``
+        agrees with the line.
+        """
+        self._announced = True
+        self._beat_once()
+        logger.info("Connected to %s", self.spec.broker_shown)
+        logger.info("%s ready.", self.spec.node_name)
 
     # -- children --------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -137,3 +138,32 @@ def test_a_prefork_node_whose_supervisor_is_killed_is_gone_within_three_beats_an
         for pid in (idle, busy_pid):
             if _running(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_a_prefork_node_is_ready_once_one_child_serves_while_another_fails_to_start(celery_worker, redis_client):
+    # Given a prefork node whose first child takes 20 s to fail at start (never ready meanwhile)
+    # and whose second child, and the first one's replacement, start normally
+    node = f"celery@{socket.gethostname()}"
+    worker = celery_worker("worker -l info -c 2 -Q default",
+                           WORKER_EXTRA_MODULES="tests.support.extra_actors,tests.support.crashing_child",
+                           TEST_SPARED_CHILDREN="2,3", TEST_CHILD_DIES_AFTER_S="20")
+
+    # Then it says it is ready as soon as the second child serves, before the first one failed
+    output = worker.wait_for_output(f"{node} ready.")
+    assert "exited with" not in output
+    # and the registry counts it from then on
+    status = run_celery("-A", "tasks", "status")
+    assert (status.returncode, status.stdout) == (0, f"->  {node}: OK\n\n1 node online.\n")
+    test_actors.test_record_default.delay("served")
+    wait_for(lambda: _order(redis_client) == ["served"], 60)
+
+    # When the first child fails and its replacement becomes ready
+    worker.wait_for_output("Process 'ForkPoolWorker-1' pid:", 120)
+    assert re.search(r"Process 'ForkPoolWorker-1' pid:\d+ exited with 'exitcode 3'", worker.output())
+    wait_for(lambda: {p.get("index") for n in registry.live_nodes(redis_client) for p in n.processes.values()}
+             == {2, 3}, 120)
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+
+    # Then the line was said once only
+    assert worker.output().count(f"{node} ready.") == 1, worker.output()

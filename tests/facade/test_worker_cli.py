@@ -392,8 +392,9 @@ def test_a_child_that_keeps_dying_is_restarted_with_a_growing_delay(celery_worke
     # One start per announced delay: the supervisor does not spin
     assert output.count("exited with 'exitcode 3'") == 4
     assert "keeps failing (3 times in a row): starting it again in 2s" in output
-    # A node none of whose children serves is not counted as live
+    # A node none of whose children serves is not counted as live, nor says it is ready
     assert registry.live_nodes(redis_client) == []
+    assert " ready." not in output
     worker.signal(signal.SIGTERM)
     assert worker.wait() == 0
 
