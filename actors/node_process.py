@@ -38,7 +38,7 @@ from typing import Any
 
 from dramatiq import Worker
 
-from actors import early_signals
+from actors import early_signals, hard_exit
 from actors.abandoned import fail_held, hard_limit_error
 from actors.middleware import ChildLimits, NodeState, ParentLink, TimeLimits
 from actors.middleware.time_limits import Stuck
@@ -198,7 +198,11 @@ class NodeProcess:
         try:
             return self.conn.poll() and self.conn.recv() == "stop"
         except (EOFError, OSError):
-            return True  # the supervisor is gone
+            # The supervisor is gone (killed outright): nobody would replace
+            # this child or give back what it holds should it die, and the
+            # node has left the registry.  Stop warmly: the running task ends.
+            logger.warning("The supervisor is gone: taking no new task, stopping after the running one.")
+            return True
 
     def request_stop(self) -> None:
         self._stopping = True
@@ -221,9 +225,8 @@ class NodeProcess:
             self.broker.release_process(self.broker.broker_id)
         self.broker.close()
         if self._stuck_threads:
-            # A thread blocked in C code cannot be joined: leave now.
-            logging.shutdown()
-            os._exit(self.exit_code)
+            # A thread blocked in C code cannot be joined: leave now (the pidfile goes first).
+            hard_exit.exit_now(self.exit_code)
 
     def _install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -251,8 +254,7 @@ class NodeProcess:
             self.broker.release_process(self.broker.broker_id, still_fetching=True)
             self.node_state.leave(self.broker.client)
         finally:
-            logging.shutdown()
-            os._exit(EX_COLD)
+            hard_exit.exit_now(EX_COLD)
 
     # -- stuck tasks ---------------------------------------------------------------
 

@@ -10,10 +10,19 @@ processes beat into Redis every :data:`INTERVAL_S`:
   pid, pool, concurrency, queues, started_at ...) and one
   ``proc:<pid>`` field per process (JSON: its running and reserved
   tasks, counters, and ``beat_ms``).  The key expires after
-  :data:`MISSED_BEATS` intervals without a beat.
+  :data:`MISSED_BEATS` intervals without a beat of the node.
+
+Only the process that stands for the node keeps it alive (:func:`beat`):
+the prefork supervisor, or the single process of ``-P solo``/``threads``.
+A prefork child only writes its own ``proc:<pid>`` field
+(:func:`beat_process`) and never extends the node's life, so that
+children orphaned by a supervisor killed outright (they finish their
+running task before they stop) do not keep a dead node online.
 
 A node that stops beating is gone within ``MISSED_BEATS`` intervals:
-readers ignore members older than that, and the key expires.  This is
+readers ignore members older than that, and the key expires.  A
+process field is dropped by the node's next beat once it is that old
+too, so a child that died unseen leaves no ghost.  This is
 separate from the broker's process heartbeats (``dramatiq:heartbeats``),
 which count processes and drive message recovery; ``/health``,
 ``celery status``, ``celery inspect`` and the monitor count nodes.
@@ -29,7 +38,7 @@ import redis
 
 from actors.keys import NAMESPACE
 
-__all__ = ["INTERVAL_S", "MISSED_BEATS", "NODES", "Node", "node_key", "beat", "leave", "live_nodes"]
+__all__ = ["INTERVAL_S", "MISSED_BEATS", "NODES", "Node", "node_key", "beat", "beat_process", "leave", "live_nodes"]
 
 #: Seconds between two beats of a node's process (Celery's worker
 #: heartbeat is 2 s as well).
@@ -83,6 +92,26 @@ redis.call("ZADD", KEYS[1], now, ARGV[1])
 return now
 """
 
+# KEYS: node hash.  ARGV: ttl ms, field, JSON object.  Writes one
+# process's field (with "beat_ms", as above) and nothing else: the node's
+# score and the key's life are its main process's to extend.  A key this
+# creates (the node's first beat has not come yet, or its main process is
+# gone) gets the ttl, so that it never outlives its writers.
+_BEAT_PROCESS = """
+local t = redis.call("TIME")
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local rest = string.match(ARGV[3], "^{%s*(.-)%s*}$")
+if rest == nil then
+  return redis.error_reply("process state of " .. ARGV[2] .. " is not a JSON object")
+end
+local sep = (rest == "") and "" or ","
+redis.call("HSET", KEYS[1], ARGV[2], '{"beat_ms":' .. now .. sep .. rest .. "}")
+if redis.call("PTTL", KEYS[1]) < 0 then
+  redis.call("PEXPIRE", KEYS[1], tonumber(ARGV[1]))
+end
+return now
+"""
+
 # KEYS: nodes zset.  ARGV: ttl ms.  Drops names silent for the ttl and
 # returns the others.
 _LIVE = """
@@ -121,18 +150,36 @@ def _ttl_ms(interval_s: float) -> int:
     return max(1, int(interval_s * MISSED_BEATS * 1000))
 
 
+def _state_json(state: dict[str, Any]) -> str:
+    # beat_ms is the script's to write (Redis's clock).
+    return json.dumps({k: v for k, v in state.items() if k != "beat_ms"})
+
+
 def beat(client: redis.Redis, name: str, *, info: dict[str, Any] | None = None,
          processes: dict[int, dict[str, Any]] | None = None, interval_s: float = INTERVAL_S) -> int:
     """Record that node ``name`` is alive: its ``info`` and/or its processes' states.
+
+    Only the node's main process calls this; its other processes call
+    :func:`beat_process`.
 
     Returns:
       The beat's time in ms of Redis's clock.
     """
     args: list[str] = [name, str(_ttl_ms(interval_s)), "" if info is None else json.dumps(info)]
     for pid, state in (processes or {}).items():
-        # beat_ms is the script's to write (Redis's clock).
-        args += [f"proc:{pid}", json.dumps({k: v for k, v in state.items() if k != "beat_ms"})]
+        args += [f"proc:{pid}", _state_json(state)]
     return int(client.eval(_BEAT, 2, NODES, node_key(name), *args))
+
+
+def beat_process(client: redis.Redis, name: str, pid: int, state: dict[str, Any], *,
+                 interval_s: float = INTERVAL_S) -> int:
+    """Record one process's state under node ``name`` without keeping the node alive.
+
+    Returns:
+      The beat's time in ms of Redis's clock.
+    """
+    return int(client.eval(_BEAT_PROCESS, 1, node_key(name), str(_ttl_ms(interval_s)), f"proc:{pid}",
+                           _state_json(state)))
 
 
 def leave(client: redis.Redis, name: str, pid: int | None = None) -> None:

@@ -6,7 +6,9 @@ Each child is a :class:`actors.node_process.NodeProcess` started with
 Celery.  The supervisor (the node's main process) runs no task; it
 
 - beats the node's ``info`` into the registry while at least one child
-  is ready (the children beat their own state);
+  is ready, and is alone in keeping the node alive there (the children
+  write their own state only); says ``NODE ready.`` when the first
+  child is ready;
 - refreshes the broker heartbeat of every live child, so that a child
   whose task holds the GIL (and cannot beat itself) is not swept;
 - replaces only the child that exited: a child that retired after
@@ -90,6 +92,7 @@ class Supervisor:
         self._restart_at: dict[int, float] = {}
         self._signals = 0
         self._announced = False
+        self._info = spec.info()
         self._stop_beat = threading.Event()
         self._refresh_failing = False
 
@@ -150,10 +153,23 @@ class Supervisor:
             if now >= when and self._signals == 0:
                 del self._restart_at[slot]
                 self._start(slot)
-        if not self._announced and self.children and all(c.ready for c in self.children.values()):
-            self._announced = True
-            logger.info("Connected to %s", self.spec.broker_shown)
-            logger.info("%s ready.", self.spec.node_name)
+        if not self._announced and self._serving():
+            self._announce()
+
+    def _announce(self) -> None:
+        """Say ``NODE ready.`` once, as soon as one child serves.
+
+        Not when all of them do: a child that keeps failing at start held
+        the line back while the others served (for good when each attempt
+        took longer than ``QUICK_EXIT_S`` to fail and was restarted at
+        once), and whatever waited for it hung.  The node is in the registry
+        from the same moment (it beats here first), so ``celery status``
+        agrees with the line.
+        """
+        self._announced = True
+        self._beat_once()
+        logger.info("Connected to %s", self.spec.broker_shown)
+        logger.info("%s ready.", self.spec.node_name)
 
     # -- children --------------------------------------------------------------
 
@@ -305,17 +321,26 @@ class Supervisor:
         return any(c.ready and c.process.is_alive() for c in list(self.children.values()))
 
     def _beat(self) -> None:
-        """Beat the node's info while at least one child serves: a node whose children
-        all crash-loop is not counted by ``status``, ``inspect`` and ``/health``."""
-        info = self.spec.info()
+        """Beat the node while at least one child serves: a node whose children all
+        crash-loop is not counted by ``status``, ``inspect`` and ``/health``.
+
+        This is the node's only heartbeat: its children write their own
+        state but never keep the node alive, so a supervisor killed outright
+        takes its node out of the registry within ``MISSED_BEATS`` intervals
+        even while orphaned children finish their tasks.
+        """
         while True:
-            if self._serving():
-                try:
-                    registry.beat(self.client, self.spec.node_name, info=info)
-                except redis.RedisError as e:
-                    logger.warning("Could not beat into the node registry: %s", e)
+            self._beat_once()
             if self._stop_beat.wait(registry.INTERVAL_S):
                 return
+
+    def _beat_once(self) -> None:
+        if not self._serving():
+            return
+        try:
+            registry.beat(self.client, self.spec.node_name, info=self._info)
+        except redis.RedisError as e:
+            logger.warning("Could not beat into the node registry: %s", e)
 
 
 def _exit_text(code: int | None) -> str:

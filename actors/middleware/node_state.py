@@ -3,13 +3,13 @@
 Every worker process keeps its running tasks (``active``), the messages
 it holds but has not started (``reserved``) and its counters, and a beat
 thread writes them to :mod:`actors.registry` every ``INTERVAL_S``.  The
-node's main process also writes the node's ``info``: under ``celery
-worker`` that is the supervisor (prefork) or the process itself (solo,
-threads), which name the node with :meth:`NodeState.join`; under the
-plain ``dramatiq`` CLI every worker process names it
-``dramatiq.<main pid>@<host>`` and writes a minimal ``info``, so that
-one invocation counts as one node.  A Worker started by a program or a
-test (no ``join``, no ``dramatiq`` CLI) is not a node.
+node's main process also writes the node's ``info`` and alone keeps the
+node alive: under ``celery worker`` that is the supervisor (prefork) or
+the process itself (solo, threads), which name the node with
+:meth:`NodeState.join`; under the plain ``dramatiq`` CLI every worker
+process names it ``dramatiq.<main pid>@<host>`` and writes a minimal
+``info``, so that one invocation counts as one node.  A Worker started
+by a program or a test (no ``join``, no ``dramatiq`` CLI) is not a node.
 
 It also logs one structured line when a task starts and one when it
 ends (``task=… id=… queue=… duration_s=… outcome=…``), after the retry
@@ -208,7 +208,19 @@ class NodeState(Middleware):
         return [item.message for item in sorted(items)]
 
     def beat_once(self, client: redis.Redis) -> None:
+        """Write this process's state; keep the node alive only if this process stands for it.
+
+        The process that writes the node's ``info`` stands for the node (a
+        solo or threads main process; each process of the plain ``dramatiq``
+        CLI, whose main process runs no middleware).  A prefork child does
+        not: if its supervisor is killed outright, the child finishes its
+        running task before it stops, and its beats must not keep a node
+        that no longer exists online meanwhile.
+        """
         assert self.node_name is not None
+        if self.info is None:
+            registry.beat_process(client, self.node_name, os.getpid(), self.snapshot(), interval_s=self.interval_s)
+            return
         registry.beat(client, self.node_name, info=self.info, processes={os.getpid(): self.snapshot()},
                       interval_s=self.interval_s)
 

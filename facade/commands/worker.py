@@ -209,7 +209,7 @@ def _spec(args, *, pool, level, node, host, logfile, queues, broker_shown, confi
 def _start(args, spec, queue_names, broker) -> int:
     import dramatiq
 
-    from actors import early_signals
+    from actors import early_signals, hard_exit
     from actors.names import celery_name
     from actors.node_process import wait_for_redis
     from actors.worker_logging import say_shutdown, setup_logging
@@ -223,7 +223,8 @@ def _start(args, spec, queue_names, broker) -> int:
     pid_path = expand_process_index(nodenames.file_name(args.pidfile, spec.node_name), 0) if args.pidfile else None
     # Once the pidfile names this process, a SIGTERM must be a warm shutdown, not the default death.
     early_signals.hold()
-    with pidfile.held(pid_path):
+    # The node may leave with os._exit (cold shutdown, a task stuck in C): the pidfile goes first then too.
+    with pidfile.held(pid_path), hard_exit.registered(lambda: pidfile.release(pid_path)):
         if not args.quiet:
             shown = spec.loglevel <= logging.INFO
             tasks = sorted(celery_name(a) for a in broker.get_declared_actors()) if shown else None

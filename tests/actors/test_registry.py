@@ -82,6 +82,45 @@ def test_a_replaced_process_leaves_no_ghost(redis_client):
     wait_for(process_1_dropped, timeout_s=5, interval_s=interval / 2)
 
 
+def test_a_childs_beat_never_keeps_its_node_alive(redis_client):
+    # A prefork child beats its own state only: its supervisor alone stands for the node
+    interval = 0.5
+    gone_at = registry.beat(redis_client, "n@h", info={"pool": "prefork"}, interval_s=interval) \
+        + registry.MISSED_BEATS * int(interval * 1000)
+    ttl_ms = registry.MISSED_BEATS * int(interval * 1000)
+
+    # When only a child beats after that (its supervisor was killed), however often
+    while _redis_ms(redis_client) < gone_at:
+        registry.beat_process(redis_client, "n@h", 7, {"active": [{"id": "a"}]}, interval_s=interval)
+        # its beats never lengthen the node's entry
+        assert 0 < redis_client.pttl(registry.node_key("n@h")) <= ttl_ms
+        time.sleep(0.05)
+
+    # Then the node is gone on time
+    assert registry.live_nodes(redis_client, interval_s=interval) == []
+    # and a child beating on into the gone node's hash gives it a ttl: nothing stays for good
+    registry.beat_process(redis_client, "n@h", 7, {}, interval_s=interval)
+    assert 0 < redis_client.pttl(registry.node_key("n@h")) <= ttl_ms
+    assert registry.live_nodes(redis_client, interval_s=interval) == []
+
+
+def test_a_childs_state_shows_under_its_live_node_and_is_dropped_once_it_stops_beating(redis_client):
+    interval = 0.2
+    registry.beat(redis_client, "n@h", info={}, interval_s=interval)
+    registry.beat_process(redis_client, "n@h", 7, {"active": [{"id": "a"}], "processed": 2}, interval_s=interval)
+    [node] = registry.live_nodes(redis_client, interval_s=interval)
+    assert [t["id"] for t in node.active] == ["a"] and node.total("processed") == 2
+    assert node.processes["7"]["beat_ms"] > 0
+
+    # When the child dies unseen (killed, no clean-up) while its node beats on
+    def dropped():
+        registry.beat(redis_client, "n@h", info={}, interval_s=interval)
+        [node] = registry.live_nodes(redis_client, interval_s=interval)
+        return node.processes == {}
+
+    wait_for(dropped, timeout_s=5, interval_s=interval / 2)
+
+
 def test_leave_forgets_a_process_or_the_node(redis_client):
     registry.beat(redis_client, "n@h", info={}, processes={1: {}, 2: {}})
     registry.leave(redis_client, "n@h", pid=1)

@@ -160,12 +160,18 @@ def test_a_task_blocked_in_c_is_stopped_at_the_hard_limit_and_retried(celery_wor
 
 @pytest.mark.parametrize("pool", ["solo -c 1", "threads -c 2"])
 def test_under_solo_or_threads_a_task_blocked_in_c_makes_the_process_exit_75_after_scheduling_its_retry(
-        pool, celery_worker, redis_client):
-    worker = celery_worker(f"worker -l info -P {pool} --time-limit=2 --soft-time-limit=1 -Q default")
+        pool, celery_worker, redis_client, tmp_path):
+    pidfile = tmp_path / "replaced.pid"
+    worker = celery_worker(f"worker -l info -P {pool} --time-limit=2 --soft-time-limit=1 -Q default "
+                           f"--pidfile {pidfile}")
     worker.wait_ready()
+    assert pidfile.read_text().strip() == str(worker.pid)
     sent = test_actors.test_blocked_in_c.delay("stuck solo")
 
     assert worker.wait(90) == 75
+    # It leaves with os._exit, but its pidfile goes first: the node its service manager
+    # starts again finds none (on Windows a leftover one would refuse it for good)
+    assert not pidfile.exists()
     output = worker.output()
     assert f"Task tasks.test_blocked_in_c[{sent.id}] retry: Retry in 5s: TimeLimitExceeded" in output
     # Nothing is left in flight: the message waits in the delayed set for its retry
@@ -386,8 +392,9 @@ def test_a_child_that_keeps_dying_is_restarted_with_a_growing_delay(celery_worke
     # One start per announced delay: the supervisor does not spin
     assert output.count("exited with 'exitcode 3'") == 4
     assert "keeps failing (3 times in a row): starting it again in 2s" in output
-    # A node none of whose children serves is not counted as live
+    # A node none of whose children serves is not counted as live, nor says it is ready
     assert registry.live_nodes(redis_client) == []
+    assert " ready." not in output
     worker.signal(signal.SIGTERM)
     assert worker.wait() == 0
 

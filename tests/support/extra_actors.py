@@ -18,10 +18,10 @@ def _redis():
 
 
 @task(queue="default", priority=5, name="test_gate", **_LIMITS)
-def test_gate(key: str) -> None:
-    """Blocks until ``key`` exists in Redis (30 s at most)."""
+def test_gate(key: str, wait_s: float = 30) -> None:
+    """Blocks until ``key`` exists in Redis (``wait_s`` at most)."""
     _redis().rpush("test:order", "gate")
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + wait_s
     while not _redis().exists(key) and time.monotonic() < deadline:
         time.sleep(0.01)
 
