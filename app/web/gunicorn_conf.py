@@ -11,10 +11,10 @@ verification handshake carries ``hub.verify_token`` there, a secret.
 
 from __future__ import annotations
 
-import os
+from app.config import Config
 
 #: The runbook curls localhost:5000/health; WEB_PORT moves it.
-bind = [f"0.0.0.0:{os.environ.get('WEB_PORT') or 5000}"]
+bind = [f"0.0.0.0:{Config.from_env().web_port}"]
 
 #: gunicorn's default format with %(U)s (path) for %(r)s (the whole request line, query included).
 access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s "%(f)s" "%(a)s"'
