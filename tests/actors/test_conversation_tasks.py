@@ -155,14 +155,6 @@ def runtime_services(rt):
     return runtime_module.services(rt)
 
 
-def test_the_conversation_lock_outlives_the_hard_time_limit():
-    from actors.runtime import lock_ttl_s
-
-    assert lock_ttl_s(300) == 360
-    assert lock_ttl_s(8) == 13
-    assert all(lock_ttl_s(limit) > limit for limit in (0.5, 5, 60, 300, 3600))
-
-
 def test_a_takeover_resent_while_busy_never_undoes_the_handback_that_followed_it(global_broker, redis_client,
                                                                                   runtime, db):
     from dramatiq import Worker
