@@ -15,6 +15,9 @@ What it does differently from Dramatiq's own ``RedisBroker``:
   the messages of processes whose heartbeat stopped, and moves due
   delayed messages from a sorted set into their queue exactly when
   they are due (woken through Redis, not by polling);
+* the conversation locks a process holds are recorded under its id and
+  freed in the same Redis step that gives back its messages, when it
+  dies or leaves (its tasks no longer run), instead of at their TTL;
 * dead-lettered messages keep their error and traceback for 7 days.
 """
 
@@ -244,10 +247,10 @@ class RedisBroker(Broker):
         try:
             self.release_closed_inflight()
             if upkeep is not None and self.inflight.all_closed_and_idle():
-                with self.client.pipeline(transaction=True) as pipe:
-                    pipe.zrem(keys.HEARTBEATS, self.broker_id)
-                    pipe.delete(keys.inflight_index_key(self.broker_id))
-                    pipe.execute()
+                # Nothing is left in flight: leave the heartbeats, and free
+                # the locks of a task that could not be stopped (the process
+                # exits to be replaced; see actors.node_process).
+                self._release(self.broker_id, still_fetching=False)
         except redis.RedisError:
             self.logger.warning("Could not clean up on close; the sweep of a live worker will.", exc_info=True)
         self.client.close()
@@ -296,11 +299,15 @@ class RedisBroker(Broker):
           (processes found dead, messages given back)
         """
         silence_ms = self.heartbeat_timeout_ms // 2
-        dead, moved = self.scripts["sweep"](keys=[keys.HEARTBEATS], args=[silence_ms, keys.INFLIGHT_INDEX_PREFIX])
+        dead, moved, freed = self.scripts["sweep"](
+            keys=[keys.HEARTBEATS], args=[silence_ms, keys.INFLIGHT_INDEX_PREFIX, keys.HELD_PREFIX])
         if dead:
             self.logger.warning(
                 "Gave back %d message(s) held by %d worker process(es) whose heartbeat stopped.", moved, dead
             )
+        if freed:
+            self.logger.warning("Freed %d conversation lock(s) held by worker process(es) whose heartbeat stopped.",
+                                freed)
         return int(dead), int(moved)
 
     def release_process(self, broker_id: str, *, still_fetching: bool = False) -> int:
@@ -311,14 +318,25 @@ class RedisBroker(Broker):
         wait for the sweep.  With ``still_fetching`` (the process's own
         consumers may still take a message before it exits), the process
         stays known as silent, so the next sweep gives back what they took.
-        Returns how many went back to their queues.
+        The locks the process held (:func:`actors.keys.held_key`) are
+        freed in the same step: its tasks no longer run.
+
+        Returns how many messages went back to their queues.
         """
-        moved = self.scripts["release"](
-            keys=[keys.HEARTBEATS, keys.inflight_index_key(broker_id)], args=[broker_id, int(still_fetching)]
-        )
+        moved, freed = self._release(broker_id, still_fetching=still_fetching)
         if moved:
             self.logger.warning("Gave back %d message(s) held by worker process %s.", moved, broker_id)
-        return int(moved)
+        if freed:
+            self.logger.warning("Freed %d conversation lock(s) held by worker process %s.", freed, broker_id)
+        return moved
+
+    def _release(self, broker_id: str, *, still_fetching: bool) -> tuple[int, int]:
+        """(messages given back, locks freed) of ``release.lua``."""
+        moved, freed = self.scripts["release"](
+            keys=[keys.HEARTBEATS, keys.inflight_index_key(broker_id), keys.held_key(broker_id)],
+            args=[broker_id, int(still_fetching)],
+        )
+        return int(moved), int(freed)
 
     def release_closed_inflight(self) -> None:
         """Give back what closed consumers left in flight, once none of it is busy."""

@@ -14,19 +14,28 @@ logger = logging.getLogger(__name__)
 #: How long a task waits before trying a busy conversation again.
 BUSY_DELAY_MS = 1_000
 
+#: Options of the current message the re-sent one keeps: its retry count
+#: and what its sender chose for this call.
+_KEPT_OPTIONS = ("retries", "time_limit", "soft_time_limit", "priority")
+
 
 def requeue_later(actor: dramatiq.Actor, *args, **kwargs) -> None:
     """Send the current task again after BUSY_DELAY_MS.
 
     A fresh message, not a retry: the retry count it carries is the
     current one, so waiting for a lock never uses up the retries that
-    transient failures are entitled to.
+    transient failures are entitled to.  It keeps what the sender asked
+    for this call (``apply_async(time_limit=..., priority=...)``): a task
+    sent with a longer limit must not be cut at the default one because
+    it once found its conversation busy.
     """
     current = CurrentMessage.get_current_message()
-    retries = int(current.options.get("retries", 0)) if current is not None else 0
     message = actor.message_with_options(args=args, kwargs=kwargs)
-    if retries:
-        message.options["retries"] = retries
+    if current is not None:
+        for name in _KEPT_OPTIONS:
+            # (priority 0 is a priority: compare with None)
+            if current.options.get(name) is not None:
+                message.options[name] = current.options[name]
     actor.broker.enqueue(message, delay=BUSY_DELAY_MS)
     logger.info("Conversation busy: %s sent again as %s in %d milliseconds.",
                 actor.actor_name, message.message_id, BUSY_DELAY_MS)

@@ -18,6 +18,8 @@ __all__ = [
     "inflight_key",
     "inflight_index_key",
     "INFLIGHT_INDEX_PREFIX",
+    "held_key",
+    "HELD_PREFIX",
     "HEARTBEATS",
     "beat_lease_key",
     "beat_run_key",
@@ -40,6 +42,10 @@ HEARTBEATS = f"{NAMESPACE}:heartbeats"
 
 #: Prefix of the per-process hash that maps queue keys to in-flight keys.
 INFLIGHT_INDEX_PREFIX = f"{NAMESPACE}:inflight-index."
+
+
+#: Prefix of the per-process hash of the locks it holds (see :func:`held_key`).
+HELD_PREFIX = f"{NAMESPACE}:held."
 
 
 def canonical_queue(name: str) -> str:
@@ -81,6 +87,14 @@ def inflight_key(queue: str, broker_id: str) -> str:
 def inflight_index_key(broker_id: str) -> str:
     """Hash queue key -> in-flight key of one worker process (used to recover it)."""
     return f"{INFLIGHT_INDEX_PREFIX}{broker_id}"
+
+
+def held_key(broker_id: str) -> str:
+    """Hash lock key -> token of the locks one worker process holds (conversation
+    locks, :mod:`app.lock`).  When the broker gives up on the process (its
+    supervisor saw it die, the sweep found it silent, it left), each lock still
+    holding the recorded token is deleted with the messages given back."""
+    return f"{HELD_PREFIX}{broker_id}"
 
 
 def beat_lease_key() -> str:

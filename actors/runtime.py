@@ -16,6 +16,7 @@ from typing import Any
 import redis
 from sqlalchemy.orm import Session, sessionmaker
 
+from actors import conversation_locks
 from app.checkpoints import Checkpoints, open_checkpoints
 from app.config import Config
 from app.db import make_engine, make_session_factory
@@ -25,14 +26,9 @@ from app.llm import Model, build_model
 from app.replies import Services
 from app.whatsapp import WhatsAppClient
 
-__all__ = ["Runtime", "get", "install", "build", "services", "lock_ttl_s", "LOCK_MARGIN_S"]
+__all__ = ["Runtime", "get", "install", "build", "services"]
 
 logger = logging.getLogger(__name__)
-
-#: How much longer than a task's hard time limit the conversation lock
-#: lives, at most (a fifth of the limit, at least 5 s): a live holder never
-#: loses it, and a dead one frees it soon after its task would have ended.
-LOCK_MARGIN_S = 60.0
 
 
 @dataclass
@@ -87,16 +83,13 @@ _lock = threading.Lock()
 _current: Runtime | None = None
 
 
-def lock_ttl_s(time_limit_s: float) -> float:
-    """The conversation lock's TTL for tasks with this hard time limit."""
-    return time_limit_s + min(LOCK_MARGIN_S, max(5.0, time_limit_s / 5))
-
-
 def services(rt: Runtime) -> Services:
     """The conversation domain's collaborators, built once per runtime."""
     if rt._services is None:
         with _lock:
             if rt._services is None:
+                import actors  # here: importing actors imports the actor modules, which import this one
+
                 if rt.checkpoints is None:
                     rt.checkpoints = open_checkpoints(rt.config.db_url)
                 rt._services = Services(
@@ -106,7 +99,9 @@ def services(rt: Runtime) -> Services:
                                             system_prompt=rt.config.system_prompt,
                                             history_messages=rt.config.model_history_messages),
                     whatsapp=rt.whatsapp if rt.whatsapp is not None else _build_whatsapp(rt.config),
-                    lock_ttl_s=lock_ttl_s(rt.config.time_limit_s),
+                    # The running message's limit and this process's id, read
+                    # when a lock is taken (--time-limit, apply_async(time_limit=)).
+                    lock_terms=conversation_locks.terms_for(actors.broker),
                 )
     return rt._services
 

@@ -17,8 +17,9 @@ Celery.  The supervisor (the node's main process) runs no task; it
 - kills (SIGKILL) a child whose task is still running a grace after its
   hard time limit, fails that message by the retry policy
   (:mod:`actors.abandoned`) and starts another child;
-- gives back at once whatever a dead child still held (no wait for the
-  broker's sweep);
+- gives back at once whatever a dead child still held and frees the
+  conversation locks its task held (no wait for the broker's sweep, nor
+  for the locks' TTL);
 - on SIGTERM/SIGINT asks every child (over its pipe) to stop warmly
   and waits for them; a second signal kills them (cold shutdown), their
   messages going back to their queues.
@@ -271,7 +272,9 @@ class Supervisor:
         self._restart_at[child.slot] = time.monotonic() + delay
 
     def _clean_up(self, child: _Child) -> None:
-        """Fail the message a child died running by the retry policy; give back the rest it held.
+        """Fail the message a child died running by the retry policy; give back the rest it held
+        and free its conversation locks (``release_process``), so the retry finds its
+        conversation free.
 
         On a shutdown the running message goes back to its queue instead:
         its task did not fail, the node stopped.

@@ -29,9 +29,10 @@ class Upkeep(threading.Thread):
     """One per worker process, started with its first consumer.
 
     Every sixth of the heartbeat timeout it records the heartbeat and
-    gives back the messages of processes silent for half the timeout,
-    so a dead worker's messages are back in their queue within the
-    timeout.  It sweeps only once it has been connected for a whole
+    gives back the messages of processes silent for half the timeout
+    (freeing the conversation locks they held), so a dead worker's
+    messages are back in their queue, and its conversations free, within
+    the timeout.  It sweeps only once it has been connected for a whole
     interval, after starting and after every Redis failure: when Redis
     comes back from an outage, the other live workers (which retry
     sooner than that) have beaten again before anyone judges them dead.

@@ -3,9 +3,23 @@
 LangGraph's checkpointers fork a thread's history when two runs write
 it at once, so "read checkpoint, call the model, save, send" runs under
 this lock.  It is a Redis key holding a random token, set with NX and a
-TTL longer than a task's hard time limit (a holder that dies frees it
-by expiry), and released only by its holder: a Lua script deletes it
-only if it still holds that holder's token.
+TTL, and released only by its holder: a Lua script deletes it only if
+it still holds that holder's token.
+
+Three things end a lock, and each keeps the one-writer rule:
+
+- its holder's release, when the block ends (however it ends);
+- the cleanup after the holder's process died: with ``held_in``, taking
+  the lock also records it (lock key -> token) in a hash of the
+  holder's process, in the same Redis step.  Whoever finds that process
+  dead (its supervisor, the broker's sweep) deletes every lock recorded
+  there that still holds the recorded token, so a dead holder blocks
+  its conversation for seconds, not for the whole TTL, and a lock taken
+  since by someone else is never touched;
+- its TTL, the backstop when nobody sees the holder die.  The caller
+  sizes it to outlast the running task's effective hard time limit,
+  whatever set that limit (see :mod:`actors.conversation_locks`), so it
+  never expires under a task that is still allowed to run.
 """
 
 from __future__ import annotations
@@ -13,15 +27,37 @@ from __future__ import annotations
 import contextlib
 import secrets
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import redis
 
 from app.errors import AppError
 
-__all__ = ["ConversationBusy", "conversation_lock", "lock_key"]
+__all__ = ["ConversationBusy", "LockTerms", "conversation_lock", "lock_key"]
 
-# KEYS: lock.  ARGV: token.  Deletes the lock only for its holder.
+# KEYS: lock[, held].  ARGV: token, TTL in ms.  Takes the lock and records
+# it for the holder's process in one step: a holder that dies right after
+# taking it never leaves a lock nobody knows it held.  The record lives at
+# least as long as the lock, so an unswept record cannot outlive it for good.
+_TAKE = """
+if not redis.call("SET", KEYS[1], ARGV[1], "NX", "PX", ARGV[2]) then
+  return 0
+end
+if KEYS[2] then
+  redis.call("HSET", KEYS[2], KEYS[1], ARGV[1])
+  if redis.call("PTTL", KEYS[2]) < tonumber(ARGV[2]) then
+    redis.call("PEXPIRE", KEYS[2], ARGV[2])
+  end
+end
+return 1
+"""
+
+# KEYS: lock[, held].  ARGV: token.  Deletes the lock and its record only
+# while they hold this holder's token.
 _RELEASE = """
+if KEYS[2] and redis.call("HGET", KEYS[2], KEYS[1]) == ARGV[1] then
+  redis.call("HDEL", KEYS[2], KEYS[1])
+end
 if redis.call("GET", KEYS[1]) == ARGV[1] then
   return redis.call("DEL", KEYS[1])
 end
@@ -40,26 +76,46 @@ class ConversationBusy(AppError):
         self.conversation = conversation
 
 
+@dataclass(frozen=True)
+class LockTerms:
+    """How a lock taken now is held; decided by whoever runs the task.
+
+    Attributes:
+      ttl_s: how long the lock outlives a holder that neither releases it
+        nor is seen to die; longer than the running task may run.
+      held_in: the hash that records the locks of the holder's process,
+        freed by whoever finds that process dead; None: only the TTL
+        frees a dead holder's lock.
+    """
+
+    ttl_s: float
+    held_in: str | None = None
+
+
 def lock_key(conversation: str) -> str:
     return f"app:lock:{conversation}"
 
 
 @contextlib.contextmanager
-def conversation_lock(client: redis.Redis, conversation: str, *, ttl_s: float) -> Iterator[str]:
+def conversation_lock(client: redis.Redis, conversation: str, *, ttl_s: float,
+                      held_in: str | None = None) -> Iterator[str]:
     """Hold ``conversation``'s lock for the block.
 
     Parameters:
-      ttl_s: how long the lock outlives a holder that dies; longer than
-        the task's hard time limit, so it never expires under a live task.
+      ttl_s: how long the lock outlives a holder that dies unseen; longer
+        than the task's effective hard time limit, so it never expires
+        under a live task.
+      held_in: see :class:`LockTerms`.
 
     Raises:
       ConversationBusy: someone else holds it.
     """
     token = secrets.token_hex(16)
     key = lock_key(conversation)
-    if not client.set(key, token, nx=True, px=int(ttl_s * 1000)):
+    keys = [key] if held_in is None else [key, held_in]
+    if not client.eval(_TAKE, len(keys), *keys, token, max(1, int(ttl_s * 1000))):
         raise ConversationBusy(conversation)
     try:
         yield token
     finally:
-        client.eval(_RELEASE, 1, key, token)
+        client.eval(_RELEASE, len(keys), *keys, token)

@@ -30,7 +30,6 @@ from app.db.models import Conversation, Message, OperatorAction
 from app.db.session import session_scope
 from app.errors import InvalidTaskArguments
 from app.graph import operator_turn
-from app.lock import conversation_lock
 from app.outbox import Outgoing, operator_key, send_once
 from app.replies import Services
 
@@ -133,7 +132,7 @@ def set_operator_hold(services: Services, customer_key: str, action: str,
             set_hold_flag(session, customer_key, action, operator_id)
             session.add(OperatorAction(conversation_id=conversation.id, action=action, operator_id=operator_id,
                                        message_id=action_id))
-    with conversation_lock(services.redis, thread_id, ttl_s=services.lock_ttl_s):
+    with services.lock(thread_id):
         with session_scope(services.sessions) as session:
             conversation = get_or_create_conversation(session, thread_id)
             held, conversation_id = conversation.operator_active, conversation.id
@@ -164,7 +163,7 @@ def sync_operator_message(services: Services, customer_key: str, text: str, *, m
     with session_scope(services.sessions) as session:
         conversation = get_or_create_conversation(session, customer_key)
         thread_id, conversation_id = conversation.customer_key, conversation.id
-    with conversation_lock(services.redis, thread_id, ttl_s=services.lock_ttl_s):
+    with services.lock(thread_id):
         if send:
             entry = send_once(services.sessions, services.whatsapp, conversation_id,
                               Outgoing(key=operator_key(message_id), text=text, author="operator",

@@ -8,6 +8,8 @@ task that waits for the lock has already kept them.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import redis
@@ -20,7 +22,7 @@ from app.db.models import Conversation, OutboxEntry
 from app.db.session import session_scope
 from app.errors import AppError, TransientError
 from app.graph import ConversationGraph, customer_turn
-from app.lock import conversation_lock
+from app.lock import LockTerms, conversation_lock
 from app.outbox import Outgoing, WhatsAppSender, find_entry, recover, send_once
 
 __all__ = ["Services", "process_batch", "graph_turns"]
@@ -36,8 +38,19 @@ class Services:
     redis: redis.Redis
     graph: ConversationGraph
     whatsapp: WhatsAppSender
-    #: The conversation lock's TTL: longer than a task's hard time limit.
-    lock_ttl_s: float
+    #: The terms of a conversation lock taken now (called each time): a TTL
+    #: longer than the running task may run, and where its process records
+    #: it so that the lock is freed as soon as that process is found dead.
+    lock_terms: Callable[[], LockTerms]
+
+    def lock(self, thread_id: str) -> AbstractContextManager[str]:
+        """Hold ``thread_id``'s conversation lock for a ``with`` block.
+
+        Raises:
+          ConversationBusy: another task holds it.
+        """
+        terms = self.lock_terms()
+        return conversation_lock(self.redis, thread_id, ttl_s=terms.ttl_s, held_in=terms.held_in)
 
 
 def graph_turns(messages: list[InboundMessage]) -> list[BaseMessage]:
@@ -91,7 +104,7 @@ def process_batch(services: Services, customer_key: str, batch_id: str,
         conversation = store_batch(session, customer_key, messages)
         thread_id, conversation_id = conversation.customer_key, conversation.id
     turns = graph_turns(messages)
-    with conversation_lock(services.redis, thread_id, ttl_s=services.lock_ttl_s):
+    with services.lock(thread_id):
         with session_scope(services.sessions) as session:
             # Read under the lock: a handback that ran while this task
             # waited did not see these messages, so this run answers them.

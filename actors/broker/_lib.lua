@@ -97,3 +97,20 @@ local function drop_dead_before(dead, records, cutoff)
   end
   return #expired
 end
+
+-- Free the locks a worker process held (hash lock key -> token): each is
+-- deleted only while it still holds that token, so a lock that expired and
+-- was taken by another process stays with it.  Deletes the hash.  Returns
+-- how many locks were freed.
+local function release_held(held)
+  local entries = redis.call("HGETALL", held)
+  local freed = 0
+  for i = 1, #entries, 2 do
+    if redis.call("GET", entries[i]) == entries[i + 1] then
+      redis.call("DEL", entries[i])
+      freed = freed + 1
+    end
+  end
+  redis.call("DEL", held)
+  return freed
+end

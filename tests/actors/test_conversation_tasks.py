@@ -155,14 +155,6 @@ def runtime_services(rt):
     return runtime_module.services(rt)
 
 
-def test_the_conversation_lock_outlives_the_hard_time_limit():
-    from actors.runtime import lock_ttl_s
-
-    assert lock_ttl_s(300) == 360
-    assert lock_ttl_s(8) == 13
-    assert all(lock_ttl_s(limit) > limit for limit in (0.5, 5, 60, 300, 3600))
-
-
 def test_a_takeover_resent_while_busy_never_undoes_the_handback_that_followed_it(global_broker, redis_client,
                                                                                   runtime, db):
     from dramatiq import Worker
@@ -233,3 +225,17 @@ def test_a_takeover_retried_after_its_commit_never_undoes_the_handback_that_foll
     assert held is False
     assert services.graph.operator_active(KEY) is False
     assert global_broker.dead_letters("state") == []
+
+
+def test_a_task_sent_again_while_busy_keeps_the_limits_and_priority_it_was_sent_with(global_broker, redis_client,
+                                                                                    runtime, start_worker, db):
+    from actors.envelope import decode
+
+    start_worker(global_broker)
+    with conversation_lock(redis_client, KEY, ttl_s=60):
+        # Runbook priority 0 is Dramatiq's 0: a priority, not "none"
+        tasks.process_message_task.apply_async(args=[KEY, "b1", [inbound("w1", "hi")]], time_limit=900,
+                                               soft_time_limit=800, priority=0)
+        element = wait_for(lambda: redis_client.zrange(keys.delayed_key("default"), 0, -1))[0]
+    options = decode(element, "default").message.options
+    assert (options["time_limit"], options["soft_time_limit"], options["priority"]) == (900_000, 800_000, 0)

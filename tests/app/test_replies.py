@@ -272,6 +272,7 @@ def test_the_pipeline_runs_on_the_embedded_sqlite_with_its_checkpointer(tmp_path
     from app.checkpoints import open_checkpoints
     from app.db import create_schema, make_engine, make_session_factory
     from app.graph import ConversationGraph
+    from app.lock import LockTerms
     from app.replies import Services
 
     # Given the embedded defaults: one SQLite file for the tables and the checkpoints
@@ -283,7 +284,7 @@ def test_the_pipeline_runs_on_the_embedded_sqlite_with_its_checkpointer(tmp_path
     try:
         sqlite_services = Services(sessions=make_session_factory(engine), redis=redis_client,
                                    graph=ConversationGraph(checkpoints.saver, model), whatsapp=whatsapp,
-                                   lock_ttl_s=60)
+                                   lock_terms=lambda: LockTerms(ttl_s=60))
         # When a batch is answered twice
         for _ in range(2):
             process_batch(sqlite_services, "15550001111", "b1", parsed(inbound("w1", "hello")))

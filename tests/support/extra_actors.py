@@ -71,20 +71,36 @@ def test_crash_once(tag: str) -> None:
     client.rpush("test:done", tag)
 
 
-@task(queue="default", priority=5, name="test_blocked_in_c", **_LIMITS)
-def test_blocked_in_c(tag: str) -> None:
-    """Blocks in C code for good: ``recv`` on a connection whose peer never writes.
-
-    The time limits' async exceptions cannot reach it; only replacing
-    the process stops it.
-    """
-    _redis().rpush("test:blocked", f"{tag}:{os.getpid()}")
+def _block_in_c() -> None:
+    """``recv`` on a connection whose peer never writes: the time limits' async
+    exceptions cannot reach it; only replacing the process stops it."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(1)
     conn = socket.create_connection(server.getsockname())
     conn.recv(1)
+
+
+@task(queue="default", priority=5, name="test_blocked_in_c", **_LIMITS)
+def test_blocked_in_c(tag: str) -> None:
+    """Blocks in C code for good."""
+    _redis().rpush("test:blocked", f"{tag}:{os.getpid()}")
+    _block_in_c()
     _redis().rpush("test:blocked", f"{tag}:returned")
+
+
+@task(queue="default", priority=5, name="test_lock_then_block_in_c", **_LIMITS)
+def test_lock_then_block_in_c(conversation: str) -> None:
+    """Takes ``conversation``'s lock as this process's, as the conversation tasks do, but
+    for 10 minutes (so that only its process's clean-up frees it soon), then blocks in C code."""
+    import actors
+    from actors.conversation_locks import terms_for
+    from app.lock import conversation_lock
+
+    terms = terms_for(actors.broker)()
+    with conversation_lock(_redis(), conversation, ttl_s=600, held_in=terms.held_in):
+        _redis().rpush("test:locked", f"{conversation}:{os.getpid()}")
+        _block_in_c()
 
 
 @task(queue="default", priority=5, name="test_kill_own_process", **_LIMITS)
