@@ -16,18 +16,10 @@ from app.conversation import InboundMessage
 from app.inbound import MESSAGE_KEYS
 from app.status import StatusUpdate
 from app.webhook import WebhookFormatError, parse_body
-from tests.support.fixtures import FIXTURES, raw
+from tests.support.fixtures import FIXTURES, raw, text_json, value_of
 
 GOOD_TEXT = "Does it come in another color?"
 VALUE = "entry[0].changes[0].value"
-
-
-def text_json() -> dict[str, Any]:
-    return json.loads(raw("text.json"))
-
-
-def value_of(body: dict[str, Any]) -> dict[str, Any]:
-    return body["entry"][0]["changes"][0]["value"]
 
 
 def second_message(**fields: Any) -> dict[str, Any]:

@@ -18,6 +18,16 @@ def raw(name: str) -> bytes:
     return (FIXTURES / name).read_bytes()
 
 
+def text_json() -> dict:
+    """The text fixture's body, parsed, for a test to spoil a part of."""
+    return json.loads(raw("text.json"))
+
+
+def value_of(body: dict) -> dict:
+    """The first change's ``value`` of a webhook body."""
+    return body["entry"][0]["changes"][0]["value"]
+
+
 def text_body(wamid: str, text: str, *, wa_id: str = "16505551234", **extra_fields) -> bytes:
     """text.json with another wamid and text (and sender, extra fields), as new bytes to sign."""
     body = json.loads(raw("text.json"))

@@ -4,27 +4,18 @@ with every bad part's place and reason, and a signed body is never answered 5xx.
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 
 from app.buffer import claim_batch
 from app.web.rejected import MAX_LISTED_PROBLEMS, rejected_bodies
-from tests.support.fixtures import raw
+from tests.support.fixtures import raw, text_json, value_of
 from tests.web.test_webhook import post
 
 GOOD_TEXT = "Does it come in another color?"
 GOOD_WAMID = "wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQTRBNjU5OUFFRTAzODEwMTQ0RgA="
 CUSTOMER = "16505551234"
 VALUE = "entry[0].changes[0].value"
-
-
-def text_json() -> dict[str, Any]:
-    return json.loads(raw("text.json"))
-
-
-def value_of(body: dict[str, Any]) -> dict[str, Any]:
-    return body["entry"][0]["changes"][0]["value"]
 
 
 def bad_entry(body):
