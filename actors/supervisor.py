@@ -41,6 +41,7 @@ import redis
 from actors import early_signals, registry
 from actors.abandoned import WorkerLostError, fail_held, hard_limit_error
 from actors.envelope import decode
+from actors.middleware.node_state import rusage
 from actors.node_process import EX_COLD, child_main, load_broker
 from actors.worker_logging import say_shutdown
 from actors.worker_spec import WorkerSpec
@@ -341,7 +342,7 @@ class Supervisor:
         if not self._serving():
             return
         try:
-            registry.beat(self.client, self.spec.node_name, info=self._info)
+            registry.beat(self.client, self.spec.node_name, info={**self._info, "rusage": rusage()})
         except redis.RedisError as e:
             logger.warning("Could not beat into the node registry: %s", e)
 

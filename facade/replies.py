@@ -3,7 +3,7 @@
 Each function takes a :class:`actors.registry.Node` and returns what a
 Celery worker would answer to that inspect command (celery/worker/control.py),
 in the same shape, so scripts that parse ``inspect --json`` keep working.
-Numbers the registry does not hold (Celery's logical clock, rusage) are
+Numbers the registry does not hold (Celery's logical clock) are
 ``None``: nothing is made up.
 """
 
@@ -119,7 +119,7 @@ def stats(node: Node, *, now_s: float | None = None) -> dict[str, Any]:
             "rss-kib": {str(pid): node.processes[str(pid)].get("rss_kib") for pid in pids},
         },
         "prefetch_count": info.get("prefetch_count"),
-        "rusage": None,  # getrusage of the node's main process: not in the registry.
+        "rusage": info.get("rusage"),  # getrusage of the process that beats for the node
         "total": _total(node),
         "uptime": round(now_s - float(started)) if isinstance(started, (int, float)) else None,
     }

@@ -34,7 +34,7 @@ from actors import keys, registry
 from actors.names import celery_name
 from facade.api import from_dramatiq_priority
 
-__all__ = ["NodeState", "task_dict", "rss_kib"]
+__all__ = ["NodeState", "task_dict", "rss_kib", "rusage"]
 
 events = logging.getLogger("actors.tasks")
 
@@ -52,6 +52,22 @@ def rss_kib() -> int:
         return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
     except (ImportError, OSError):
         return 0
+
+
+#: The fields of Celery's ``inspect stats`` ``rusage`` block, as ``getrusage`` names them (``ru_`` dropped).
+RUSAGE_FIELDS = ("utime", "stime", "maxrss", "ixrss", "idrss", "isrss", "minflt", "majflt", "nswap", "inblock",
+                 "oublock", "msgsnd", "msgrcv", "nsignals", "nvcsw", "nivcsw")
+
+
+def rusage() -> dict[str, float] | None:
+    """This process's ``getrusage(RUSAGE_SELF)`` as Celery's ``inspect stats`` shows it
+    (None where the platform has no ``resource`` module: Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {name: getattr(usage, f"ru_{name}") for name in RUSAGE_FIELDS}
 
 
 def task_dict(message, *, hostname: str, started: float | None, pid: int | None,
@@ -221,8 +237,8 @@ class NodeState(Middleware):
         if self.info is None:
             registry.beat_process(client, self.node_name, os.getpid(), self.snapshot(), interval_s=self.interval_s)
             return
-        registry.beat(client, self.node_name, info=self.info, processes={os.getpid(): self.snapshot()},
-                      interval_s=self.interval_s)
+        registry.beat(client, self.node_name, info={**self.info, "rusage": rusage()},
+                      processes={os.getpid(): self.snapshot()}, interval_s=self.interval_s)
 
     def leave(self, client: redis.Redis) -> None:
         """Take this process (and, for the node's only process, the node) out of the registry."""

@@ -61,3 +61,24 @@ def test_two_worker_nodes_show_in_status_and_their_running_tasks_in_inspect_acti
     redis_client.set("gate:one", 1)
     redis_client.set("gate:two", 1)
     wait_for(lambda: run_celery("-A", "tasks", "status").stdout == f"->  worker1@{host}: OK\n\n1 node online.\n")
+
+
+@pytest.mark.parametrize("pool", ["solo", "prefork"])
+def test_inspect_stats_shows_the_nodes_own_rusage(celery_worker, pool):
+    import json
+
+    from actors.middleware.node_state import RUSAGE_FIELDS
+
+    worker = celery_worker(f"worker -l info -P {pool} -c 1 -n stats@%h")
+    worker.wait_ready()
+
+    def stats():
+        result = run_celery("-A", "tasks", "inspect", "stats", "--json")
+        replies = json.loads(result.stdout.splitlines()[0]) if result.returncode == 0 else {}
+        return next(iter(replies.values()), None)
+
+    reply = wait_for(lambda: (s := stats()) and s["rusage"] and s)
+    # getrusage of the process that beats for the node (the supervisor under prefork), Celery's keys
+    assert list(reply["rusage"]) == list(RUSAGE_FIELDS)
+    assert reply["rusage"]["utime"] > 0 and reply["rusage"]["maxrss"] > 0
+    assert reply["pid"] == worker.pid
