@@ -299,15 +299,11 @@ class RedisBroker(Broker):
           (processes found dead, messages given back)
         """
         silence_ms = self.heartbeat_timeout_ms // 2
-        dead, moved, freed = self.scripts["sweep"](
-            keys=[keys.HEARTBEATS], args=[silence_ms, keys.INFLIGHT_INDEX_PREFIX, keys.HELD_PREFIX])
+        dead, moved = self.scripts["sweep"](keys=[keys.HEARTBEATS], args=[silence_ms, keys.INFLIGHT_INDEX_PREFIX])
         if dead:
             self.logger.warning(
                 "Gave back %d message(s) held by %d worker process(es) whose heartbeat stopped.", moved, dead
             )
-        if freed:
-            self.logger.warning("Freed %d conversation lock(s) held by worker process(es) whose heartbeat stopped.",
-                                freed)
         return int(dead), int(moved)
 
     def release_process(self, broker_id: str, *, still_fetching: bool = False) -> int:

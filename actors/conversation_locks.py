@@ -20,16 +20,19 @@ lock prevents.  The limit is known when the lock is taken, and the task
 cannot outlive it: the limit's exception stops it, and a task stuck past
 it is replaced.  The one cost of a long TTL, a dead holder blocking its
 conversation until it runs out, is removed by freeing the locks of a
-process found dead (below) at once, which is sooner than a short
+process known to be gone (below) at once, which is sooner than a short
 renewed TTL would free them.  (The plain ``dramatiq`` CLI cannot replace
 a process whose task is stuck in C code: there the lock lapses at its
 TTL while the limit's exception waits for the thread to return.)
 
 Whose: a lock taken by a task is recorded in its process's hash of held
 locks (:func:`actors.keys.held_key`), which the broker frees by token
-when it gives that process's messages back: the supervisor's clean-up of
-a dead child, the sweep of a silent process, a process that leaves
-without finishing its tasks.
+when it gives that process's messages back and the process is known to
+be gone: the supervisor's clean-up of a dead child, a process that
+leaves without finishing its tasks.  The sweep of a silent process does
+not free them: silent is not dead (a task holding the GIL, a host cut
+off from Redis), and a freed lock would let the redelivered run write
+the conversation beside the first.
 """
 
 from __future__ import annotations

@@ -219,13 +219,16 @@ class NodeProcess:
             thread.stop()  # no new task from here (worker.stop says so again)
         logger.debug("Taking no new task: stopping.")
         worker.stop(timeout=seconds_to_ms(self.spec.shutdown_timeout_s))
-        if any(t.is_alive() for t in worker.workers):
+        still_running = any(t.is_alive() for t in worker.workers)
+        if still_running:
             logger.warning("Tasks still running after the shutdown timeout (%ss): their messages go back "
                            "to their queue.", f"{self.spec.shutdown_timeout_s:g}")
             self.broker.release_process(self.broker.broker_id)
         self.broker.close()
-        if self._stuck_threads:
-            # A thread blocked in C code cannot be joined: leave now (the pidfile goes first).
+        if still_running or self._stuck_threads:
+            # Leave now (the pidfile goes first): the running tasks' messages and
+            # conversation locks were given back, so they must not write another
+            # line; and a thread blocked in C code cannot be joined.
             hard_exit.exit_now(self.exit_code)
 
     def _install_signals(self) -> None:

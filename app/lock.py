@@ -11,11 +11,13 @@ Three things end a lock, and each keeps the one-writer rule:
 - its holder's release, when the block ends (however it ends);
 - the cleanup after the holder's process died: with ``held_in``, taking
   the lock also records it (lock key -> token) in a hash of the
-  holder's process, in the same Redis step.  Whoever finds that process
-  dead (its supervisor, the broker's sweep) deletes every lock recorded
-  there that still holds the recorded token, so a dead holder blocks
-  its conversation for seconds, not for the whole TTL, and a lock taken
-  since by someone else is never touched;
+  holder's process, in the same Redis step.  Whoever knows that process
+  is gone (its supervisor reaped it; it is exiting without finishing its
+  tasks) deletes every lock recorded there that still holds the recorded
+  token, so a dead holder blocks its conversation for seconds, not for
+  the whole TTL, and a lock taken since by someone else is never touched.
+  A process that is only silent (swept by the broker) keeps its locks:
+  it may still be writing;
 - its TTL, the backstop when nobody sees the holder die.  The caller
   sizes it to outlast the running task's effective hard time limit,
   whatever set that limit (see :mod:`actors.conversation_locks`), so it

@@ -512,3 +512,24 @@ def test_a_child_whose_task_holds_the_gil_is_not_swept(celery_worker, redis_clie
     wait_for(lambda: redis_client.llen("test:gil-done") == 1, 60)
     assert redis_client.llen("test:gil-started") == 1, redis_client.lrange("test:gil-started", 0, -1)
     assert redis_client.llen("celery") == 0
+
+
+@pytest.mark.parametrize("pool", ["solo", "prefork"])
+def test_a_task_still_running_after_the_shutdown_timeout_goes_back_to_its_queue(celery_worker, redis_client, pool):
+    # Given a node whose hard limit (2 s) gives a warm shutdown 10 s, running a task sent
+    # with a longer limit of its own, which it is allowed to use
+    worker = celery_worker(f"worker -l info -P {pool} -c 1 --time-limit=2 --soft-time-limit=1")
+    worker.wait_ready()
+    test_actors.test_gate.apply_async(args=("gate:never", 40), time_limit=60, soft_time_limit=50)
+    wait_for(lambda: redis_client.llen("test:order") == 1, 60)
+
+    # When the node is told to stop
+    worker.signal(signal.SIGTERM)
+
+    # Then after the shutdown timeout the node leaves at once, and the task's message waits
+    # in its queue for another worker (the task did not finish: it is not acknowledged)
+    assert worker.wait(60) == 0
+    assert "Tasks still running after the shutdown timeout (10s): their messages go back to their queue." \
+        in worker.output()
+    assert redis_client.llen("celery") == 1
+    assert all(redis_client.llen(k) == 0 for k in redis_client.scan_iter(keys.inflight_key("default", "*")))
