@@ -25,13 +25,15 @@ def requeue_later(actor: dramatiq.Actor, *args, **kwargs) -> None:
     A fresh message, not a retry: the retry count it carries is the
     current one, so waiting for a lock never uses up the retries that
     transient failures are entitled to.  It keeps what the sender asked
-    for this call (``apply_async(time_limit=..., priority=...)``): a task
+    for this call (``apply_async(queue=..., time_limit=..., priority=...)``): a task
     sent with a longer limit must not be cut at the default one because
     it once found its conversation busy.
     """
     current = CurrentMessage.get_current_message()
     message = actor.message_with_options(args=args, kwargs=kwargs)
     if current is not None:
+        # the queue it was sent to (apply_async(queue=...)), not the actor's default
+        message = message.copy(queue_name=current.queue_name)
         for name in _KEPT_OPTIONS:
             # (priority 0 is a priority: compare with None)
             if current.options.get(name) is not None:

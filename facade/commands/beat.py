@@ -102,8 +102,9 @@ def _run(args: argparse.Namespace, cfg) -> int:
             "beat: --schedule %s is not used: the jobs are fixed in code and their state lives in Redis "
             "(dramatiq:beat:*).", args.schedule)
     stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+    for name in early_signals.NAMES:  # SIGBREAK too, on Windows (Ctrl-Break)
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), lambda *_: stop.set())
     early_signals.replay(lambda *_: stop.set())
     Beat(client, jobs, lease_s=cfg.beat_lease_s).run(stop)
     return 0

@@ -70,7 +70,12 @@ def _confirm(question: str) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     excluded = {keys.canonical_queue(q) for q in args.exclude_queues or ()}
-    names = sorted({q for q in (args.queues or KNOWN_QUEUES) if keys.canonical_queue(q) not in excluded})
+    # One name per queue (-Q default,celery names one list), as the operator first wrote it.
+    chosen: dict[str, str] = {}
+    for name in args.queues or KNOWN_QUEUES:
+        if keys.canonical_queue(name) not in excluded:
+            chosen.setdefault(keys.canonical_queue(name), name)
+    names = sorted(chosen.values())
     count = len(names)
     if not names:
         return 0
@@ -84,16 +89,13 @@ def run(args: argparse.Namespace) -> int:
             return 1
     client = connection.connect()
     try:
-        # -Q default,celery names one list: empty it once, and count it once.
-        queues = {keys.canonical_queue(n) for n in names}
-        purged = sum(purge_waiting(client, q) for q in queues)
+        purged = sum(purge_waiting(client, q) for q in chosen)
     except redis.RedisError as e:
         raise connection.unavailable(e) from None
     finally:
         client.close()
-    emptied = len(queues)
     if purged:
-        print(f"Purged {purged} {_plural(purged, 'message')} from {emptied} known task {_plural(emptied, 'queue')}.")
+        print(f"Purged {purged} {_plural(purged, 'message')} from {count} known task {_plural(count, 'queue')}.")
     else:
-        print(f"No messages purged from {emptied} {_plural(emptied, 'queue')}.")
+        print(f"No messages purged from {count} {_plural(count, 'queue')}.")
     return 0

@@ -239,3 +239,16 @@ def test_a_task_sent_again_while_busy_keeps_the_limits_and_priority_it_was_sent_
         element = wait_for(lambda: redis_client.zrange(keys.delayed_key("default"), 0, -1))[0]
     options = decode(element, "default").message.options
     assert (options["time_limit"], options["soft_time_limit"], options["priority"]) == (900_000, 800_000, 0)
+
+
+def test_a_task_sent_again_while_busy_stays_on_the_queue_it_was_sent_to(global_broker, redis_client, runtime,
+                                                                         start_worker, db):
+    from actors.envelope import decode
+
+    # (process_message_task's own queue is default: this one was routed to state)
+    start_worker(global_broker)
+    with conversation_lock(redis_client, KEY, ttl_s=60):
+        tasks.process_message_task.apply_async(args=[KEY, "b1", [inbound("w1", "hi")]], queue="state")
+        element = wait_for(lambda: redis_client.zrange(keys.delayed_key("state"), 0, -1))[0]
+    assert decode(element, "state").message.queue_name == "state"
+    assert redis_client.zcard(keys.delayed_key("default")) == 0

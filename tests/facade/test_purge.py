@@ -78,9 +78,10 @@ def test_queues_and_exclusions_pick_the_lists(queued, redis_client):
 
 
 def test_two_names_of_one_queue_count_as_one_queue(queued, redis_client):
-    result = run_celery("-A", "tasks", "purge", "-f", "-Q", "default,celery")
+    result = run_celery("-A", "tasks", "purge", "-Q", "default,celery", input="y\n")
 
-    assert result.stdout == "Purged 2 messages from 1 known task queue.\n"
+    assert result.stdout == PROMPT.replace("queues: default, state", "queue: default") + \
+        "Purged 2 messages from 1 known task queue.\n"
     assert (redis_client.llen("celery"), redis_client.llen("state")) == (0, 1)
 
 
