@@ -20,6 +20,14 @@ __all__ = ["InboundMessage", "get_or_create_conversation", "insert_once", "store
 
 _OPTIONAL_TEXT = ("wa_id", "user_id", "profile_name", "context_id", "reaction_to", "emoji", "new_wa_id")
 
+#: The longest identifier each field's column holds (app/db/models.py): a
+#: longer one is refused here, at the webhook, instead of failing the whole
+#: batch in the database.
+_MAX_LENGTH = {"wamid": 255, "wa_id": 64, "new_wa_id": 64, "user_id": 128, "context_id": 255, "reaction_to": 255,
+               "emoji": 64}
+#: Display text longer than its column is cut, not refused.
+_PROFILE_NAME_MAX = 255
+
 
 @dataclass(frozen=True)
 class InboundMessage:
@@ -57,6 +65,9 @@ class InboundMessage:
         wamid, text = data.get("wamid"), data.get("text")
         if not isinstance(wamid, str) or not wamid:
             raise InvalidTaskArguments("message.wamid must be a non-empty string")
+        if len(wamid) > _MAX_LENGTH["wamid"]:
+            raise InvalidTaskArguments(f"message.wamid must be at most {_MAX_LENGTH['wamid']} characters, "
+                                       f"got {len(wamid)}")
         if text is None:
             text = ""
         if not isinstance(text, str):
@@ -72,6 +83,11 @@ class InboundMessage:
             value = data.get(name)
             if value is not None and not isinstance(value, str):
                 raise InvalidTaskArguments(f"message.{name} must be a string or null (message {wamid})")
+            if value is not None and name in _MAX_LENGTH and len(value) > _MAX_LENGTH[name]:
+                raise InvalidTaskArguments(f"message.{name} must be at most {_MAX_LENGTH[name]} characters, "
+                                           f"got {len(value)} (message {wamid})")
+            if name == "profile_name" and value:
+                value = value[:_PROFILE_NAME_MAX]
             # An empty emoji is meaningful: the customer removed a reaction.
             optional[name] = value if name == "emoji" else (value or None)
         timestamp = data.get("timestamp")

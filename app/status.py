@@ -16,6 +16,10 @@ __all__ = ["StatusUpdate", "record_status", "apply_pending_statuses", "error_cod
 
 _META_STATUSES = ("sent", "delivered", "read", "failed")
 
+#: Column sizes (app/db/models.py): a longer wamid is refused (it is no
+#: wamid of ours); longer free text is cut to fit.
+_WAMID_MAX, _RECIPIENT_MAX, _TITLE_MAX, _CALLBACK_MAX = 255, 128, 255, 512
+
 
 @dataclass(frozen=True)
 class StatusUpdate:
@@ -42,6 +46,9 @@ class StatusUpdate:
         wamid, status = data.get("id"), data.get("status")
         if not isinstance(wamid, str) or not wamid:
             raise InvalidTaskArguments("status.id (the wamid) must be a non-empty string")
+        if len(wamid) > _WAMID_MAX:
+            raise InvalidTaskArguments(f"status.id (the wamid) must be at most {_WAMID_MAX} characters, "
+                                       f"got {len(wamid)}")
         if status not in _META_STATUSES:
             raise InvalidTaskArguments(
                 f"status.status must be one of {', '.join(_META_STATUSES)}, got {brief(status)}")
@@ -57,8 +64,11 @@ class StatusUpdate:
             title = errors[0].get("title") or errors[0].get("message")
         recipient = data.get("recipient_id") or data.get("recipient_user_id")
         callback = data.get("biz_opaque_callback_data")
-        return cls(wamid, status, timestamp, recipient if isinstance(recipient, str) else None, code, title,
-                   callback if isinstance(callback, str) and callback else None)
+        # Kept as far as their columns hold them: only the wamid identifies the row.
+        return cls(wamid, status, timestamp,
+                   recipient[:_RECIPIENT_MAX] if isinstance(recipient, str) else None, code,
+                   title[:_TITLE_MAX] if isinstance(title, str) else None,
+                   callback[:_CALLBACK_MAX] if isinstance(callback, str) and callback else None)
 
 
 def error_code(value: Any) -> int | None:

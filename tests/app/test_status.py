@@ -105,3 +105,23 @@ def test_a_racing_insert_of_one_wamid_returns_the_stored_row(db):
     assert result == {"text": "first"}
     with session_scope(db) as session:
         assert session.scalar(select(func.count()).select_from(Message).where(Message.wamid == "w-race")) == 1
+
+
+def test_free_text_longer_than_its_column_is_cut_and_stored(db):
+    # PostgreSQL refuses a value longer than a VARCHAR column (SQLite would not show it)
+    with session_scope(db) as session:
+        conversation = get_or_create_conversation(session, "c1")
+        session.add(Message(conversation=conversation, author="ai", wamid="w3", status="sent"))
+    failed = status("w3", "failed", errors=[{"code": 131047, "title": "t" * 1000}], recipient_id="1" * 300)
+    assert len(failed.error_title) == 255 and len(failed.recipient_id) == 128
+    with session_scope(db) as session:
+        assert record_status(session, failed) == "failed"
+
+    # and so is a customer's profile name
+    message = InboundMessage.parse({"wamid": "w4", "text": "hi", "wa_id": "15550001111", "profile_name": "P" * 999})
+    with session_scope(db) as session:
+        conversation = get_or_create_conversation(session, "15550001111", wa_id="15550001111",
+                                                  profile_name=message.profile_name)
+        store_inbound(session, conversation, message)
+    with session_scope(db) as session:
+        assert session.scalars(select(Message.wamid).where(Message.wamid == "w4")).one() == "w4"

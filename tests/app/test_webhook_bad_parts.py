@@ -77,6 +77,19 @@ BAD_NEIGHBOURS = {
                                                              "wamid.SECOND)"),
     "a lone surrogate in the sender": (with_message(**{"from": "4477\ud800"}), f"{VALUE}.messages[1]",
                                        "wa_id is not valid Unicode text (it holds a lone surrogate)"),
+    "a wamid longer than its column": (with_message(id="w" * 256), f"{VALUE}.messages[1]",
+                                       "message.wamid must be at most 255 characters, got 256"),
+    "a sender longer than its column": (with_message(**{"from": "4" * 65}), f"{VALUE}.messages[1]",
+                                        "message.wa_id must be at most 64 characters, got 65 (message wamid.SECOND)"),
+    "a reaction whose emoji is longer than its column": (
+        with_message(type="reaction", text=None, reaction={"message_id": "wamid.X", "emoji": "👍" * 65}),
+        f"{VALUE}.messages[1]", "message.emoji must be at most 64 characters, got 65 (message wamid.SECOND)"),
+    "a reply to a wamid longer than its column": (
+        with_message(context={"from": "1", "id": "c" * 256}), f"{VALUE}.messages[1]",
+        "message.context_id must be at most 255 characters, got 256 (message wamid.SECOND)"),
+    "a status whose wamid is longer than its column": (
+        in_value(statuses=[{"id": "w" * 256, "status": "read", "timestamp": "1749416390"}]),
+        f"{VALUE}.statuses[0]", "status.id (the wamid) must be at most 255 characters, got 256"),
     "a status of Infinity seconds": (
         in_value(statuses=[{"id": "wamid.OUT", "status": "read", "timestamp": float("inf")}]),
         f"{VALUE}.statuses[0]", "status.timestamp must be seconds, got inf"),
