@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Select, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.customers import change_number, get_or_create_conversation, ids_from_key
 from app.db.models import Conversation, Message
+from app.db.session import add_unless_taken
 from app.errors import InvalidTaskArguments
 from app.inbound import UNANSWERABLE_KINDS
 from app.status import apply_pending_statuses
@@ -110,11 +110,7 @@ def insert_once(session: Session, row: Message, existing: Select[Message]) -> tu
     found = session.scalars(existing).first()
     if found is not None:
         return found, False
-    try:
-        with session.begin_nested():
-            session.add(row)
-    except IntegrityError:
-        # A unique constraint says another transaction stored it first.
+    if not add_unless_taken(session, row):
         return session.scalars(existing).one(), False
     return row, True
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 import re
 
 from sqlalchemy import or_, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.db.models import Conversation, Customer
+from app.db.session import add_unless_taken
 
 __all__ = ["find_conversation", "get_or_create_conversation", "change_number", "ids_from_key"]
 
@@ -66,10 +66,7 @@ def _link_customer(session: Session, conversation: Conversation, wa_id: str | No
     customer = conversation.customer or _find_customer(session, wa_id, user_id)
     if customer is None:
         customer = Customer(wa_id=wa_id, user_id=user_id, profile_name=profile_name)
-        try:
-            with session.begin_nested():
-                session.add(customer)
-        except IntegrityError:
+        if not add_unless_taken(session, customer):
             # Another worker stored this customer first.
             customer = _find_customer(session, wa_id, user_id)
             if customer is None:  # pragma: no cover - the row we collided with is gone
@@ -90,10 +87,7 @@ def get_or_create_conversation(session: Session, customer_key: str, *, wa_id: st
     conversation = find_conversation(session, customer_key, wa_id=wa_id, user_id=user_id)
     if conversation is None:
         conversation = Conversation(customer_key=customer_key, wa_id=wa_id, user_id=user_id)
-        try:
-            with session.begin_nested():
-                session.add(conversation)
-        except IntegrityError:
+        if not add_unless_taken(session, conversation):
             # Another worker created it first.
             conversation = session.scalars(
                 select(Conversation).where(Conversation.customer_key == customer_key)

@@ -8,9 +8,10 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["make_engine", "make_session_factory", "session_scope", "create_schema"]
+__all__ = ["make_engine", "make_session_factory", "session_scope", "create_schema", "add_unless_taken"]
 
 #: Seconds to wait for a database connection before failing (then retried
 #: by the task policy), so a hung database does not hang a worker.
@@ -59,6 +60,18 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def add_unless_taken(session: Session, row: object) -> bool:
+    """Insert ``row`` in a savepoint; False when a unique constraint says another
+    transaction stored its twin first (the session stays usable: the caller
+    then reads the stored row)."""
+    try:
+        with session.begin_nested():
+            session.add(row)
+    except IntegrityError:
+        return False
+    return True
 
 
 def create_schema(engine: Engine) -> None:
