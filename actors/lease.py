@@ -17,6 +17,8 @@ import uuid
 
 import redis
 
+from app.redis_clock import NOW_MS_LUA
+
 __all__ = ["Lease"]
 
 # KEYS[1] lease.  ARGV[1] token, ARGV[2] ttl ms.  1 if renewed.
@@ -40,12 +42,10 @@ return 0
 # The period is the nearest multiple of the interval by Redis's clock, so
 # beat hosts whose clocks disagree still agree on it.  Returns the period
 # if the caller holds the lease and nobody ran it yet, else -1.
-_CLAIM_RUN = """
+_CLAIM_RUN = NOW_MS_LUA + """
 if redis.call("GET", KEYS[1]) ~= ARGV[1] then
   return -1
 end
-local t = redis.call("TIME")
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local period = math.floor(now / tonumber(ARGV[2]) + 0.5)
 local last = tonumber(redis.call("GET", KEYS[2]) or "-1")
 if last >= period then

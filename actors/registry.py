@@ -37,6 +37,7 @@ from typing import Any
 import redis
 
 from actors.keys import NAMESPACE
+from app.redis_clock import NOW_MS_LUA
 
 __all__ = ["INTERVAL_S", "MISSED_BEATS", "NODES", "Node", "node_key", "beat", "beat_process", "leave", "live_nodes"]
 
@@ -63,9 +64,7 @@ def node_key(name: str) -> str:
 # prints them in Celery's order) and turn empty lists into objects.
 # Process fields older than the ttl are dropped, so a replaced child
 # leaves no ghost behind.
-_BEAT = """
-local t = redis.call("TIME")
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+_BEAT = NOW_MS_LUA + """
 local ttl = tonumber(ARGV[2])
 if ARGV[3] ~= "" then
   redis.call("HSET", KEYS[2], "info", ARGV[3])
@@ -97,9 +96,7 @@ return now
 # score and the key's life are its main process's to extend.  A key this
 # creates (the node's first beat has not come yet, or its main process is
 # gone) gets the ttl, so that it never outlives its writers.
-_BEAT_PROCESS = """
-local t = redis.call("TIME")
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+_BEAT_PROCESS = NOW_MS_LUA + """
 local rest = string.match(ARGV[3], "^{%s*(.-)%s*}$")
 if rest == nil then
   return redis.error_reply("process state of " .. ARGV[2] .. " is not a JSON object")
@@ -114,9 +111,7 @@ return now
 
 # KEYS: nodes zset.  ARGV: ttl ms.  Drops names silent for the ttl and
 # returns the others.
-_LIVE = """
-local t = redis.call("TIME")
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+_LIVE = NOW_MS_LUA + """
 redis.call("ZREMRANGEBYSCORE", KEYS[1], "-inf", now - tonumber(ARGV[1]))
 return redis.call("ZRANGE", KEYS[1], 0, -1)
 """

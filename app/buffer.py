@@ -25,6 +25,8 @@ from typing import Any
 
 import redis
 
+from app.redis_clock import NOW_MS_LUA
+
 __all__ = ["Batch", "append_to_buffer", "claim_batch", "conversation_key", "pending_seq", "DEDUP_TTL_S"]
 
 #: Meta redelivers a webhook for up to about 7 days.
@@ -40,19 +42,12 @@ def dedup_key(wamid: str) -> str:
     return f"app:seen:{wamid}"
 
 
-# Redis's clock in ms, prepended to the scripts below.  TIME before a write
-# is allowed: Redis 7 replicates a script by its effects, not by replaying it.
-_NOW_MS = """
-local t = redis.call("TIME")
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-"""
-
 # KEYS: dedup, buffer, seq, first-at, last-at.  ARGV: element, ttl s.
 # Returns the new sequence number, or 0 for a wamid seen before.  Every
 # append renews the conversation's keys for the dedup TTL, so a customer
 # who goes quiet leaves nothing behind for good.  The numbers start again
 # at 1 after that; the claimed batches (kept a day) are long gone by then.
-_APPEND = _NOW_MS + """
+_APPEND = NOW_MS_LUA + """
 if not redis.call("SET", KEYS[1], "1", "NX", "EX", ARGV[2]) then
   return 0
 end
@@ -69,7 +64,7 @@ return seq
 # Returns {} when a newer check will do the work, else {batch id, batch}.
 # A check that runs again (redelivered after a crash) gets the batch it
 # claimed before, so a batch is never lost between claim and hand-over.
-_CLAIM = _NOW_MS + """
+_CLAIM = NOW_MS_LUA + """
 local claimed = redis.call("HGET", KEYS[4], ARGV[1])
 if claimed then
   return {redis.sha1hex(claimed), claimed}

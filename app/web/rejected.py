@@ -33,6 +33,7 @@ from typing import Any
 
 import redis
 
+from app.redis_clock import NOW_MS_LUA
 from app.untrusted import text
 from app.webhook import BODY
 
@@ -56,9 +57,7 @@ _DEAD_MESSAGES_KEY = f"dramatiq:{REJECTED_QUEUE}.dead.msgs"
 # KEYS: dead zset, dead hash.  ARGV: id, JSON record, ttl ms, max records.
 # Adds failed_at (ms) to the record.
 # Redis's clock scores the record, as the broker's dead letters are scored.
-_RECORD = """
-local t = redis.call("TIME")
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+_RECORD = NOW_MS_LUA + """
 -- Scores increase strictly, so records made in one millisecond keep their order.
 local last = redis.call("ZRANGE", KEYS[1], -1, -1, "WITHSCORES")
 local score = now
