@@ -21,7 +21,8 @@ import logging
 from dramatiq import Message
 
 from actors.broker import RedisBroker
-from actors.middleware.retries import FixedRetries
+from actors.middleware import FixedRetries
+from actors.middleware import find as find_middleware
 from app.errors import TransientError
 from facade.api import ms_to_seconds
 from facade.exceptions import TimeLimitExceeded
@@ -58,7 +59,7 @@ def fail_held(broker: RedisBroker, *, inflight_key: str, raw: bytes, message: Me
       ``"retried"``, ``"failed"`` (dead-lettered), or ``"gone"`` when the
       element was no longer in flight (its ack or the sweep got there first).
     """
-    retries = next(m for m in broker.middleware if isinstance(m, FixedRetries))
+    retries = find_middleware(broker, FixedRetries)
     delay_ms = retries.decide(broker, message, exception)
     if delay_ms is not None:
         eta = broker.schedule(message.queue_name, broker.encode(message), delay_ms, take_from=(inflight_key, raw))

@@ -43,7 +43,9 @@ from dramatiq.middleware import CurrentMessage
 
 from actors import keys
 from actors.broker import RedisBroker
-from actors.middleware.time_limits import HARD_LIMIT_GRACE_S, TimeLimits
+from actors.middleware import TimeLimits
+from actors.middleware import find as find_middleware
+from actors.middleware.time_limits import HARD_LIMIT_GRACE_S
 from app.lock import LockTerms
 
 __all__ = ["lock_ttl_s", "terms_for", "LOCK_MARGIN_S"]
@@ -67,7 +69,7 @@ def terms_for(broker: RedisBroker) -> Callable[[], LockTerms]:
     runs decides the limit.  Outside a task (a script, a test calling the
     domain directly) the node's limit applies and only the TTL frees the lock.
     """
-    time_limits = next(m for m in broker.middleware if isinstance(m, TimeLimits))
+    time_limits = find_middleware(broker, TimeLimits)
 
     def current() -> LockTerms:
         message = CurrentMessage.get_current_message()

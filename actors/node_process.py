@@ -41,6 +41,7 @@ from dramatiq import Worker
 from actors import early_signals, hard_exit
 from actors.abandoned import fail_held, hard_limit_error
 from actors.middleware import ChildLimits, NodeState, ParentLink, TimeLimits
+from actors.middleware import find as find_middleware
 from actors.middleware.time_limits import Stuck
 from actors.names import celery_name
 from actors.worker_logging import say_shutdown
@@ -109,10 +110,6 @@ def _quiet(send: Callable[[Any], None]) -> Callable[[Any], None]:
     return quiet
 
 
-def _middleware(broker, kind):
-    return next(m for m in broker.middleware if isinstance(m, kind))
-
-
 class NodeProcess:
     """Parameters:
       spec: the node's options.
@@ -127,8 +124,8 @@ class NodeProcess:
         self.is_main = conn is None
         send = None if conn is None else _quiet(conn.send)
         self.broker = load_broker(spec.extra_modules)
-        self.time_limits: TimeLimits = _middleware(self.broker, TimeLimits)
-        self.node_state: NodeState = _middleware(self.broker, NodeState)
+        self.time_limits: TimeLimits = find_middleware(self.broker, TimeLimits)
+        self.node_state: NodeState = find_middleware(self.broker, NodeState)
         self.link = ParentLink(send, self.time_limits) if send is not None else None
         self.limits: ChildLimits | None = None
         self._wake = threading.Event()

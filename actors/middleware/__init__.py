@@ -1,5 +1,7 @@
 """Worker policy, one concern per module."""
 
+from typing import TypeVar
+
 from actors.middleware.child_limits import ChildLimits
 from actors.middleware.node_state import NodeState
 from actors.middleware.parent_link import ParentLink
@@ -7,4 +9,13 @@ from actors.middleware.retries import FixedRetries, is_transient
 from actors.middleware.task_log import TaskLog
 from actors.middleware.time_limits import TimeLimits
 
-__all__ = ["ChildLimits", "FixedRetries", "NodeState", "ParentLink", "TaskLog", "TimeLimits", "is_transient"]
+__all__ = ["ChildLimits", "FixedRetries", "NodeState", "ParentLink", "TaskLog", "TimeLimits", "find",
+           "is_transient"]
+
+
+M = TypeVar("M")
+
+
+def find(broker, kind: type[M]) -> M:
+    """The broker's middleware of type ``kind`` (every worker's broker has one of each)."""
+    return next(m for m in broker.middleware if isinstance(m, kind))
