@@ -2,10 +2,11 @@
 
 create_app builds the Redis client and the session factory from the
 config; this module adds only what the web layer may not import: the
-actors' enqueue.
+actors' enqueue and the broker's health probe (worker nodes, queue sizes).
 """
 
 from actors import TASKS, config
+from actors.health import BrokerHealth
 from app.web import create_app
 
 
@@ -14,4 +15,4 @@ def enqueue(task_name, args=(), kwargs=None, **options):
     return TASKS[task_name].apply_async(args=args, kwargs=kwargs, **options)
 
 
-app = create_app(config, enqueue=enqueue)
+app = create_app(config, enqueue=enqueue, health=BrokerHealth(config))

@@ -16,13 +16,18 @@ from urllib.parse import unquote, urlsplit
 from app.errors import ConfigError
 from app.llm import HISTORY_MESSAGES, SYSTEM_PROMPT
 
-__all__ = ["Config", "DEFAULT_REDIS_URI", "child_environment", "set_environment", "mask_url", "normalise_db_url"]
+__all__ = ["Config", "DEFAULT_REDIS_URI", "METRICS_DIR_VARIABLE", "child_environment", "set_environment", "mask_url",
+           "normalise_db_url"]
 
 #: Where Redis is looked for when REDIS_URI is not set.
 DEFAULT_REDIS_URI = "redis://127.0.0.1:6379/0"
 
 #: Where the embedded defaults keep their files (SQLite, private Redis).
 DEFAULT_DATA_DIR = ".run"
+
+#: prometheus_client reads its multiprocess directory from this variable
+#: when it is imported, so it is set before the web app is loaded.
+METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float, whole: bool) -> float:
@@ -192,6 +197,10 @@ class Config:
     #: Extra modules a worker imports after the actors (tests and ops
     #: only: actors that are not part of the runbook).
     worker_extra_modules: tuple[str, ...] = ()
+    #: prometheus_client's multiprocess directory of the web app's
+    #: processes (PROMETHEUS_MULTIPROC_DIR); gunicorn's master makes a
+    #: fresh one when it is not set (see app.web.gunicorn_conf).
+    web_metrics_dir: str | None = None
 
     def __post_init__(self) -> None:
         if not self.db_url:
@@ -260,4 +269,5 @@ class Config:
             webhook_max_body_bytes=_int(env, "WEBHOOK_MAX_BODY_BYTES", cls.webhook_max_body_bytes, minimum=1024),
             web_port=_int(env, "WEB_PORT", cls.web_port, minimum=1),
             worker_extra_modules=_modules(env, "WORKER_EXTRA_MODULES"),
+            web_metrics_dir=env.get(METRICS_DIR_VARIABLE) or None,
         )

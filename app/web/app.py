@@ -13,7 +13,10 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Config
+from app.web.health import HealthResource
+from app.web.metrics import MetricsResource, WebhookMetrics, count_enqueued
 from app.web.operator import OperatorConversationResource
+from app.web.probes import BrokerProbe, BrokerSnapshot, Probe, database_check, make_probe_engine, secrets_of
 from app.web.webhook import WebhookResource
 
 __all__ = ["create_app", "Enqueue", "VERSION"]
@@ -47,13 +50,17 @@ def _unavailable(what: str) -> Callable[..., None]:
     return handle
 
 
-def create_app(config: Config, *, enqueue: Enqueue, redis_client: redis.Redis | None = None,
-               sessions: sessionmaker[Session] | None = None, new_id: Callable[[], str] | None = None) -> falcon.App:
+def create_app(config: Config, *, enqueue: Enqueue, health: BrokerProbe | None = None,
+               redis_client: redis.Redis | None = None, sessions: sessionmaker[Session] | None = None,
+               new_id: Callable[[], str] | None = None) -> falcon.App:
     """The WSGI app (``gunicorn wsgi:app``).
 
     Parameters:
       config: the settings (secrets, caps, buffer window).
       enqueue: sends a runbook task by name with Celery's options.
+      health: reads the worker nodes and queue sizes from Redis, for
+        ``/health`` and ``/metrics`` (``wsgi.py`` builds it from the
+        actors); without it both report the workers as unknown.
       redis_client: where the webhook dedups and buffers; built from
         ``config.redis_uri`` when not given.
       sessions: the database session factory of the operator API; built
@@ -67,13 +74,21 @@ def create_app(config: Config, *, enqueue: Enqueue, redis_client: redis.Redis | 
         from app.db import make_engine, make_session_factory
 
         sessions = make_session_factory(make_engine(config.db_url))
-    app = falcon.App()
+    enqueue = count_enqueued(enqueue)
+    app = falcon.App(middleware=[WebhookMetrics(WebhookResource)])
     app.req_options.strip_url_path_trailing_slash = True
     # A store that does not answer is a 503: the caller (Meta, an operator) tries again.
     app.add_error_handler(redis.RedisError, _unavailable("Redis"))
     app.add_error_handler(DBAPIError, _unavailable("The database"))
 
     app.add_route("/", IndexResource())
+    # One probe of each kind per app: /health and /metrics share a hung attempt instead of piling up.
+    secrets = secrets_of(config.whatsapp_token, config.whatsapp_app_secret, config.whatsapp_verify_token,
+                         config.operator_token, config.google_api_key, urls=(config.redis_uri, config.db_url))
+    broker = Probe[BrokerSnapshot](health, secrets=secrets) if health is not None else None
+    database = Probe(database_check(make_probe_engine(config.db_url)), secrets=secrets)
+    app.add_route("/health", HealthResource(broker=broker, database=database))
+    app.add_route("/metrics", MetricsResource(broker=broker, multiprocess_dir=config.web_metrics_dir))
     app.add_route("/webhook", WebhookResource(
         redis_client, enqueue,
         app_secret=config.whatsapp_app_secret,

@@ -18,3 +18,55 @@ bind = [f"0.0.0.0:{Config.from_env().web_port}"]
 
 #: gunicorn's default format with %(U)s (path) for %(r)s (the whole request line, query included).
 access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s "%(f)s" "%(a)s"'
+
+
+# -- Metrics: prometheus_client's multiprocess mode over gunicorn's workers ----
+#
+# Each worker writes its counters to files in one directory, and a scrape
+# of any worker sums them all (app.web.metrics).  prometheus_client reads
+# the directory's variable when it is imported, so the master sets it
+# before it forks the workers (they load the app after the fork; with
+# --preload the app would be loaded before on_starting, which is why the
+# project does not use it).
+
+#: The directory this master made, removed again when it exits.
+_made_metrics_dir: str | None = None
+
+
+def on_starting(server) -> None:
+    """Give the workers an empty metrics directory: PROMETHEUS_MULTIPROC_DIR,
+    emptied of an earlier run's files, or a fresh temporary one."""
+    import glob
+    import os
+    import tempfile
+
+    from app.config import METRICS_DIR_VARIABLE, set_environment
+
+    global _made_metrics_dir
+    path = Config.from_env().web_metrics_dir
+    if path:
+        os.makedirs(path, exist_ok=True)
+        # Only prometheus_client's files: the directory may be shared with other things.
+        for stale in glob.glob(os.path.join(path, "*.db")):
+            os.remove(stale)
+    else:
+        path = _made_metrics_dir = tempfile.mkdtemp(prefix="assistant-web-metrics-")
+        set_environment(**{METRICS_DIR_VARIABLE: path})
+    server.log.info("Web metrics of all workers are kept in %s.", path)
+
+
+def child_exit(server, worker) -> None:
+    """A worker is gone: drop its live gauges (its counters keep counting in the sum)."""
+    from prometheus_client import multiprocess
+
+    path = Config.from_env().web_metrics_dir
+    if path:
+        multiprocess.mark_process_dead(worker.pid, path)
+
+
+def on_exit(server) -> None:
+    """Remove the directory this master made."""
+    import shutil
+
+    if _made_metrics_dir:
+        shutil.rmtree(_made_metrics_dir, ignore_errors=True)

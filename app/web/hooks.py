@@ -47,6 +47,7 @@ def verify_signature(req: falcon.Request, resp: falcon.Response, resource: Any, 
     """
     secret: str | None = resource.app_secret
     if not secret:
+        req.context.outcome = "unconfigured"  # named apart in the webhook's metrics: not an outage
         raise falcon.HTTPServiceUnavailable(
             title="Webhook not configured",
             description="WHATSAPP_APP_SECRET is not configured, so no signature can be checked")

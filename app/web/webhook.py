@@ -102,6 +102,7 @@ class WebhookResource:
         if notification.problems and notification.empty:
             reason = notification.summary()
             self._reject(raw, reason, notification.problems)
+            req.context.outcome = "unreadable"
             resp.media = {"status": "rejected", "reason": reason}
             return
         if notification.problems:
@@ -137,6 +138,12 @@ class WebhookResource:
             logger.warning("WhatsApp reported a system-level error %s (%s): %s", error["code"], error["title"],
                            error["details"] or error["message"])
             self.redis.hincrby(ERROR_COUNTS_KEY, str(error["code"]), 1)
+        if notification.problems:
+            req.context.outcome = "partial"
+        elif duplicates and not accepted and not notification.statuses:
+            req.context.outcome = "duplicate"
+        else:
+            req.context.outcome = "accepted"
         resp.media = {"status": "ok", "messages": accepted, "duplicates": duplicates,
                       "statuses": len(notification.statuses), "errors": len(notification.errors),
                       "problems": len(notification.problems)}

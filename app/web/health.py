@@ -1,0 +1,98 @@
+"""``/health``: whether Redis, the database and at least one worker node answer.
+
+The answer is DESIGN.md's JSON, 200 when all is well and 503 otherwise::
+
+    {"status": "healthy", "redis": "connected", "database": "connected",
+     "celery": "1 worker(s) active", "queues": {"default": 0, "state": 0},
+     "queue_details": {"default": {"waiting": 0, "delayed": 0, "inflight": 0, "dead": 0}, ...}}
+
+``queues`` holds the waiting messages of each queue (what ``redis-cli LLEN
+celery`` and ``LLEN state`` show); ``queue_details`` adds the delayed,
+in-flight and dead-lettered ones.  A part that fails is named with the
+reason (``"redis": "unavailable: timed out after 0.8 s"``); when Redis
+fails, the workers cannot be counted (``"celery": "unknown: redis
+unavailable"``) and the queue numbers are null.  Both probes run at once,
+each bounded by :data:`~app.web.probes.PROBE_TIMEOUT_S`, so the answer comes
+within a second whatever hangs.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import falcon
+
+from app.web.probes import PROBE_TIMEOUT_S, BrokerSnapshot, Probe
+
+__all__ = ["HealthResource", "QUEUES"]
+
+#: The runbook's queues, shown even when Redis cannot be read.
+QUEUES = ("default", "state")
+
+
+class HealthResource:
+    """``GET``/``HEAD /health``.
+
+    Parameters:
+      broker: the probe of Redis (worker nodes, queue sizes); None when
+        the app runs without the actors (then the workers are unknown and
+        the answer is 503).
+      database: the probe of the database (``SELECT 1``).
+      timeout_s: how long the answer waits for the probes, together.
+    """
+
+    def __init__(self, *, broker: Probe[BrokerSnapshot] | None, database: Probe[Any],
+                 timeout_s: float = PROBE_TIMEOUT_S) -> None:
+        self.broker = broker
+        self.database = database
+        self.timeout_s = timeout_s
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        report = self.report()
+        resp.status = falcon.HTTP_200 if report["status"] == "healthy" else falcon.HTTP_503
+        resp.cache_control = ["no-store"]
+        resp.media = report
+
+    def on_head(self, req: falcon.Request, resp: falcon.Response) -> None:
+        self.on_get(req, resp)
+        resp.media = None
+        resp.content_length = 0
+
+    def report(self) -> dict[str, Any]:
+        """The health JSON (see the module docstring)."""
+        # Both probes start before either is waited for: the deadline is shared.
+        deadline = time.monotonic() + self.timeout_s
+        broker_attempt = self.broker.start() if self.broker is not None else None
+        database_attempt = self.database.start()
+        database = self.database.result(database_attempt, deadline - time.monotonic())
+        report: dict[str, Any] = {"status": "healthy"}
+        if self.broker is None or broker_attempt is None:
+            report["redis"] = "unknown: not probed (no broker probe configured)"
+            report["celery"] = "unknown: not probed"
+            snapshot = None
+        else:
+            broker = self.broker.result(broker_attempt, deadline - time.monotonic())
+            snapshot = broker.value
+            if broker.ok and snapshot is not None:
+                report["redis"] = "connected"
+                report["celery"] = f"{snapshot.nodes} worker(s) active"
+            else:
+                report["redis"] = f"unavailable: {broker.error}"
+                report["celery"] = "unknown: redis unavailable"
+        report["database"] = "connected" if database.ok else f"unavailable: {database.error}"
+        names = list(QUEUES) + [q for q in (snapshot.queues if snapshot else {}) if q not in QUEUES]
+        report["queues"] = {q: _count(snapshot, q, "waiting") for q in names}
+        report["queue_details"] = {q: (dict(snapshot.queues[q]) if snapshot and q in snapshot.queues else None)
+                                   for q in names}
+        if not (snapshot is not None and snapshot.nodes > 0 and database.ok):
+            report["status"] = "unhealthy"
+        # DESIGN's key order: status, redis, database, celery, queues.
+        order = ("status", "redis", "database", "celery", "queues", "queue_details")
+        return {key: report[key] for key in order}
+
+
+def _count(snapshot: BrokerSnapshot | None, queue: str, state: str) -> int | None:
+    if snapshot is None or queue not in snapshot.queues:
+        return None
+    return int(snapshot.queues[queue].get(state, 0))
