@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 
 import falcon.testing
 import pytest
@@ -59,3 +60,47 @@ def make_client(redis_client, enqueue, web_config, db):
 @pytest.fixture
 def client(make_client):
     return make_client()
+
+
+@pytest.fixture
+def beating(redis_client):
+    """``beating(name, info=..., processes=...)``: a worker node that keeps beating until the test ends."""
+    from actors import registry
+
+    stop = threading.Event()
+    threads = []
+
+    def start(name, **state):
+        registry.beat(redis_client, name, **state)
+
+        def keep():
+            while not stop.wait(registry.INTERVAL_S / 2):
+                registry.beat(redis_client, name, **state)
+
+        thread = threading.Thread(target=keep, daemon=True)
+        thread.start()
+        threads.append(thread)
+
+    yield start
+    stop.set()
+    for thread in threads:
+        thread.join(10)
+
+
+@pytest.fixture
+def health_client(redis_client, enqueue, web_config, db):
+    """``health_client(**config_overrides)``: the app with wsgi's broker probe, built from the config."""
+    from actors.health import BrokerHealth
+
+    probes = []
+
+    def make(**overrides):
+        config = dataclasses.replace(web_config, **overrides)
+        probe = BrokerHealth(config)
+        probes.append(probe)
+        app = create_app(config, enqueue=enqueue, health=probe, redis_client=redis_client, sessions=db)
+        return falcon.testing.TestClient(app)
+
+    yield make
+    for probe in probes:
+        probe.close()
