@@ -38,6 +38,7 @@ def on_starting(server) -> None:
     emptied of an earlier run's files, or a fresh temporary one."""
     import glob
     import os
+    import sys
     import tempfile
 
     from app.config import METRICS_DIR_VARIABLE, set_environment
@@ -53,6 +54,9 @@ def on_starting(server) -> None:
         path = _made_metrics_dir = tempfile.mkdtemp(prefix="assistant-web-metrics-")
         set_environment(**{METRICS_DIR_VARIABLE: path})
     server.log.info("Web metrics of all workers are kept in %s.", path)
+    if "prometheus_client" in sys.modules:
+        server.log.error("prometheus_client was imported before the metrics directory was set: /metrics "
+                         "will show only the counts of the worker that answers a scrape.")
 
 
 def child_exit(server, worker) -> None:
