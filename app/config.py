@@ -26,7 +26,8 @@ DEFAULT_REDIS_URI = "redis://127.0.0.1:6379/0"
 DEFAULT_DATA_DIR = ".run"
 
 #: prometheus_client reads its multiprocess directory from this variable
-#: when it is imported, so it is set before the web app is loaded.
+#: when it is imported, so gunicorn's master sets it (to the web app's
+#: own directory) before the web app is loaded.
 METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 
@@ -197,10 +198,13 @@ class Config:
     #: Extra modules a worker imports after the actors (tests and ops
     #: only: actors that are not part of the runbook).
     worker_extra_modules: tuple[str, ...] = ()
-    #: prometheus_client's multiprocess directory of the web app's
-    #: processes (PROMETHEUS_MULTIPROC_DIR); gunicorn's master makes a
+    #: The web app's prometheus_client multiprocess directory
+    #: (WEB_METRICS_DIR), the web's alone; gunicorn's master makes a
     #: fresh one when it is not set (see app.web.gunicorn_conf).
     web_metrics_dir: str | None = None
+    #: The multiprocess directory prometheus_client uses in this process
+    #: (PROMETHEUS_MULTIPROC_DIR; gunicorn's master sets it for its workers).
+    prometheus_multiproc_dir: str | None = None
 
     def __post_init__(self) -> None:
         if not self.db_url:
@@ -269,5 +273,6 @@ class Config:
             webhook_max_body_bytes=_int(env, "WEBHOOK_MAX_BODY_BYTES", cls.webhook_max_body_bytes, minimum=1024),
             web_port=_int(env, "WEB_PORT", cls.web_port, minimum=1),
             worker_extra_modules=_modules(env, "WORKER_EXTRA_MODULES"),
-            web_metrics_dir=env.get(METRICS_DIR_VARIABLE) or None,
+            web_metrics_dir=env.get("WEB_METRICS_DIR") or None,
+            prometheus_multiproc_dir=env.get(METRICS_DIR_VARIABLE) or None,
         )

@@ -88,7 +88,7 @@ def create_app(config: Config, *, enqueue: Enqueue, health: BrokerProbe | None =
     broker = Probe[BrokerSnapshot](health, secrets=secrets) if health is not None else None
     database = Probe(database_check(make_probe_engine(config.db_url)), secrets=secrets)
     app.add_route("/health", HealthResource(broker=broker, database=database))
-    app.add_route("/metrics", MetricsResource(broker=broker, multiprocess_dir=config.web_metrics_dir))
+    app.add_route("/metrics", MetricsResource(broker=broker, multiprocess_dir=config.prometheus_multiproc_dir))
     app.add_route("/webhook", WebhookResource(
         redis_client, enqueue,
         app_secret=config.whatsapp_app_secret,

@@ -29,13 +29,19 @@ access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s "%(
 # --preload the app would be loaded before on_starting, which is why the
 # project does not use it).
 
-#: The directory this master made, removed again when it exits.
-_made_metrics_dir: str | None = None
+#: The directory this master gave its workers, and whether it made it
+#: (then it removes it when it exits).
+_metrics_dir: str | None = None
+_made_metrics_dir = False
 
 
 def on_starting(server) -> None:
-    """Give the workers an empty metrics directory: PROMETHEUS_MULTIPROC_DIR,
-    emptied of an earlier run's files, or a fresh temporary one."""
+    """Give the workers an empty metrics directory of their own: WEB_METRICS_DIR,
+    emptied of an earlier run's files, or a fresh temporary one.
+
+    PROMETHEUS_MULTIPROC_DIR is set to it for the workers whatever this
+    process inherited, so the web's files never mix with a worker node's.
+    """
     import glob
     import os
     import sys
@@ -43,16 +49,18 @@ def on_starting(server) -> None:
 
     from app.config import METRICS_DIR_VARIABLE, set_environment
 
-    global _made_metrics_dir
+    global _metrics_dir, _made_metrics_dir
     path = Config.from_env().web_metrics_dir
     if path:
         os.makedirs(path, exist_ok=True)
-        # Only prometheus_client's files: the directory may be shared with other things.
+        # Only prometheus_client's files: the directory may hold other things.
         for stale in glob.glob(os.path.join(path, "*.db")):
             os.remove(stale)
     else:
-        path = _made_metrics_dir = tempfile.mkdtemp(prefix="assistant-web-metrics-")
-        set_environment(**{METRICS_DIR_VARIABLE: path})
+        path = tempfile.mkdtemp(prefix="assistant-web-metrics-")
+        _made_metrics_dir = True
+    _metrics_dir = path
+    set_environment(**{METRICS_DIR_VARIABLE: path})
     server.log.info("Web metrics of all workers are kept in %s.", path)
     if "prometheus_client" in sys.modules:
         server.log.error("prometheus_client was imported before the metrics directory was set: /metrics "
@@ -63,14 +71,13 @@ def child_exit(server, worker) -> None:
     """A worker is gone: drop its live gauges (its counters keep counting in the sum)."""
     from prometheus_client import multiprocess
 
-    path = Config.from_env().web_metrics_dir
-    if path:
-        multiprocess.mark_process_dead(worker.pid, path)
+    if _metrics_dir:
+        multiprocess.mark_process_dead(worker.pid, _metrics_dir)
 
 
 def on_exit(server) -> None:
     """Remove the directory this master made."""
     import shutil
 
-    if _made_metrics_dir:
-        shutil.rmtree(_made_metrics_dir, ignore_errors=True)
+    if _made_metrics_dir and _metrics_dir:
+        shutil.rmtree(_metrics_dir, ignore_errors=True)

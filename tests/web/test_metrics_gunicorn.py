@@ -143,3 +143,52 @@ def test_webhooks_served_by_both_gunicorn_workers_are_all_counted(redis_client, 
             web.wait()
     # The master removes the directory it made
     assert not Path(metrics_dir).exists()
+
+
+def test_a_configured_web_metrics_dir_is_emptied_of_old_counts_and_an_inherited_one_is_left_alone(
+        redis_client, redis_url, engine, tmp_path):
+    # Given WEB_METRICS_DIR with an earlier run's counts and a file of someone else's, and a
+    # PROMETHEUS_MULTIPROC_DIR inherited from the environment (a worker node's)
+    web_dir, inherited = tmp_path / "web-metrics", tmp_path / "worker-metrics"
+    web_dir.mkdir()
+    inherited.mkdir()
+    (web_dir / "counter_999999.db").write_bytes(b"stale")
+    (web_dir / "README").write_text("not prometheus_client's")
+    port = free_port()
+    env = os.environ | {"REDIS_URI": redis_url, "WHATSAPP_APP_SECRET": APP_SECRET, "BUFFER_WINDOW_SECONDS": "60",
+                        "WEB_METRICS_DIR": str(web_dir), "PROMETHEUS_MULTIPROC_DIR": str(inherited)}
+    error_log = tmp_path / "error.log"
+    web = subprocess.Popen([sys.executable, "-m", "gunicorn", "wsgi:app", "-c", "python:app.web.gunicorn_conf",
+                            "--bind", f"127.0.0.1:{port}", "--workers", "2", "--error-logfile", str(error_log)],
+                           cwd=ROOT, env=env, start_new_session=True)
+    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+    try:
+        def answers() -> bool:
+            assert web.poll() is None, error_log.read_text()
+            try:
+                return http.get("/").status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for(answers, timeout_s=60, interval_s=0.1)
+        # When one webhook is posted
+        body = text_body("wamid.dir-1", "hello")
+        assert http.post("/webhook", content=body, headers={"X-Hub-Signature-256": sign(body)}).status_code == 200
+
+        # Then the old counts are gone, the count is one, and it is kept in the web's directory only
+        samples = counted(http)
+        assert samples[("assistant_webhook_requests_total", frozenset({("outcome", "accepted")}))] == 1
+        names = {p.name for p in web_dir.iterdir()}
+        assert "counter_999999.db" not in names and "README" in names
+        assert any(n.startswith("counter_") for n in names)
+        assert list(inherited.iterdir()) == []
+    finally:
+        http.close()
+        web.send_signal(signal.SIGTERM)
+        try:
+            web.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(web.pid, signal.SIGKILL)
+            web.wait()
+    # A directory the operator named is kept
+    assert web_dir.is_dir()
