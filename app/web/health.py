@@ -65,14 +65,14 @@ class HealthResource:
         deadline = time.monotonic() + self.timeout_s
         broker_attempt = self.broker.start() if self.broker is not None else None
         database_attempt = self.database.start()
-        database = self.database.result(database_attempt, deadline - time.monotonic())
+        database = self.database.result(database_attempt, deadline - time.monotonic(), deadline_s=self.timeout_s)
         report: dict[str, Any] = {"status": "healthy"}
         if self.broker is None or broker_attempt is None:
             report["redis"] = "unknown: not probed (no broker probe configured)"
             report["celery"] = "unknown: not probed"
             snapshot = None
         else:
-            broker = self.broker.result(broker_attempt, deadline - time.monotonic())
+            broker = self.broker.result(broker_attempt, deadline - time.monotonic(), deadline_s=self.timeout_s)
             snapshot = broker.value
             if broker.ok and snapshot is not None:
                 report["redis"] = "connected"

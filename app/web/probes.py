@@ -114,12 +114,14 @@ class Probe(Generic[T]):
         except BaseException as e:  # noqa: BLE001 - reported to the waiting request, never raised here
             future.set_exception(e)
 
-    def result(self, future: Future[T], timeout_s: float) -> ProbeResult[T]:
-        """Wait up to ``timeout_s`` for ``future``; an error is described safely."""
+    def result(self, future: Future[T], timeout_s: float, *, deadline_s: float = PROBE_TIMEOUT_S
+               ) -> ProbeResult[T]:
+        """Wait up to ``timeout_s`` (what is left of a ``deadline_s`` shared with
+        other probes) for ``future``; an error is described safely."""
         try:
             return ProbeResult(value=future.result(timeout=max(0.0, timeout_s)))
         except FutureTimeout:
-            return ProbeResult(error=f"timed out after {PROBE_TIMEOUT_S:g} s")
+            return ProbeResult(error=f"timed out after {deadline_s:g} s")
         except Exception as e:
             return ProbeResult(error=describe_error(e, self.secrets))
 
@@ -164,24 +166,28 @@ def make_probe_engine(db_url: str, *, timeout_s: float = PROBE_TIMEOUT_S) -> Eng
 
     No pool, so a connection the server stopped answering on is never
     handed to the next probe; a local connect costs a few milliseconds.
-    PostgreSQL gets libpq's shortest connect timeout and a statement
-    timeout; SQLite a short busy timeout.
+    PostgreSQL gets libpq's shortest connect timeout (the statement
+    timeout is set by :func:`database_check`); SQLite a short busy timeout.
     """
     if db_url.startswith("sqlite"):
         return create_engine(db_url, poolclass=NullPool, connect_args={"timeout": timeout_s})
-    statement_ms = max(1, int(timeout_s * 1000))
     return create_engine(db_url, poolclass=NullPool, connect_args={
-        "connect_timeout": _PG_CONNECT_TIMEOUT_S,
-        "options": f"-c statement_timeout={statement_ms}",
-        "application_name": "assistant-health",
-    })
+        "connect_timeout": _PG_CONNECT_TIMEOUT_S, "application_name": "assistant-health"})
 
 
-def database_check(engine: Engine) -> Callable[[], Any]:
-    """``SELECT 1`` on ``engine``, as a probe's check."""
+def database_check(engine: Engine, *, timeout_s: float = PROBE_TIMEOUT_S) -> Callable[[], Any]:
+    """``SELECT 1`` on ``engine``, as a probe's check.
+
+    On PostgreSQL the statement timeout is set with ``SET LOCAL`` in the
+    probe's transaction rather than as a startup option, which PgBouncer
+    refuses.
+    """
+    statement_ms = max(1, int(timeout_s * 1000))
 
     def check() -> Any:
         with engine.connect() as conn:
+            if engine.dialect.name == "postgresql":
+                conn.execute(text(f"SET LOCAL statement_timeout = {statement_ms}"))
             return conn.execute(text("SELECT 1")).scalar()
 
     return check
