@@ -18,6 +18,8 @@ within a second whatever hangs.
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from typing import Any
 
@@ -26,6 +28,8 @@ import falcon
 from app.web.probes import PROBE_TIMEOUT_S, BrokerSnapshot, Probe
 
 __all__ = ["HealthResource", "QUEUES"]
+
+logger = logging.getLogger(__name__)
 
 #: The runbook's queues, shown even when Redis cannot be read.
 QUEUES = ("default", "state")
@@ -47,9 +51,13 @@ class HealthResource:
         self.broker = broker
         self.database = database
         self.timeout_s = timeout_s
+        # Logged on a change only: a load balancer asks every few seconds.
+        self._last_status: str | None = None
+        self._status_lock = threading.Lock()
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         report = self.report()
+        self._log_change(report)
         resp.status = falcon.HTTP_200 if report["status"] == "healthy" else falcon.HTTP_503
         resp.cache_control = ["no-store"]
         resp.media = report
@@ -90,6 +98,18 @@ class HealthResource:
         # DESIGN's key order: status, redis, database, celery, queues.
         order = ("status", "redis", "database", "celery", "queues", "queue_details")
         return {key: report[key] for key in order}
+
+
+    def _log_change(self, report: dict[str, Any]) -> None:
+        with self._status_lock:
+            changed, self._last_status = report["status"] != self._last_status, report["status"]
+        if not changed:
+            return
+        if report["status"] == "healthy":
+            logger.info("Health is healthy: %s.", report["celery"])
+        else:
+            logger.warning("Health is unhealthy: redis %s, database %s, celery %s.", report["redis"],
+                           report["database"], report["celery"])
 
 
 def _count(snapshot: BrokerSnapshot | None, queue: str, state: str) -> int | None:

@@ -215,3 +215,16 @@ def test_without_a_broker_probe_the_workers_are_unknown_and_health_is_503(make_c
     assert result.status_code == 503
     assert result.json["celery"].startswith("unknown")
     assert json.loads(result.text)["database"] == "connected"
+
+
+def test_a_change_of_health_is_logged_once_with_the_failing_part(health_client, beating, caplog):
+    client = health_client()
+    with caplog.at_level("INFO", logger="app.web.health"):
+        for _ in range(3):
+            assert client.simulate_get("/health").status_code == 503
+        beating("worker1@vm", processes={1: {}})
+        for _ in range(2):
+            assert client.simulate_get("/health").status_code == 200
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("WARNING", "Health is unhealthy: redis connected, database connected, celery 0 worker(s) active."),
+        ("INFO", "Health is healthy: 1 worker(s) active.")]
