@@ -192,6 +192,8 @@ class Config:
     #: Extra modules a worker imports after the actors (tests and ops
     #: only: actors that are not part of the runbook).
     worker_extra_modules: tuple[str, ...] = ()
+    #: systemd's notification socket (``NOTIFY_SOCKET``, set for a ``Type=notify`` unit).
+    notify_socket: str | None = None
 
     def __post_init__(self) -> None:
         if not self.db_url:
@@ -260,4 +262,5 @@ class Config:
             webhook_max_body_bytes=_int(env, "WEBHOOK_MAX_BODY_BYTES", cls.webhook_max_body_bytes, minimum=1024),
             web_port=_int(env, "WEB_PORT", cls.web_port, minimum=1),
             worker_extra_modules=_modules(env, "WORKER_EXTRA_MODULES"),
+            notify_socket=env.get("NOTIFY_SOCKET") or None,
         )
