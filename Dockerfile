@@ -2,6 +2,7 @@
 #   docker run IMAGE                                  -> gunicorn wsgi:app on :5000
 #   docker run IMAGE celery -A tasks worker -l info --concurrency=4 --max-tasks-per-child=100 --time-limit=300 --soft-time-limit=240 -Q default,state
 #   docker run IMAGE celery -A tasks beat -l info
+#   docker run IMAGE dramatiq actors -p 2 -t 4 -Q default state --worker-shutdown-timeout 308000
 #   docker run IMAGE celery -A tasks flower --port=5555 --address=0.0.0.0
 #   docker run IMAGE assistant migrate
 # The HEALTHCHECK below is the web app's /health (503 while no worker is alive);
