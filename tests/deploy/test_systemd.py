@@ -160,6 +160,17 @@ def test_the_monitor_listens_on_loopback_port_5555_with_basic_auth_from_the_env_
     assert "FLOWER_BASIC_AUTH=" in (ROOT / "deploy" / "whatsapp-assistant.env.example").read_text()
 
 
+@pytest.mark.parametrize(("env", "starts"), [({}, False), ({"FLOWER_BASIC_AUTH": ""}, False),
+                                             ({"FLOWER_BASIC_AUTH": "admin:pw"}, True)])
+def test_the_monitor_does_not_start_without_basic_auth(env, starts):
+    # The ExecStartPre guard, run as systemd runs it ($$ is a literal $)
+    pre = unit("whatsapp-monitor.service")["Service"]["ExecStartPre"][0].replace("$$", "$")
+    result = subprocess.run(shlex.split(pre), env={"PATH": "/usr/bin:/bin", **env}, capture_output=True,
+                            text=True, timeout=60)
+    assert (result.returncode == 0) is starts
+    assert ("FLOWER_BASIC_AUTH is not set" in result.stderr) is not starts
+
+
 def test_the_restart_timer_restarts_every_worker_unit_and_waits_for_its_warm_shutdown():
     restart = unit("whatsapp-worker-restart.service")["Service"]
     assert restart["Type"] == ["oneshot"]
