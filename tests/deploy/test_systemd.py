@@ -193,3 +193,13 @@ def test_the_restart_timer_restarts_every_worker_unit_and_waits_for_its_warm_shu
 def test_systemd_analyze_is_on_the_machine():
     # Not a skip: without it the unit checks above cannot run, and that is a failure.
     assert shutil.which("systemd-analyze"), "install systemd (systemd-analyze) to check the units"
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_systemd_rates_every_service_exposure_ok(name, installed_units):
+    # systemd-analyze security scores the sandbox from 0 (locked down) to 10; below 2 is
+    # "OK" (an unhardened service scores 9.6).  --threshold is that score times ten.
+    result = subprocess.run(["systemd-analyze", "security", "--offline=yes", "--threshold=20", f"./{name}"],
+                            cwd=installed_units, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr
+    assert f"Overall exposure level for {name}: 1." in result.stdout
