@@ -1,6 +1,6 @@
 #!/bin/sh
-# Install the project with its test extra into .venv, make sure Redis and
-# PostgreSQL answer (starting them if needed), and run the whole suite.
+# Install the project with its test extra into .venv, make sure Redis,
+# PostgreSQL (starting them if needed) and promtool are there, and run the whole suite.
 # Arguments go to pytest.  Exit code 5 (no tests ran) is a failure.
 set -eu
 cd "$(dirname "$0")"
@@ -12,4 +12,5 @@ TEST_PG_ADMIN_URL="${TEST_PG_ADMIN_URL:-postgresql://postgres@127.0.0.1:5432/pos
 export TEST_REDIS_URL TEST_PG_ADMIN_URL
 ensure_redis
 ensure_postgres
+ensure_promtool
 exec .venv/bin/python -m pytest "$@"

@@ -38,7 +38,7 @@ from typing import Any
 
 from dramatiq import Worker
 
-from actors import early_signals, hard_exit
+from actors import early_signals, hard_exit, sd_notify
 from actors.abandoned import fail_held, hard_limit_error
 from actors.middleware import ChildLimits, NodeState, ParentLink, TimeLimits
 from actors.middleware import find as find_middleware
@@ -172,6 +172,7 @@ class NodeProcess:
         if self.is_main:
             logger.info("Connected to %s", self.spec.broker_shown)
             logger.info("%s ready.", self.spec.node_name)
+            sd_notify.notify(self.spec.notify_socket, "READY=1", f"STATUS={self.spec.node_name} ready.")
         else:
             self._send("ready")
         while not self._stopping:
@@ -245,6 +246,7 @@ class NodeProcess:
         if not self._stopping:
             if self.is_main:
                 say_shutdown("Warm")
+                sd_notify.notify(self.spec.notify_socket, "STOPPING=1", "STATUS=Warm shutdown: running tasks finish.")
             self.request_stop()
             return
         if self.is_main:

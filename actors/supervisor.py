@@ -38,7 +38,7 @@ from typing import Any
 
 import redis
 
-from actors import early_signals, registry
+from actors import early_signals, registry, sd_notify
 from actors.abandoned import WorkerLostError, fail_held, hard_limit_error
 from actors.envelope import decode
 from actors.middleware.node_state import rusage
@@ -172,6 +172,7 @@ class Supervisor:
         self._beat_once()
         logger.info("Connected to %s", self.spec.broker_shown)
         logger.info("%s ready.", self.spec.node_name)
+        sd_notify.notify(self.spec.notify_socket, "READY=1", f"STATUS={self.spec.node_name} ready.")
 
     # -- children --------------------------------------------------------------
 
@@ -319,6 +320,8 @@ class Supervisor:
         self._signals += 1
         how = "Warm" if self._signals == 1 else "Cold"
         say_shutdown(how)
+        if self._signals == 1:
+            sd_notify.notify(self.spec.notify_socket, "STOPPING=1", "STATUS=Warm shutdown: running tasks finish.")
 
     def _serving(self) -> bool:
         """Whether at least one child is up and taking messages (busy or not)."""

@@ -59,6 +59,8 @@ class WorkerSpec:
     started_at: float = 0.0
     #: The node's main process.
     main_pid: int = 0
+    #: systemd's notification socket, or None: the main process says READY=1 and STOPPING=1 there.
+    notify_socket: str | None = None
     sw_ver: str = ""
 
     @property

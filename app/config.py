@@ -205,6 +205,8 @@ class Config:
     #: The multiprocess directory prometheus_client uses in this process
     #: (PROMETHEUS_MULTIPROC_DIR; gunicorn's master sets it for its workers).
     prometheus_multiproc_dir: str | None = None
+    #: systemd's notification socket (``NOTIFY_SOCKET``, set for a ``Type=notify`` unit).
+    notify_socket: str | None = None
 
     def __post_init__(self) -> None:
         if not self.db_url:
@@ -275,4 +277,5 @@ class Config:
             worker_extra_modules=_modules(env, "WORKER_EXTRA_MODULES"),
             web_metrics_dir=env.get("WEB_METRICS_DIR") or None,
             prometheus_multiproc_dir=env.get(METRICS_DIR_VARIABLE) or None,
+            notify_socket=env.get("NOTIFY_SOCKET") or None,
         )

@@ -67,3 +67,11 @@ ensure_postgres() {
   fi
   wait_for pg_up "PostgreSQL at $TEST_PG_ADMIN_URL"
 }
+
+# promtool (Debian's prometheus package) checks deploy/prometheus/ in tests/deploy.
+# Not fatal when it cannot be installed: only those tests fail, saying so.
+ensure_promtool() {
+  command -v promtool >/dev/null 2>&1 && return 0
+  apt_install prometheus ||
+    echo "warning: promtool is missing; the tests of deploy/prometheus will fail" >&2
+}

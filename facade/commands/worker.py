@@ -202,7 +202,7 @@ def _spec(args, *, pool, level, node, host, logfile, queues, broker_shown, confi
         time_limit_s=args.time_limit, soft_time_limit_s=args.soft_time_limit,
         shutdown_timeout_s=shutdown_timeout_s(hard), task_events=args.task_events,
         extra_modules=tuple(config.worker_extra_modules), broker_shown=broker_shown, started_at=time.time(),
-        main_pid=os.getpid(), sw_ver=project_version(),
+        main_pid=os.getpid(), sw_ver=project_version(), notify_socket=config.notify_socket,
     )
 
 
