@@ -96,7 +96,8 @@ class _Prefixed:
     def __call__(self, environ: dict, start_response: Callable) -> Any:
         path = environ.get("PATH_INFO") or "/"
         if path == self.prefix:
-            start_response("301 Moved Permanently", [("Location", self.prefix + "/"), ("Content-Length", "0")])
+            start_response("301 Moved Permanently", [("Location", self.prefix + "/"), ("Content-Type", "text/plain"),
+                                                   ("Content-Length", "0")])
             return [b""]
         if not path.startswith(self.prefix + "/"):
             body = json.dumps({"error": "Not Found", "reason": f"the monitor is served under {self.prefix}/"})
