@@ -12,4 +12,5 @@ TEST_PG_ADMIN_URL="${TEST_PG_ADMIN_URL:-postgresql://postgres@127.0.0.1:5432/pos
 export TEST_REDIS_URL TEST_PG_ADMIN_URL
 ensure_redis
 ensure_postgres
+ensure_chromium
 exec .venv/bin/python -m pytest "$@"

@@ -67,3 +67,11 @@ ensure_postgres() {
   fi
   wait_for pg_up "PostgreSQL at $TEST_PG_ADMIN_URL"
 }
+
+# The monitor's browser test drives Debian's Chromium (never a downloaded one).
+# Without it that one test fails; the rest of the suite still runs.
+ensure_chromium() {
+  [ -x /usr/bin/chromium ] && return 0
+  apt_install chromium ||
+    echo "warning: /usr/bin/chromium is missing: the monitor's browser test will fail" >&2
+}

@@ -7,8 +7,8 @@ import socket
 
 import pytest
 
-from tests.support.cli import run_celery
 from tests.support import extra_actors as test_actors
+from tests.support.cli import run_celery
 from tests.support.monitor import start_monitor
 from tests.support.waiting import wait_for
 
