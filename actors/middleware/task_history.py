@@ -122,6 +122,33 @@ class TaskHistory(Middleware):
         self._add(TaskEvent(message.message_id, message.actor_name, "task-rejected", self._worker_name(broker), now,
                             {"state": "REJECTED", "rejected": now}))
 
+    def record_abandoned(self, broker, message, outcome: str, exception: BaseException) -> None:
+        """Record the end of a task that could not be stopped (or whose process died).
+
+        Called by :func:`actors.abandoned.fail_held` after the retry decision, from a
+        process that may exit right away (or a supervisor with no flusher), so it
+        writes at once: this is the rare path, never the hot one.
+        """
+        if outcome not in ("retried", "failed"):
+            return
+        now = time.time()
+        with self._lock:
+            self._started.pop(message.message_id, None)
+        fields: dict[str, Any] = {
+            "exception": clip(message.options.get("error") or repr(exception), ERROR_CHARS),
+            "traceback": clip(message.options.get("traceback") or "", ERROR_CHARS),
+        }
+        if outcome == "failed":
+            kind, fields = "task-failed", {**fields, "state": "FAILURE", "failed": now}
+        else:
+            kind = "task-retried"
+            fields.update(state="RETRY", retried=now, retries=int(message.options.get("retries", 0)))
+        event = TaskEvent(message.message_id, message.actor_name, kind, self._worker_name(broker), now, fields)
+        try:
+            task_history.write_events(broker.client, [event], max_tasks=self.max_tasks, ttl_s=self.ttl_s)
+        except redis.RedisError as e:
+            logger.warning("Could not record the end of task %s in the task history: %s", message.message_id, e)
+
     # -- buffer ------------------------------------------------------------
 
     def _worker_name(self, broker) -> str:

@@ -105,3 +105,21 @@ def test_basic_auth_and_url_prefix_on_the_real_server(celery_worker):
     assert "flower_worker_online" in monitor.get("/metrics").text
     page = monitor.get("/workers", auth=("admin", "pw1"))
     assert 'href="/flower/broker"' in page.text and "authed@" in page.text
+
+
+def test_a_task_whose_process_died_shows_as_retried_with_the_reason(celery_worker, redis_client):
+    # Given a prefork node and the monitor
+    worker = celery_worker("worker -l info -P prefork -c 1 -n prefork@%h")
+    monitor = start_monitor(celery_worker, **OPEN_API)
+    worker.wait_ready()
+
+    # When a task ends its own process without a word (as an out-of-memory kill would)
+    message = test_actors.test_kill_own_process.send("oom")
+
+    # Then the supervisor's retry decision is in the history, not a task forever "STARTED"
+    def info():
+        answer = monitor.get(f"/api/task/info/{message.message_id}")
+        return answer.status == 200 and answer.json["state"] == "RETRY" and answer.json
+
+    found = wait_for(info, timeout_s=60)
+    assert "Worker exited prematurely" in found["exception"] and found["retries"] == 1
