@@ -113,6 +113,11 @@ def test_a_task_whose_process_died_shows_as_retried_with_the_reason(celery_worke
     monitor = start_monitor(celery_worker, **OPEN_API)
     worker.wait_ready()
 
+    # A child's own history reaches Redis (its flusher runs in the child)
+    ok = test_actors.test_record_default.send("fine")
+    wait_for(lambda: monitor.get(f"/api/task/info/{ok.message_id}").json.get("state") == "SUCCESS", timeout_s=60)
+    assert monitor.get(f"/api/task/info/{ok.message_id}").json["worker"].startswith("prefork@")
+
     # When a task ends its own process without a word (as an out-of-memory kill would)
     message = test_actors.test_kill_own_process.send("oom")
 
