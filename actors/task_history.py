@@ -28,7 +28,7 @@ import redis
 
 from actors import keys
 
-__all__ = ["RUNTIME_BUCKETS_S", "TaskEvent", "write_events", "get_task", "all_tasks", "event_counts",
+__all__ = ["RUNTIME_BUCKETS_S", "TaskEvent", "write_events", "get_task", "get_tasks", "all_tasks", "event_counts",
            "runtime_histograms", "RuntimeHistogram", "bucket_of", "clip"]
 
 #: Upper bounds of the runtime histogram's buckets, in seconds (prometheus_client's
@@ -130,9 +130,14 @@ def get_task(client: redis.Redis, task_id: str) -> dict[str, Any] | None:
     return _decode_record(raw) if raw else None
 
 
-def all_tasks(client: redis.Redis, *, chunk: int = 500) -> list[dict[str, Any]]:
+def all_tasks(client: redis.Redis) -> list[dict[str, Any]]:
     """Every task of the history, newest event first (bounded by ``MONITOR_MAX_TASKS``)."""
     ids = [i.decode() if isinstance(i, bytes) else str(i) for i in client.zrevrange(keys.task_index_key(), 0, -1)]
+    return get_tasks(client, ids)
+
+
+def get_tasks(client: redis.Redis, ids: Sequence[str], *, chunk: int = 500) -> list[dict[str, Any]]:
+    """The records of ``ids`` that the history holds, in that order."""
     tasks: list[dict[str, Any]] = []
     for start in range(0, len(ids), chunk):
         with client.pipeline(transaction=False) as pipe:

@@ -14,7 +14,7 @@ from typing import Any
 
 import redis
 
-from actors import queue_browser, task_history
+from actors import keys, queue_browser, task_history
 from actors.names import celery_name
 
 __all__ = ["FLOWER_KEYS", "STATES", "TaskFilter", "flower_task", "find_tasks", "task_info", "QUEUED_SCAN_LIMIT"]
@@ -105,8 +105,12 @@ def find_tasks(client: redis.Redis, queues: Iterable[str], flt: TaskFilter, *, s
     """(how many tasks match, one page of them in Flower's shape).
 
     The default order is newest first; ``sort_by`` names a Flower key,
-    with ``-`` in front for descending.
+    with ``-`` in front for descending.  The plain newest-first page (no
+    filter, no sort) reads only that page's records; anything else reads
+    the whole history (bounded by ``MONITOR_MAX_TASKS``).
     """
+    if limit is not None and not sort_by and flt == TaskFilter():
+        return _newest_page(client, queues, offset, limit)
     tasks = [flower_task(t) for t in _all(client, queues) if flt.accepts(t)]
     if sort_by:
         key = sort_by.lstrip("-")
@@ -119,6 +123,35 @@ def find_tasks(client: redis.Redis, queues: Iterable[str], flt: TaskFilter, *, s
     total = len(tasks)
     end = None if limit is None else offset + limit
     return total, tasks[offset:end]
+
+
+def _newest_page(client: redis.Redis, queues: Iterable[str], offset: int,
+                 limit: int) -> tuple[int, list[dict[str, Any]]]:
+    queued = _queued(client, queues)
+    with client.pipeline(transaction=False) as pipe:
+        for entry in queued:
+            pipe.zscore(keys.task_index_key(), entry["uuid"])
+        pipe.zcard(keys.task_index_key())
+        pipe.zrevrange(keys.task_index_key(), 0, offset + limit - 1, withscores=True)
+        *scores, total_history, top = pipe.execute()
+    etas = {q["uuid"]: q["eta"] for q in queued if q.get("eta") is not None}
+    only_queued = [q for q, score in zip(queued, scores, strict=True) if score is None]
+    merged: list[tuple[float, str, Any]] = [(score / 1000, "history", raw_id) for raw_id, score in top]
+    merged += [(float(q.get("timestamp") or 0), "queued", q) for q in only_queued]
+    merged.sort(key=lambda item: item[0], reverse=True)
+    page = merged[offset:offset + limit]
+    history_ids = [i.decode() if isinstance(i, bytes) else str(i) for _, kind, i in page if kind == "history"]
+    records = {r.get("uuid"): r for r in task_history.get_tasks(client, history_ids)}
+    found = []
+    for _, kind, item in page:
+        if kind == "queued":
+            found.append(flower_task(item))
+            continue
+        task_id = item.decode() if isinstance(item, bytes) else str(item)
+        record = records.get(task_id)
+        if record is not None:  # else it expired between the two reads
+            found.append(flower_task({**record, "eta": etas.get(task_id, record.get("eta"))}))
+    return int(total_history) + len(only_queued), found
 
 
 def task_info(client: redis.Redis, queues: Iterable[str], task_id: str) -> dict[str, Any] | None:

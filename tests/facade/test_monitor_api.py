@@ -288,3 +288,24 @@ def test_config_reads_the_monitors_settings():
         Config.from_env({"FLOWER_UNAUTHENTICATED_API": "maybe"})
     with pytest.raises(ConfigError, match="MONITOR_MAX_TASKS"):
         Config.from_env({"MONITOR_MAX_TASKS": "0"})
+
+
+def test_a_plain_page_of_tasks_matches_the_same_slice_of_the_full_list(client, broker, redis_client):
+    # Given history records and queued messages interleaved in time, one queued message also in the history
+    now = time.time()
+    write(redis_client, record("old", at_s=now - 30, state="SUCCESS"), record("mid", at_s=now - 10, state="SUCCESS"))
+    queued = broker.get_actor("process_message_task").send("q")
+    write(redis_client, record(queued.message_id, "task-retried", at_s=now - 5, state="RETRY"))
+    fresh = broker.get_actor("update_langgraph_state_task").send("s")
+    write(redis_client, record("new", at_s=time.time() + 1, state="SUCCESS"))
+
+    everything = list(client.simulate_get("/api/tasks").json)
+    assert len(everything) == 5 and everything[0] == "new" and everything[-1] == "old"
+    assert fresh.message_id in everything
+    for offset in range(5):
+        page = client.simulate_get("/api/tasks", params={"limit": "2", "offset": str(offset)}).json
+        assert list(page) == everything[offset:offset + 2]
+    # the history's record wins over the queued copy
+    assert client.simulate_get("/api/tasks", params={"limit": "5"}).json[queued.message_id]["state"] == "RETRY"
+    page = client.simulate_get("/tasks")
+    assert page.status_code == 200 and "5 task(s)." in page.text
