@@ -309,3 +309,28 @@ def test_a_plain_page_of_tasks_matches_the_same_slice_of_the_full_list(client, b
     assert client.simulate_get("/api/tasks", params={"limit": "5"}).json[queued.message_id]["state"] == "RETRY"
     page = client.simulate_get("/tasks")
     assert page.status_code == 200 and "5 task(s)." in page.text
+
+
+def test_promtool_finds_nothing_to_lint_in_the_metrics(client, broker, redis_client):
+    import shutil
+    import subprocess
+
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool (Debian's prometheus package) is part of the test set-up"
+    write(redis_client, record("t1", state="SUCCESS", runtime=0.3))
+    registry.beat(redis_client, "w1@host", info={"name": "w1@host"}, processes={1: {"active": [], "reserved": []}})
+    text = client.simulate_get("/metrics").text
+    result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout == result.stderr == "", result.stdout + result.stderr
+
+
+def test_the_worker_page_shows_its_processes_and_running_tasks(client, redis_client):
+    running = {"id": "task-1", "name": "tasks.process_message_task", "args": ["<conv>"], "kwargs": {},
+               "time_start": time.time(), "worker_pid": 42}
+    registry.beat(redis_client, "w1@host", info={"name": "w1@host", "pool": "prefork", "concurrency": 2,
+                                                 "queues": ["default"], "pid": 41},
+                  processes={42: {"index": 1, "active": [running], "reserved": [], "processed": 7, "rss_kib": 1000}})
+    page = client.simulate_get("/worker/w1@host")
+    assert page.status_code == 200
+    assert "<td>42</td>" in page.text and "task-1" in page.text and "&lt;conv&gt;" in page.text
+    assert "prefork" in page.text and ">7<" in page.text
