@@ -13,4 +13,5 @@ export TEST_REDIS_URL TEST_PG_ADMIN_URL
 ensure_redis
 ensure_postgres
 ensure_promtool
+ensure_chromium
 exec .venv/bin/python -m pytest "$@"

@@ -368,6 +368,15 @@ class RedisBroker(Broker):
         """The dead-letter records of a queue, oldest first."""
         return dead_letters.records(self.client, queue_name)
 
+    def retry_dead_letter(self, queue_name: str, message_id: str) -> dict[str, Any]:
+        """Put a dead letter back in its queue, retries reset (see :func:`actors.dead_letters.retry`)."""
+        return dead_letters.retry(self.client, self.scripts, keys.canonical_queue(queue_name), message_id,
+                                  encode=self.encode)
+
+    def delete_dead_letter(self, queue_name: str, message_id: str) -> None:
+        """Forget a dead letter (see :func:`actors.dead_letters.delete`)."""
+        dead_letters.delete(self.scripts, keys.canonical_queue(queue_name), message_id)
+
     def trim_dead_letters(self) -> int:
         """Drop dead letters past their time to keep."""
         return dead_letters.trim(self.scripts, list(self.queues), self.dead_letter_ttl_ms)

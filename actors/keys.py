@@ -24,6 +24,12 @@ __all__ = [
     "beat_lease_key",
     "beat_run_key",
     "beat_dead_seen_key",
+    "MONITOR_PREFIX",
+    "task_index_key",
+    "task_record_key",
+    "task_events_key",
+    "task_runtime_key",
+    "queue_samples_key",
 ]
 
 #: Prefix of every broker key but the runbook's queue lists.
@@ -110,3 +116,32 @@ def beat_run_key(job: str) -> str:
 def beat_dead_seen_key(queue: str) -> str:
     """String: how many dead letters ``queue`` had at the last queue check."""
     return f"{NAMESPACE}:beat:dead-seen:{canonical_queue(queue)}"
+
+
+#: Prefix of the monitor's keys: task history, its counters, queue samples.
+MONITOR_PREFIX = f"{NAMESPACE}:monitor"
+
+
+def task_index_key() -> str:
+    """Sorted set of task ids in the history, scored by their last event (ms)."""
+    return f"{MONITOR_PREFIX}:tasks"
+
+
+def task_record_key(task_id: str) -> str:
+    """Hash of one task's history record (field -> JSON value); expires with the history's age bound."""
+    return f"{MONITOR_PREFIX}:task:{task_id}"
+
+
+def task_events_key() -> str:
+    """Hash of event counters (``flower_events_total``): JSON ``[task, type, worker]`` -> count."""
+    return f"{MONITOR_PREFIX}:events"
+
+
+def task_runtime_key() -> str:
+    """Hash of the runtime histogram: JSON ``[task, worker, bucket]`` -> count (bucket ``sum`` holds seconds)."""
+    return f"{MONITOR_PREFIX}:runtime"
+
+
+def queue_samples_key(queue: str) -> str:
+    """List of recent size samples of a queue (JSON), newest first, kept short by the monitor."""
+    return f"{MONITOR_PREFIX}:samples:{canonical_queue(queue)}"

@@ -7,7 +7,7 @@ from typing import Any
 from dramatiq.middleware import AgeLimit, Callbacks, CurrentMessage, Pipelines
 
 from actors.broker import RedisBroker
-from actors.middleware import FixedRetries, NodeState, TaskLog, TimeLimits
+from actors.middleware import FixedRetries, NodeState, TaskHistory, TaskLog, TimeLimits
 from actors.worker_logging import install_log_filters
 from app.config import Config
 from facade.api import seconds_to_ms
@@ -20,7 +20,7 @@ def build_broker(config: Config, **overrides: Any) -> RedisBroker:
 
     The middleware order matters: ``after_*`` hooks run in reverse, so
     the time limits are lifted first, then the retry decision is taken,
-    and the node state counts the outcome last.
+    and the monitor's task history and the node state record the outcome last.
     """
     install_log_filters()
     middleware = [
@@ -29,6 +29,7 @@ def build_broker(config: Config, **overrides: Any) -> RedisBroker:
         Callbacks(),
         Pipelines(),
         NodeState(),
+        TaskHistory(max_tasks=config.monitor_max_tasks, ttl_s=config.monitor_task_ttl_s),
         FixedRetries(retry_delays_ms=tuple(seconds_to_ms(d) for d in config.retry_delays_s)),
         TaskLog(),
         TimeLimits(

@@ -66,6 +66,15 @@ def _delays(env: Mapping[str, str], name: str, default: tuple[float, ...]) -> tu
     return delays
 
 
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name} must be true or false, got {env.get(name)!r}")
+
+
 def set_environment(**values: str) -> None:
     """Set environment variables before the config is read (``celery -b URL``
     becomes REDIS_URI for this process and the processes it starts)."""
@@ -208,6 +217,13 @@ class Config:
     #: systemd's notification socket (``NOTIFY_SOCKET``, set for a ``Type=notify`` unit).
     notify_socket: str | None = None
 
+    #: The monitor's task history (written by the workers): at most this many tasks ...
+    monitor_max_tasks: int = 10_000
+    #: ... and none older than this, in seconds.
+    monitor_task_ttl_s: float = 7 * 86400.0
+    #: Flower 2's switch: the monitor's /api answers without --basic-auth only when this is true.
+    flower_unauthenticated_api: bool = False
+
     def __post_init__(self) -> None:
         if not self.db_url:
             path = Path(self.data_dir) / "assistant.sqlite3"
@@ -278,4 +294,7 @@ class Config:
             web_metrics_dir=env.get("WEB_METRICS_DIR") or None,
             prometheus_multiproc_dir=env.get(METRICS_DIR_VARIABLE) or None,
             notify_socket=env.get("NOTIFY_SOCKET") or None,
+            monitor_max_tasks=_int(env, "MONITOR_MAX_TASKS", cls.monitor_max_tasks, minimum=1),
+            monitor_task_ttl_s=_float(env, "MONITOR_TASK_TTL_SECONDS", cls.monitor_task_ttl_s, minimum=1),
+            flower_unauthenticated_api=_flag(env, "FLOWER_UNAUTHENTICATED_API"),
         )

@@ -42,6 +42,7 @@ COMMANDS: dict[str, str] = {
     "inspect": "facade.commands.inspect",
     "purge": "facade.commands.purge",
     "beat": "facade.commands.beat",
+    "flower": "facade.commands.flower",
 }
 
 #: Celery sub-commands this project does not offer, and what to use instead.

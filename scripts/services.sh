@@ -75,3 +75,11 @@ ensure_promtool() {
   apt_install prometheus ||
     echo "warning: promtool is missing; the tests of deploy/prometheus will fail" >&2
 }
+
+# The monitor's browser test drives Debian's Chromium (never a downloaded one).
+# Without it that one test fails; the rest of the suite still runs.
+ensure_chromium() {
+  [ -x /usr/bin/chromium ] && return 0
+  apt_install chromium ||
+    echo "warning: /usr/bin/chromium is missing: the monitor's browser test will fail" >&2
+}

@@ -137,3 +137,12 @@ def test_hold_gil(tag: str, seconds: int) -> None:
     _redis().rpush("test:gil-started", f"{tag}:{os.getpid()}")
     ctypes.PyDLL(None).sleep(seconds)
     _redis().rpush("test:gil-done", tag)
+
+
+@task(queue="default", priority=5, name="test_fail_unless", **_LIMITS)
+def test_fail_unless(tag: str, key: str) -> None:
+    """Fails at once (not a transient error: straight to the dead letters) unless ``key`` exists."""
+    _redis().rpush("test:runs", tag)
+    if not _redis().exists(key):
+        raise ValueError(f"{key} is not set")
+    _redis().rpush("test:done", tag)

@@ -1,0 +1,195 @@
+"""Records each task's lifecycle for the monitor, in batches off the hot path.
+
+The hooks only append an event to an in-process buffer; a background
+thread writes the buffer every :data:`FLUSH_INTERVAL_S` in one Redis
+pipeline (:func:`actors.task_history.write_events`), and once more when
+the worker shuts down.  A task never waits on Redis for its history.
+While Redis cannot be reached the buffer keeps at most
+:data:`MAX_BUFFERED` events and drops the oldest (the history is an
+operator's aid, never worth a worker's memory).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+import redis
+from dramatiq import Middleware
+
+from actors import task_history
+from actors.task_history import TaskEvent, clip
+
+__all__ = ["TaskHistory", "FLUSH_INTERVAL_S", "MAX_BUFFERED", "ARG_CHARS", "ERROR_CHARS"]
+
+#: Seconds between two writes of the buffered events.
+FLUSH_INTERVAL_S = 0.5
+
+#: Most events buffered while Redis cannot be reached.
+MAX_BUFFERED = 10_000
+
+#: Longest args/kwargs/result text kept per task, in characters.
+ARG_CHARS = 1_000
+
+#: Longest error and traceback text kept per task, in characters.
+ERROR_CHARS = 20_000
+
+logger = logging.getLogger(__name__)
+
+
+class TaskHistory(Middleware):
+    """Buffers task events and flushes them to Redis from a background thread.
+
+    Parameters:
+      max_tasks: the history keeps at most this many tasks ...
+      ttl_s: ... and none older than this (seconds).
+      flush_interval_s: seconds between two flushes.
+    """
+
+    def __init__(self, *, max_tasks: int, ttl_s: float, flush_interval_s: float = FLUSH_INTERVAL_S) -> None:
+        self.max_tasks = int(max_tasks)
+        self.ttl_s = float(ttl_s)
+        self.flush_interval_s = float(flush_interval_s)
+        self._lock = threading.Lock()
+        self._buffer: list[TaskEvent] = []
+        self._started: dict[str, float] = {}
+        self._client: redis.Redis | None = None
+        self._broker: Any = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._failing = False
+        self.dropped = 0
+
+    # -- hooks -------------------------------------------------------------
+
+    def after_worker_boot(self, broker, worker):
+        self._client, self._broker = broker.client, broker
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="task-history", daemon=True)
+        self._thread.start()
+
+    def after_worker_shutdown(self, broker, worker):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+        self.flush()
+
+    def before_process_message(self, broker, message):
+        now = time.time()
+        with self._lock:
+            self._started[message.message_id] = time.monotonic()
+        fields = {
+            "state": "STARTED", "received": now, "started": now, "queue": message.queue_name,
+            "routing_key": message.queue_name, "args": clip(list(message.args), ARG_CHARS),
+            "kwargs": clip(dict(message.kwargs), ARG_CHARS), "retries": int(message.options.get("retries", 0)),
+            "eta": None,
+        }
+        worker = self._worker_name(broker)
+        self._add(TaskEvent(message.message_id, message.actor_name, "task-received", worker, now, {}))
+        self._add(TaskEvent(message.message_id, message.actor_name, "task-started", worker, now, fields))
+
+    def after_process_message(self, broker, message, *, result=None, exception=None):
+        now = time.time()
+        with self._lock:
+            began = self._started.pop(message.message_id, None)
+        runtime = None if began is None else time.monotonic() - began
+        fields: dict[str, Any] = {"runtime": runtime}
+        if exception is None:
+            kind = "task-succeeded"
+            fields.update(state="SUCCESS", succeeded=now, result=clip(result, ARG_CHARS))
+        else:
+            error = message.options.get("error") or repr(exception)
+            fields.update(exception=clip(error, ERROR_CHARS),
+                          traceback=clip(message.options.get("traceback") or "", ERROR_CHARS))
+            if message.failed:
+                kind = "task-failed"
+                fields.update(state="FAILURE", failed=now)
+            else:
+                kind = "task-retried"
+                fields.update(state="RETRY", retried=now, retries=int(message.options.get("retries", 0)))
+        self._add(TaskEvent(message.message_id, message.actor_name, kind, self._worker_name(broker), now, fields,
+                            runtime_s=runtime))
+
+    def after_skip_message(self, broker, message):
+        now = time.time()
+        with self._lock:
+            self._started.pop(message.message_id, None)
+        self._add(TaskEvent(message.message_id, message.actor_name, "task-rejected", self._worker_name(broker), now,
+                            {"state": "REJECTED", "rejected": now}))
+
+    def record_abandoned(self, broker, message, outcome: str, exception: BaseException) -> None:
+        """Record the end of a task that could not be stopped (or whose process died).
+
+        Called by :func:`actors.abandoned.fail_held` after the retry decision, from a
+        process that may exit right away (or a supervisor with no flusher), so it
+        writes at once: this is the rare path, never the hot one.
+        """
+        if outcome not in ("retried", "failed"):
+            return
+        now = time.time()
+        with self._lock:
+            self._started.pop(message.message_id, None)
+        fields: dict[str, Any] = {
+            "exception": clip(message.options.get("error") or repr(exception), ERROR_CHARS),
+            "traceback": clip(message.options.get("traceback") or "", ERROR_CHARS),
+        }
+        if outcome == "failed":
+            kind, fields = "task-failed", {**fields, "state": "FAILURE", "failed": now}
+        else:
+            kind = "task-retried"
+            fields.update(state="RETRY", retried=now, retries=int(message.options.get("retries", 0)))
+        event = TaskEvent(message.message_id, message.actor_name, kind, self._worker_name(broker), now, fields)
+        try:
+            task_history.write_events(broker.client, [event], max_tasks=self.max_tasks, ttl_s=self.ttl_s)
+        except redis.RedisError as e:
+            logger.warning("Could not record the end of task %s in the task history: %s", message.message_id, e)
+
+    # -- buffer ------------------------------------------------------------
+
+    def _worker_name(self, broker) -> str:
+        from actors.middleware.node_state import NodeState
+
+        for m in broker.middleware:
+            if isinstance(m, NodeState) and m.node_name:
+                return m.node_name
+        # A Worker started by a program or a test is no node: name it by process.
+        return f"pid{os.getpid()}@{socket.gethostname()}"
+
+    def _add(self, event: TaskEvent) -> None:
+        with self._lock:
+            self._buffer.append(event)
+            overflow = len(self._buffer) - MAX_BUFFERED
+            if overflow > 0:
+                del self._buffer[:overflow]
+                self.dropped += overflow
+
+    def flush(self) -> int:
+        """Write the buffered events in one pipeline; returns how many went (0 when Redis failed)."""
+        with self._lock:
+            batch, self._buffer = self._buffer, []
+        if not batch or self._client is None:
+            return 0
+        try:
+            task_history.write_events(self._client, batch, max_tasks=self.max_tasks, ttl_s=self.ttl_s)
+        except redis.RedisError as e:
+            with self._lock:
+                # Keep them for the next try, in order, within the bound.
+                self._buffer[:0] = batch[-MAX_BUFFERED:]
+            if not self._failing:
+                logger.warning("Could not write the task history: %s; keeping %d event(s) for later.", e, len(batch))
+            self._failing = True
+            return 0
+        self._failing = False
+        return len(batch)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.flush_interval_s):
+            try:
+                self.flush()
+            except Exception:
+                logger.critical("Unexpected failure of the task history writer.", exc_info=True)

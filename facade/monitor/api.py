@@ -1,0 +1,165 @@
+"""Flower's HTTP API shapes, the health check and the dead-letter actions (JSON)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import falcon
+
+from actors import backlog, keys, registry
+from actors.dead_letters import DeadLetterNotFound
+from facade import replies
+from facade.monitor import tasks
+
+if TYPE_CHECKING:
+    from facade.monitor.app import Sources
+
+__all__ = ["add_routes", "worker_entry", "last_beat_s", "queue_name", "int_param"]
+
+
+def int_param(req: falcon.Request, name: str, default: int | None, *, minimum: int = 0,
+              maximum: int | None = None) -> int | None:
+    """An integer query parameter; 400 with the reason when it is not one, or out of range."""
+    raw = req.get_param(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise falcon.HTTPBadRequest(title="Bad Request", description=f"{name} must be a whole number") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        upper = "" if maximum is None else f" and at most {maximum}"
+        raise falcon.HTTPBadRequest(title="Bad Request", description=f"{name} must be at least {minimum}{upper}")
+    return value
+
+
+def queue_name(sources: Sources, name: str) -> str:
+    """The canonical name of a monitored queue; 404 for any other."""
+    canonical = keys.canonical_queue(name)
+    if canonical not in sources.queues:
+        raise falcon.HTTPNotFound(title="Not Found", description=f"unknown queue {name!r}")
+    return canonical
+
+
+def last_beat_s(node: registry.Node) -> float | None:
+    """When the node's processes last beat, in seconds since the epoch."""
+    beats = [float(p.get("beat_ms") or 0) for p in node.processes.values()]
+    return max(beats) / 1000 if beats and max(beats) > 0 else None
+
+
+def worker_entry(node: registry.Node) -> dict[str, Any]:
+    """One worker of ``/api/workers``: Flower's keys from the registry (no inspect broadcast)."""
+    info = node.info
+    conf = {k: info.get(k) for k in ("pool", "concurrency", "queues", "time_limit", "soft_time_limit",
+                                     "max_tasks_per_child", "max_memory_per_child", "prefetch_count")}
+    return {
+        "active_queues": replies.active_queues(node),
+        "conf": conf,
+        "registered": replies.registered(node),
+        "stats": replies.stats(node),
+        "active": replies.active(node),
+        "reserved": replies.reserved(node),
+        "scheduled": [],
+        "revoked": [],
+        "timestamp": last_beat_s(node),
+    }
+
+
+class Workers:
+    def __init__(self, sources: Sources) -> None:
+        self.sources = sources
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        nodes = registry.live_nodes(self.sources.client)
+        wanted = req.get_param("workername")
+        if wanted:
+            nodes = [n for n in nodes if n.name == wanted]
+            if not nodes:
+                raise falcon.HTTPNotFound(title="Not Found", description=f"unknown worker {wanted!r}")
+        if req.get_param_as_bool("status", default=False):
+            resp.media = {n.name: True for n in nodes}
+            return
+        resp.media = {n.name: worker_entry(n) for n in nodes}
+
+
+class TaskList:
+    def __init__(self, sources: Sources) -> None:
+        self.sources = sources
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        limit = int_param(req, "limit", None, minimum=1)
+        offset = int_param(req, "offset", 0) or 0
+        sort_by = req.get_param("sort_by")
+        if sort_by and sort_by.lstrip("-") not in tasks.FLOWER_KEYS:
+            raise falcon.HTTPBadRequest(title="Bad Request", description=f"cannot sort by {sort_by!r}")
+        state = req.get_param("state")
+        if state and state.upper() not in tasks.STATES:
+            raise falcon.HTTPBadRequest(title="Bad Request",
+                                        description=f"state must be one of {', '.join(tasks.STATES)}")
+        flt = tasks.TaskFilter(state=state, taskname=req.get_param("taskname"),
+                               workername=req.get_param("workername"), search=req.get_param("search"))
+        _total, found = tasks.find_tasks(self.sources.client, self.sources.queues, flt, sort_by=sort_by,
+                                         offset=offset, limit=limit)
+        resp.media = {t["uuid"]: t for t in found}
+
+
+class TaskInfo:
+    def __init__(self, sources: Sources) -> None:
+        self.sources = sources
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, task_id: str) -> None:
+        found = tasks.task_info(self.sources.client, self.sources.queues, task_id)
+        if found is None:
+            raise falcon.HTTPNotFound(title="Not Found", description=f"unknown task {task_id!r}")
+        found.pop("queue", None)
+        resp.media = found
+
+
+class QueueLengths:
+    def __init__(self, sources: Sources) -> None:
+        self.sources = sources
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        # Named by their Redis lists, as Flower names Celery's queues ("celery", "state").
+        resp.media = {"active_queues": [{"name": keys.queue_key(q),
+                                         "messages": backlog.count_waiting(self.sources.client, q)}
+                                        for q in self.sources.queues]}
+
+
+class Healthcheck:
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.content_type = falcon.MEDIA_TEXT
+        resp.text = "OK"
+
+
+class DeadLetterAction:
+    """``POST .../broker/dead/<queue>/<id>/retry`` and ``.../delete``: JSON answers, 404 for unknown ids."""
+
+    def __init__(self, sources: Sources) -> None:
+        self.sources = sources
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, queue: str, message_id: str, action: str) -> None:
+        name = queue_name(self.sources, queue)
+        try:
+            if action == "retry":
+                self.sources.broker.retry_dead_letter(name, message_id)
+                resp.media = {"ok": True, "action": "retry", "queue": name, "id": message_id,
+                              "message": f"message {message_id} is back in queue {name}"}
+            elif action == "delete":
+                self.sources.broker.delete_dead_letter(name, message_id)
+                resp.media = {"ok": True, "action": "delete", "queue": name, "id": message_id,
+                              "message": f"message {message_id} deleted"}
+            else:
+                raise falcon.HTTPNotFound(title="Not Found", description=f"unknown action {action!r}")
+        except DeadLetterNotFound:
+            raise falcon.HTTPNotFound(title="Not Found",
+                                      description=f"no dead letter {message_id!r} in queue {name}") from None
+
+
+def add_routes(app: falcon.App, sources: Sources) -> None:
+    app.add_route("/api/workers", Workers(sources))
+    app.add_route("/api/tasks", TaskList(sources))
+    app.add_route("/api/task/info/{task_id}", TaskInfo(sources))
+    app.add_route("/api/queues/length", QueueLengths(sources))
+    app.add_route("/healthcheck", Healthcheck())
+    app.add_route("/broker/dead/{queue}/{message_id}/{action}", DeadLetterAction(sources))

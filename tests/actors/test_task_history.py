@@ -1,0 +1,108 @@
+"""The workers' task history: buffered events flushed in batches, bounded by count and age."""
+
+from __future__ import annotations
+
+import time
+
+import dramatiq
+import pytest
+
+from actors import keys, task_history
+from actors.middleware import TaskHistory, find
+from actors.task_history import TaskEvent
+from tests.support.waiting import wait_for
+
+
+def event(task_id, kind="task-succeeded", *, task="process_message_task", worker="w1@host", runtime_s=None, **fields):
+    return TaskEvent(task_id, task, kind, worker, time.time(), fields, runtime_s=runtime_s)
+
+
+def test_a_batch_of_events_builds_records_and_counters(redis_client):
+    task_history.write_events(redis_client, [
+        event("t1", "task-started", state="STARTED", args="['a']"),
+        event("t1", "task-succeeded", state="SUCCESS", runtime_s=0.2),
+        event("t2", "task-failed", task="check_buffer_task", state="FAILURE", exception="ValueError('x')",
+              runtime_s=30.0),
+    ], max_tasks=10, ttl_s=60)
+
+    record = task_history.get_task(redis_client, "t1")
+    assert record["state"] == "SUCCESS" and record["args"] == "['a']" and record["worker"] == "w1@host"
+    assert task_history.event_counts(redis_client) == {
+        ("process_message_task", "task-started", "w1@host"): 1,
+        ("process_message_task", "task-succeeded", "w1@host"): 1,
+        ("check_buffer_task", "task-failed", "w1@host"): 1,
+    }
+    hist = task_history.runtime_histograms(redis_client)
+    quick = dict(hist[("process_message_task", "w1@host")].buckets)
+    assert quick["0.1"] == 0 and quick["0.25"] == 1 and quick["+Inf"] == 1
+    slow = hist[("check_buffer_task", "w1@host")]
+    assert dict(slow.buckets)["10.0"] == 0 and slow.count == 1 and slow.sum_s == pytest.approx(30.0)
+
+
+def test_the_history_keeps_at_most_max_tasks_dropping_the_oldest_with_their_records(redis_client):
+    for n in range(5):
+        task_history.write_events(redis_client, [event(f"t{n}")], max_tasks=3, ttl_s=60)
+        time.sleep(0.002)  # distinct scores
+    assert [t["uuid"] for t in task_history.all_tasks(redis_client)] == ["t4", "t3", "t2"]
+    assert not redis_client.exists(keys.task_record_key("t0"))
+    # the counters are not bounded by the history: they count every event
+    assert task_history.event_counts(redis_client)[("process_message_task", "task-succeeded", "w1@host")] == 5
+
+
+def test_records_expire_with_the_age_bound(redis_client):
+    task_history.write_events(redis_client, [event("old")], max_tasks=10, ttl_s=1)
+    assert 0 < redis_client.pttl(keys.task_record_key("old")) <= 1000
+    # an id older than the bound is dropped from the index by the next write
+    redis_client.zadd(keys.task_index_key(), {"old": int(time.time() * 1000) - 5000})
+    task_history.write_events(redis_client, [event("new")], max_tasks=10, ttl_s=1)
+    assert [t["uuid"] for t in task_history.all_tasks(redis_client)] == ["new"]
+
+
+def test_a_worker_records_each_tasks_lifecycle_without_a_redis_call_per_task(make_broker, redis_client,
+                                                                             start_worker):
+    # Given a broker with the project's middleware and two actors, one failing for good
+    broker = make_broker()
+
+    def ok(x):
+        return x * 2
+
+    def bad():
+        raise ValueError("no good")
+
+    dramatiq.actor(ok, actor_name="ok", queue_name="default", broker=broker)
+    dramatiq.actor(bad, actor_name="bad", queue_name="default", broker=broker, max_retries=0)
+    history = find(broker, TaskHistory)
+    flushed = []
+    real_flush = history.flush
+    history.flush = lambda: flushed.append(real_flush()) or flushed[-1]  # type: ignore[method-assign]
+
+    # When a worker runs three of them
+    start_worker(broker)
+    sent = [broker.get_actor("ok").send(n) for n in range(2)] + [broker.get_actor("bad").send()]
+    broker.join("default")
+
+    # Then the history shows each with its outcome, written by the background flusher
+    def records():
+        found = {i.message_id: task_history.get_task(redis_client, i.message_id) for i in sent}
+        return found if all(r and r["state"] in ("SUCCESS", "FAILURE") for r in found.values()) else None
+
+    found = wait_for(records)
+    assert [found[m.message_id]["state"] for m in sent] == ["SUCCESS", "SUCCESS", "FAILURE"]
+    assert found[sent[0].message_id]["args"] == "[0]" and found[sent[1].message_id]["result"] == "2"
+    failed = found[sent[2].message_id]
+    assert failed["exception"] == "ValueError('no good')" and "no good" in failed["traceback"]
+    assert failed["runtime"] >= 0 and failed["worker"].startswith("pid")
+    # six start/finish events (plus received) went in fewer flushes than tasks
+    assert sum(n for n in flushed if n) == 9
+    assert 1 <= len([n for n in flushed if n]) < 9
+
+
+def test_events_wait_in_the_buffer_while_redis_is_unreachable(make_broker):
+    broker = make_broker()
+    history = find(broker, TaskHistory)
+    import redis as redis_lib
+
+    history._client = redis_lib.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
+    history._add(event("t1"))
+    assert history.flush() == 0
+    assert len(history._buffer) == 1
