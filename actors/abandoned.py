@@ -21,7 +21,7 @@ import logging
 from dramatiq import Message
 
 from actors.broker import RedisBroker
-from actors.middleware import FixedRetries
+from actors.middleware import FixedRetries, TaskMetrics
 from actors.middleware import find as find_middleware
 from app.errors import TransientError
 from facade.api import ms_to_seconds
@@ -63,10 +63,15 @@ def fail_held(broker: RedisBroker, *, inflight_key: str, raw: bytes, message: Me
     delay_ms = retries.decide(broker, message, exception)
     if delay_ms is not None:
         eta = broker.schedule(message.queue_name, broker.encode(message), delay_ms, take_from=(inflight_key, raw))
-        return "retried" if eta >= 0 else "gone"
-    dead = broker.dead_letter(
-        inflight_key, raw, message.message_id, queue_name=message.queue_name,
-        error=message.options.get("error", repr(exception)), tb=message.options.get("traceback"),
-        message=message.asdict(),
-    )
-    return "failed" if dead else "gone"
+        outcome = "retried" if eta >= 0 else "gone"
+    else:
+        dead = broker.dead_letter(
+            inflight_key, raw, message.message_id, queue_name=message.queue_name,
+            error=message.options.get("error", repr(exception)), tb=message.options.get("traceback"),
+            message=message.asdict(),
+        )
+        outcome = "failed" if dead else "gone"
+    metrics = next((m for m in broker.middleware if isinstance(m, TaskMetrics)), None)
+    if metrics is not None:
+        metrics.count_outcome(message.actor_name, outcome)
+    return outcome

@@ -24,6 +24,9 @@ DEFAULT_REDIS_URI = "redis://127.0.0.1:6379/0"
 #: Where the embedded defaults keep their files (SQLite, private Redis).
 DEFAULT_DATA_DIR = ".run"
 
+#: The values of LOG_FORMAT.
+LOG_FORMATS = ("text", "json")
+
 
 def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float, whole: bool) -> float:
     raw = env.get(name)
@@ -193,6 +196,16 @@ class Config:
     #: only: actors that are not part of the runbook).
     worker_extra_modules: tuple[str, ...] = ()
 
+    #: Port on which each worker node serves its Prometheus metrics (0: none).
+    worker_metrics_port: int = 9191
+    #: Address that port is bound to (all interfaces, for a Prometheus on another host).
+    worker_metrics_host: str = "0.0.0.0"
+    #: Where a node's processes keep their metric files (prometheus_client's
+    #: multiprocess mode), one directory per node below it; "" is the system's temp dir.
+    worker_metrics_dir: str = ""
+    #: Log line format of worker and beat processes: ``text`` (Celery's) or ``json``.
+    log_format: str = "text"
+
     def __post_init__(self) -> None:
         if not self.db_url:
             path = Path(self.data_dir) / "assistant.sqlite3"
@@ -211,6 +224,11 @@ class Config:
             raise ConfigError(f"MODEL_HISTORY_MESSAGES must be a whole number of at least 1, got {history!r}")
         if self.soft_time_limit_s > self.time_limit_s:
             raise ConfigError("the soft time limit must not exceed the hard time limit")
+        if not 0 <= self.worker_metrics_port <= 65535:
+            raise ConfigError(f"WORKER_METRICS_PORT must be a port number (0 turns the metrics off), "
+                              f"got {self.worker_metrics_port!r}")
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(f"LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, got {self.log_format!r}")
 
     @property
     def uses_offline_model(self) -> bool:
@@ -260,4 +278,8 @@ class Config:
             webhook_max_body_bytes=_int(env, "WEBHOOK_MAX_BODY_BYTES", cls.webhook_max_body_bytes, minimum=1024),
             web_port=_int(env, "WEB_PORT", cls.web_port, minimum=1),
             worker_extra_modules=_modules(env, "WORKER_EXTRA_MODULES"),
+            worker_metrics_port=_int(env, "WORKER_METRICS_PORT", cls.worker_metrics_port),
+            worker_metrics_host=env.get("WORKER_METRICS_HOST") or cls.worker_metrics_host,
+            worker_metrics_dir=env.get("WORKER_METRICS_DIR") or "",
+            log_format=(env.get("LOG_FORMAT") or cls.log_format).strip().lower(),
         )
