@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -233,7 +234,10 @@ def claim_plain_cli_dir(config: Config, main_pid: int) -> Path:
 
 def plain_cli_exposition() -> int:
     """Serve a ``dramatiq`` invocation's metrics (a process the Dramatiq CLI forks for it)."""
+    from actors.worker_logging import adopt_handlers
+
     config = Config.from_env()
+    adopt_handlers(config.log_format)
     main_pid = os.getppid()
     path = plain_cli_dir(config, main_pid)
     server = _bind(config)
@@ -246,7 +250,12 @@ def plain_cli_exposition() -> int:
     try:
         server.serve_forever()
     finally:
-        # The invocation is over (SIGTERM); its files are of no further use.
+        # The invocation is over (SIGTERM); its files are of no further use.  A
+        # second SIGTERM (the main process's, after the service manager's) must
+        # not cut the clean-up short.
+        for name in ("SIGTERM", "SIGINT", "SIGHUP"):
+            if hasattr(signal, name):
+                signal.signal(getattr(signal, name), signal.SIG_IGN)
         server.server_close()
         shutil.rmtree(path, ignore_errors=True)
         try:
