@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 
 from app.config import Config, set_environment
 
-__all__ = ["Exposition", "open_exposition", "node_dir", "plain_cli_dir", "claim_plain_cli_dir",
+__all__ = ["Exposition", "open_exposition", "node_dir", "plain_cli_dir", "claim_plain_cli_dir", "prepare_dir",
            "mark_process_dead", "plain_cli_exposition", "MULTIPROC_ENV"]
 
 logger = logging.getLogger("celery.worker")
@@ -68,8 +68,8 @@ def plain_cli_dir(config: Config, main_pid: int) -> Path:
 
 def _use_dir(path: Path) -> None:
     """Make ``path`` this process's (and its future children's) metrics directory."""
-    module = sys.modules.get("prometheus_client.values")
-    if module is not None and os.environ.get(MULTIPROC_ENV) != str(path):
+    values = sys.modules.get("prometheus_client.values")
+    if values is not None and values.ValueClass is getattr(values, "MutexValue", None):
         # Too late for this process: its values would stay in memory, unseen.
         logger.error("prometheus_client was imported before the worker metrics directory was set: "
                      "this process's metrics will be missing from WORKER_METRICS_PORT.")
@@ -79,6 +79,32 @@ def _use_dir(path: Path) -> None:
 def _wipe(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True, exist_ok=True)
+
+
+def prepare_dir(path: Path, owner: str) -> bool:
+    """Wipe ``path`` unless ``owner`` already claimed it; True when it was wiped.
+
+    Runs under a file lock beside it, so that of several processes
+    booting at once only the first wipes, never a sibling's fresh files.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f"{path.name}.lock", "a+") as lock:
+        try:
+            import fcntl
+        except ImportError:  # Windows: the CLI's processes boot one after the other there
+            fcntl = None  # type: ignore[assignment]
+        if fcntl is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        marker = path / ".owner"
+        try:
+            current = marker.read_text()
+        except OSError:
+            current = None
+        if current == owner:
+            return False
+        _wipe(path)
+        marker.write_text(owner)
+        return True
 
 
 class _Server(ThreadingHTTPServer):
@@ -211,23 +237,7 @@ def claim_plain_cli_dir(config: Config, main_pid: int) -> Path:
     process wipes a sibling's fresh files.
     """
     path = plain_cli_dir(config, main_pid)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    identity = _main_identity(main_pid)
-    with open(path.parent / f"{path.name}.lock", "a+") as lock:
-        try:
-            import fcntl
-        except ImportError:  # Windows: the CLI's processes boot one after the other there
-            fcntl = None  # type: ignore[assignment]
-        if fcntl is not None:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        owner = path / ".owner"
-        try:
-            current = owner.read_text()
-        except OSError:
-            current = None
-        if current != identity:
-            _wipe(path)
-            owner.write_text(identity)
+    prepare_dir(path, _main_identity(main_pid))
     _use_dir(path)
     return path
 
