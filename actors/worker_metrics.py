@@ -68,12 +68,16 @@ def plain_cli_dir(config: Config, main_pid: int) -> Path:
 
 def _use_dir(path: Path) -> None:
     """Make ``path`` this process's (and its future children's) metrics directory."""
+    set_environment(**{MULTIPROC_ENV: str(path)})
     values = sys.modules.get("prometheus_client.values")
     if values is not None and values.ValueClass is getattr(values, "MutexValue", None):
-        # Too late for this process: its values would stay in memory, unseen.
-        logger.error("prometheus_client was imported before the worker metrics directory was set: "
-                     "this process's metrics will be missing from WORKER_METRICS_PORT.")
-    set_environment(**{MULTIPROC_ENV: str(path)})
+        # NOTE: something imported prometheus_client before the directory was
+        # known, so it chose in-memory values, which the port would never show.
+        # Metrics look ``values.ValueClass`` up when they are created, so the
+        # ones created from now on (ours: in enable()) are file-backed.
+        values.ValueClass = values.MultiProcessValue()  # type: ignore[attr-defined]
+        logger.debug("prometheus_client was imported before the metrics directory was set; switched it to %s.",
+                     path)
 
 
 def _wipe(path: Path) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +15,8 @@ from actors.worker_logging import JsonFormatter
 from actors.worker_metrics import node_dir, prepare_dir
 from app.config import Config
 from app.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_worker_metrics_and_log_format_default_to_port_9191_and_text():
@@ -87,3 +91,31 @@ def test_only_the_first_claim_of_a_metrics_directory_wipes_it(tmp_path):
     (path / "counter_8.db").write_bytes(b"new")
     assert prepare_dir(path, "1 200") is False
     assert (path / "counter_8.db").read_bytes() == b"new"
+
+
+def test_metrics_are_file_backed_even_when_prometheus_client_was_imported_first(tmp_path):
+    # Given a process that imported prometheus_client before its node's directory was known
+    # (in memory mode), as a module of the web app imported alongside the actors might
+    script = f"""
+import prometheus_client
+import prometheus_client.multiprocess
+import actors
+from actors.middleware import TaskMetrics, find
+from actors.worker_metrics import claim_plain_cli_dir
+from app.config import Config
+import dataclasses
+config = dataclasses.replace(Config.from_env(), worker_metrics_dir={str(tmp_path)!r})
+path = claim_plain_cli_dir(config, 4242)
+metrics = find(actors.broker, TaskMetrics)
+metrics.enable(str(path))
+metrics.count_outcome("process_message_task", "failed")
+registry = prometheus_client.CollectorRegistry()
+prometheus_client.multiprocess.MultiProcessCollector(registry, path=str(path))
+print(registry.get_sample_value("assistant_tasks_failed_total", {{"task": "process_message_task"}}))
+"""
+    # When it records a task's failure into the directory
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+    # Then the node's collector sees it
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "1.0"
