@@ -109,6 +109,29 @@ def test_failures_retries_time_limits_and_running_tasks_are_counted(celery_worke
 
 
 @pytest.mark.slow
+def test_children_replaced_for_memory_or_a_crash_are_counted_with_their_reason(celery_worker, redis_client):
+    # Given a prefork child that retires after any task above 1 KiB of memory (always)
+    port = free_port()
+    worker = celery_worker(["worker", "-P", "prefork", "-c", "1", "-l", "info", "--max-memory-per-child=1"],
+                           WORKER_METRICS_PORT=str(port))
+    worker.wait_ready()
+
+    # When its task ends the child's process without a word
+    test_actors.test_kill_own_process.send("gone")
+
+    # Then the supervisor counts a crash, and the lost task as retried
+    samples = wait_for_value(port, 1, "assistant_worker_child_restarts_total", reason="crashed")
+    assert value(samples, "assistant_tasks_retried_total", task="test_kill_own_process") == 1
+    assert value(samples, "assistant_tasks_in_progress", task="test_kill_own_process") == 0
+
+    # And a task that completes retires its child for memory
+    test_actors.test_record_default.send("big")
+    samples = wait_for_value(port, 1, "assistant_worker_child_restarts_total", reason="max_memory")
+    assert value(samples, "assistant_tasks_succeeded_total", task="test_record_default") == 1
+    assert value(samples, "assistant_worker_child_restarts_total", reason="max_tasks") == 0
+
+
+@pytest.mark.slow
 def test_a_node_whose_port_is_taken_says_so_once_and_still_works(celery_worker, redis_client):
     # Given something already listening on the node's metrics port
     with socket.socket() as taken:
@@ -195,3 +218,32 @@ def test_the_plain_dramatiq_cli_serves_the_metrics_of_all_its_processes(global_b
         assert done[0]["duration_s"] > 0
     finally:
         stop(proc, 30)
+
+
+@pytest.mark.slow
+def test_the_log_level_holds_in_prefork_children_and_a_failure_line_carries_its_outcome(celery_worker, redis_client,
+                                                                                          tmp_path):
+    # Given a prefork node at WARNING, logging JSON to one file per process
+    port = free_port()
+    pattern = tmp_path / "warn%I.log"
+    celery_worker(["worker", "-P", "prefork", "-c", "1", "-l", "WARNING", "-f", str(pattern)],
+                  WORKER_METRICS_PORT=str(port), LOG_FORMAT="json")
+
+    # When one task succeeds and one fails for good
+    ok = test_actors.test_record_default.send("quiet")
+    bad = test_actors.test_fail_for_good.send("loud")
+    wait_for_value(port, 1, "assistant_tasks_failed_total", task="test_fail_for_good", timeout_s=120)
+    wait_for(lambda: redis_client.lrange("test:order", 0, -1) == [b"quiet"])
+
+    # Then the child's log has the ERROR line of the failure, with its fields, and no INFO line
+    child_log = tmp_path / "warn-1.log"
+    wait_for(lambda: child_log.exists() and bad.message_id in child_log.read_text(), 30)
+    records = json_lines(child_log)
+    assert [r["level"] for r in records if r["level"] in ("DEBUG", "INFO")] == []
+    failure = [r for r in records if r["task_id"] == bad.message_id]
+    assert len(failure) == 1, failure
+    assert failure[0]["message"] == (f"Task tasks.test_fail_for_good[{bad.message_id}] raised unexpected: "
+                                     "ValueError(\"bad input 'loud'\")")
+    assert (failure[0]["level"], failure[0]["outcome"], failure[0]["queue"]) == ("ERROR", "failed", "default")
+    assert failure[0]["duration_s"] >= 0 and "ValueError: bad input" in failure[0]["exc_info"]
+    assert ok.message_id not in child_log.read_text()
