@@ -28,6 +28,11 @@ def wait_for_value(port: int, expected: float, name: str, timeout_s: float = 60,
         raise AssertionError(f"{name}{labels} != {expected}: {value(scrape(port), name, **labels)}") from None
 
 
+def node_env(port: int, tmp_path: Path, **more: str) -> dict[str, str]:
+    """A node's metrics on ``port``, its files under the test's own directory."""
+    return {"WORKER_METRICS_PORT": str(port), "WORKER_METRICS_DIR": str(tmp_path / "metrics"), **more}
+
+
 def json_lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
@@ -38,7 +43,7 @@ def test_a_prefork_node_counts_the_tasks_of_every_child_and_of_replaced_ones(cel
     port = free_port()
     pattern = tmp_path / "node%I.log"
     celery_worker(["worker", "-P", "prefork", "-c", "2", "-l", "info", "--max-tasks-per-child=1",
-                   "-f", str(pattern)], WORKER_METRICS_PORT=str(port), LOG_FORMAT="json")
+                   "-f", str(pattern)], **node_env(port, tmp_path, LOG_FORMAT="json"))
     main_log = tmp_path / "node.log"
     wait_for(lambda: main_log.exists() and " ready." in main_log.read_text(), 120)
 
@@ -74,7 +79,7 @@ def test_a_prefork_node_counts_the_tasks_of_every_child_and_of_replaced_ones(cel
 def test_failures_retries_time_limits_and_running_tasks_are_counted(celery_worker, redis_client, tmp_path):
     # Given a prefork node of two children serving its metrics
     port = free_port()
-    worker = celery_worker(["worker", "-P", "prefork", "-c", "2", "-l", "info"], WORKER_METRICS_PORT=str(port))
+    worker = celery_worker(["worker", "-P", "prefork", "-c", "2", "-l", "info"], **node_env(port, tmp_path))
     worker.wait_ready()
 
     # When a task waits at a gate, the node shows it in progress
@@ -109,11 +114,11 @@ def test_failures_retries_time_limits_and_running_tasks_are_counted(celery_worke
 
 
 @pytest.mark.slow
-def test_children_replaced_for_memory_or_a_crash_are_counted_with_their_reason(celery_worker, redis_client):
+def test_children_replaced_for_memory_or_a_crash_are_counted_with_their_reason(celery_worker, redis_client, tmp_path):
     # Given a prefork child that retires after any task above 1 KiB of memory (always)
     port = free_port()
     worker = celery_worker(["worker", "-P", "prefork", "-c", "1", "-l", "info", "--max-memory-per-child=1"],
-                           WORKER_METRICS_PORT=str(port))
+                           **node_env(port, tmp_path))
     worker.wait_ready()
 
     # When its task ends the child's process without a word
@@ -132,13 +137,13 @@ def test_children_replaced_for_memory_or_a_crash_are_counted_with_their_reason(c
 
 
 @pytest.mark.slow
-def test_a_node_whose_port_is_taken_says_so_once_and_still_works(celery_worker, redis_client):
+def test_a_node_whose_port_is_taken_says_so_once_and_still_works(celery_worker, redis_client, tmp_path):
     # Given something already listening on the node's metrics port
     with socket.socket() as taken:
         taken.bind(("0.0.0.0", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        worker = celery_worker(["worker", "-P", "threads", "-c", "2", "-l", "info"], WORKER_METRICS_PORT=str(port))
+        worker = celery_worker(["worker", "-P", "threads", "-c", "2", "-l", "info"], **node_env(port, tmp_path))
 
         # When the node starts, it logs one ERROR naming the port and the setting
         worker.wait_ready()
@@ -157,7 +162,7 @@ def test_a_solo_node_serves_its_metrics_and_keeps_celerys_text_lines(celery_work
     # Given a solo node with the default (text) log format and a log file
     port = free_port()
     log = tmp_path / "solo.log"
-    celery_worker(["worker", "-P", "solo", "-l", "info", "-f", str(log)], WORKER_METRICS_PORT=str(port))
+    celery_worker(["worker", "-P", "solo", "-l", "info", "-f", str(log)], **node_env(port, tmp_path))
     wait_for(lambda: log.exists() and " ready." in log.read_text(), 120)
 
     # When a task runs
@@ -194,7 +199,9 @@ def test_the_plain_dramatiq_cli_serves_the_metrics_of_all_its_processes(global_b
     # Given the plain dramatiq CLI with two worker processes, logging JSON
     port = free_port()
     log = tmp_path / "dramatiq.log"
-    proc = start_dramatiq({"WORKER_METRICS_PORT": str(port), "LOG_FORMAT": "json"}, log)
+    metrics_dir = tmp_path / "metrics"
+    proc = start_dramatiq({"WORKER_METRICS_PORT": str(port), "LOG_FORMAT": "json",
+                           "WORKER_METRICS_DIR": str(metrics_dir)}, log)
     try:
         wait_for(lambda: scrape(port) is not None, 120, 0.2)
 
@@ -207,8 +214,9 @@ def test_the_plain_dramatiq_cli_serves_the_metrics_of_all_its_processes(global_b
         redis_client.set("test:plain-gate", 1)
 
         # Then its port counts them all, whichever process ran them
-        samples = wait_for_value(port, 1, "assistant_tasks_succeeded_total", task="test_gate")
-        assert value(samples, "assistant_tasks_in_progress", task="test_gate") == 0
+        wait_for_value(port, 1, "assistant_tasks_succeeded_total", task="test_gate")
+        # (a scrape reads one file after another, so it may see the count before the gauge's drop)
+        samples = wait_for_value(port, 0, "assistant_tasks_in_progress", task="test_gate")
         assert value(samples, "assistant_tasks_received_total", task="test_record_default") == 6
 
         # And the worker processes' task lines are JSON with their fields
@@ -216,8 +224,12 @@ def test_the_plain_dramatiq_cli_serves_the_metrics_of_all_its_processes(global_b
         done = [r for r in records if r["task_id"] == gate.message_id and " succeeded in " in r["message"]]
         assert len(done) == 1 and done[0]["outcome"] == "succeeded" and done[0]["queue"] == "default"
         assert done[0]["duration_s"] > 0
+        assert [p.name for p in metrics_dir.iterdir() if p.is_dir()] == [f"dramatiq-{proc.pid}"]
     finally:
         stop(proc, 30)
+
+    # And its metric files are gone once it stopped
+    assert not (metrics_dir / f"dramatiq-{proc.pid}").exists()
 
 
 @pytest.mark.slow
@@ -227,7 +239,7 @@ def test_the_log_level_holds_in_prefork_children_and_a_failure_line_carries_its_
     port = free_port()
     pattern = tmp_path / "warn%I.log"
     celery_worker(["worker", "-P", "prefork", "-c", "1", "-l", "WARNING", "-f", str(pattern)],
-                  WORKER_METRICS_PORT=str(port), LOG_FORMAT="json")
+                  **node_env(port, tmp_path, LOG_FORMAT="json"))
 
     # When one task succeeds and one fails for good
     ok = test_actors.test_record_default.send("quiet")
