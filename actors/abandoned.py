@@ -21,7 +21,7 @@ import logging
 from dramatiq import Message
 
 from actors.broker import RedisBroker
-from actors.middleware import FixedRetries, TaskHistory
+from actors.middleware import FixedRetries, TaskHistory, TaskMetrics
 from actors.middleware import find as find_middleware
 from app.errors import TransientError
 from facade.api import ms_to_seconds
@@ -75,4 +75,7 @@ def fail_held(broker: RedisBroker, *, inflight_key: str, raw: bytes, message: Me
     history = next((m for m in broker.middleware if isinstance(m, TaskHistory)), None)
     if history is not None:
         history.record_abandoned(broker, message, outcome, exception)
+    metrics = next((m for m in broker.middleware if isinstance(m, TaskMetrics)), None)
+    if metrics is not None:
+        metrics.count_outcome(message.actor_name, outcome)
     return outcome

@@ -40,7 +40,7 @@ from dramatiq import Worker
 
 from actors import early_signals, hard_exit, sd_notify
 from actors.abandoned import fail_held, hard_limit_error
-from actors.middleware import ChildLimits, NodeState, ParentLink, TimeLimits
+from actors.middleware import ChildLimits, NodeState, ParentLink, TaskMetrics, TimeLimits
 from actors.middleware import find as find_middleware
 from actors.middleware.time_limits import Stuck
 from actors.names import celery_name
@@ -157,6 +157,8 @@ class NodeProcess:
                 broker.add_middleware(self.limits)
         self.node_state.join(spec.node_name, info=spec.info() if self.is_main else None,
                              index=self.index, owns_node=self.is_main)
+        if spec.metrics_dir is not None:
+            find_middleware(broker, TaskMetrics).enable(spec.metrics_dir)
 
     def run(self) -> int:
         """Consume until told to stop; returns the process's exit code."""
@@ -185,7 +187,7 @@ class NodeProcess:
             if self.conn is not None and self._told_to_stop():
                 self.request_stop()
             if self.limits is not None and self.limits.reached.is_set():
-                self._send("retire", self.limits.reason)
+                self._send("retire", self.limits.reason, self.limits.kind)
                 self._stopping = True
         self._shutdown(worker)
         return self.exit_code
@@ -287,6 +289,6 @@ def child_main(spec: WorkerSpec, index: int, conn) -> None:
     """Entry point of a prefork child (started by :mod:`actors.supervisor`)."""
     from actors.worker_logging import setup_logging
 
-    setup_logging(spec.loglevel, spec.logfile, index=index)
+    setup_logging(spec.loglevel, spec.logfile, index=index, log_format=spec.log_format)
     process = NodeProcess(spec, index=index, conn=conn)
     sys.exit(process.run())

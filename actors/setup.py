@@ -7,7 +7,7 @@ from typing import Any
 from dramatiq.middleware import AgeLimit, Callbacks, CurrentMessage, Pipelines
 
 from actors.broker import RedisBroker
-from actors.middleware import FixedRetries, NodeState, TaskHistory, TaskLog, TimeLimits
+from actors.middleware import FixedRetries, NodeState, TaskHistory, TaskLog, TaskMetrics, TimeLimits
 from actors.worker_logging import install_log_filters
 from app.config import Config
 from facade.api import seconds_to_ms
@@ -20,9 +20,15 @@ def build_broker(config: Config, **overrides: Any) -> RedisBroker:
 
     The middleware order matters: ``after_*`` hooks run in reverse, so
     the time limits are lifted first, then the retry decision is taken,
-    and the monitor's task history and the node state record the outcome last.
+    and the monitor's task history, the node state and the metrics record the outcome last.
     """
     install_log_filters()
+    metrics = TaskMetrics(port=config.worker_metrics_port, config=config)
+    time_limits = TimeLimits(
+        time_limit_ms=seconds_to_ms(config.time_limit_s),
+        soft_time_limit_ms=seconds_to_ms(config.soft_time_limit_s),
+    )
+    time_limits.on_limit = metrics.count_limit_hit
     middleware = [
         AgeLimit(),
         CurrentMessage(),
@@ -30,12 +36,10 @@ def build_broker(config: Config, **overrides: Any) -> RedisBroker:
         Pipelines(),
         NodeState(),
         TaskHistory(max_tasks=config.monitor_max_tasks, ttl_s=config.monitor_task_ttl_s),
+        metrics,
         FixedRetries(retry_delays_ms=tuple(seconds_to_ms(d) for d in config.retry_delays_s)),
-        TaskLog(),
-        TimeLimits(
-            time_limit_ms=seconds_to_ms(config.time_limit_s),
-            soft_time_limit_ms=seconds_to_ms(config.soft_time_limit_s),
-        ),
+        TaskLog(log_format=config.log_format),
+        time_limits,
     ]
     options: dict[str, Any] = {
         "url": config.redis_uri,

@@ -41,6 +41,8 @@ import redis
 from actors import early_signals, registry, sd_notify
 from actors.abandoned import WorkerLostError, fail_held, hard_limit_error
 from actors.envelope import decode
+from actors.middleware import TaskMetrics
+from actors.middleware import find as find_middleware
 from actors.middleware.node_state import rusage
 from actors.node_process import EX_COLD, child_main, load_broker
 from actors.worker_logging import say_shutdown
@@ -74,6 +76,8 @@ class _Child:
     current: dict[str, Any] | None = None
     deadline: float | None = None
     retiring: str | None = None
+    #: ``max_tasks`` or ``max_memory``: the metrics' label of a retiring child.
+    retire_kind: str = ""
     killed_stuck: bool = False
     events: list[tuple[Any, ...]] = field(default_factory=list)
 
@@ -97,6 +101,10 @@ class Supervisor:
         self._info = spec.info()
         self._stop_beat = threading.Event()
         self._refresh_failing = False
+        self.metrics: TaskMetrics = find_middleware(self.broker, TaskMetrics)
+        if spec.metrics_dir is not None:
+            # Counts the children it replaces, and the tasks of children that died.
+            self.metrics.enable(spec.metrics_dir)
 
     # -- running ---------------------------------------------------------------
 
@@ -223,6 +231,7 @@ class Supervisor:
                 child.deadline = time.monotonic()
         elif kind == "retire":
             child.retiring = event[1]
+            child.retire_kind = event[2] if len(event) > 2 else "max_tasks"
 
     def _refresh_heartbeats(self) -> None:
         """Beat for every live child, so that a live child is never swept.
@@ -260,6 +269,10 @@ class Supervisor:
         self._clean_up(child)
         if self._signals:
             return
+        if planned:
+            self.metrics.count_child_restart(child.retire_kind)
+        else:
+            self.metrics.count_child_restart("time_limit" if child.killed_stuck else "crashed")
         if planned or child.killed_stuck:
             self._failures.pop(child.slot, None)
             self._start(child.slot)
@@ -297,6 +310,11 @@ class Supervisor:
                          exc_info=True)
         finally:
             child.conn.close()
+            # Its in-progress share leaves the live gauges; its counters stay.
+            if self.metrics.path is not None:
+                from actors.worker_metrics import mark_process_dead
+
+                mark_process_dead(self.metrics.path, child.process.pid)
 
     def _cold(self) -> int:
         for child in self.children.values():

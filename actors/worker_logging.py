@@ -3,17 +3,22 @@
 ``[%(asctime)s: %(levelname)s/%(processName)s] %(message)s``: the
 process name is ``MainProcess`` for the node's main process and
 ``ForkPoolWorker-N`` in prefork children, as the runbook's log filters
-expect.  Also the filters that keep the worker's log to one line per
-task start and finish.
+expect.  ``LOG_FORMAT=json`` writes each record as one JSON object
+instead (:class:`JsonFormatter`), with the task's name, id, queue,
+duration and outcome when it is about a task.  Also the filters that
+keep the worker's log to one line per task start and finish.
 """
 
 from __future__ import annotations
 
+import datetime
+import json
 import logging
 import os
 import sys
 
-__all__ = ["FORMAT", "setup_logging", "expand_process_index", "say_shutdown", "install_log_filters"]
+__all__ = ["FORMAT", "setup_logging", "expand_process_index", "say_shutdown", "install_log_filters",
+           "JsonFormatter", "make_formatter", "adopt_handlers"]
 
 FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
 
@@ -48,14 +53,65 @@ def say_shutdown(how: str) -> None:
         pass  # no stdout (a Windows service): the line is only for a terminal
 
 
-def setup_logging(level: int, logfile: str | None, *, index: int = 0) -> None:
-    """Send every log record of this process to stderr or ``logfile`` (appended)."""
+#: The task attributes a JSON line carries (None when the line is about no task).
+TASK_FIELDS = ("task_name", "task_id", "queue", "duration_s", "outcome")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: ``timestamp`` (UTC, ISO 8601), ``level``, ``process``
+    (``MainProcess``, ``ForkPoolWorker-N``), ``pid``, ``logger``, ``message``, the task's
+    fields, and ``exc_info`` (the traceback) when there is one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        document: dict[str, object] = {
+            "timestamp": datetime.datetime.fromtimestamp(record.created, datetime.UTC)
+            .isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname,
+            "process": record.processName,
+            "pid": record.process,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in TASK_FIELDS:
+            document[name] = getattr(record, name, None)
+        if record.exc_info:
+            document["exc_info"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            document["exc_info"] = record.exc_text
+        return json.dumps(document, default=repr, ensure_ascii=False)
+
+
+def make_formatter(log_format: str) -> logging.Formatter:
+    """Celery's line format (``text``) or :class:`JsonFormatter` (``json``)."""
+    return JsonFormatter() if log_format == "json" else logging.Formatter(FORMAT)
+
+
+def _task_filter() -> logging.Filter:
+    from actors.middleware.task_log import TaskContextFilter
+
+    return TaskContextFilter()
+
+
+def adopt_handlers(log_format: str) -> None:
+    """Give handlers set up by someone else (the plain ``dramatiq`` CLI) the task
+    fields, and the JSON format when asked for; Dramatiq's line format stays otherwise."""
+    for handler in logging.getLogger().handlers:
+        if not any(type(f).__name__ == "TaskContextFilter" for f in handler.filters):
+            handler.addFilter(_task_filter())
+        if log_format == "json":
+            handler.setFormatter(JsonFormatter())
+
+
+def setup_logging(level: int, logfile: str | None, *, index: int = 0, log_format: str = "text") -> None:
+    """Send every log record of this process to stderr or ``logfile`` (appended),
+    as Celery's lines or as JSON objects (``log_format``)."""
     handler: logging.Handler
     if logfile:
         handler = logging.FileHandler(expand_process_index(logfile, index), encoding="utf-8")
     else:
         handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(FORMAT))
+    handler.setFormatter(make_formatter(log_format))
+    handler.addFilter(_task_filter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

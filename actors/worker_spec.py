@@ -41,6 +41,10 @@ class WorkerSpec:
     loglevel: int
     #: Log file pattern (``%i``/``%I`` still to expand per process), or None for stderr.
     logfile: str | None = None
+    #: ``text`` (Celery's lines) or ``json`` (one object a line).
+    log_format: str = "text"
+    #: The node's metrics directory, or None when the node serves no metrics.
+    metrics_dir: str | None = None
     prefetch_multiplier: int = 4
     max_tasks_per_child: int | None = None
     max_memory_per_child_kib: int | None = None

@@ -29,6 +29,8 @@ DEFAULT_DATA_DIR = ".run"
 #: when it is imported, so gunicorn's master sets it (to the web app's
 #: own directory) before the web app is loaded.
 METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+#: The values of LOG_FORMAT.
+LOG_FORMATS = ("text", "json")
 
 
 def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float, whole: bool) -> float:
@@ -224,6 +226,16 @@ class Config:
     #: Flower 2's switch: the monitor's /api answers without --basic-auth only when this is true.
     flower_unauthenticated_api: bool = False
 
+    #: Port on which each worker node serves its Prometheus metrics (0: none).
+    worker_metrics_port: int = 9191
+    #: Address that port is bound to (all interfaces, for a Prometheus on another host).
+    worker_metrics_host: str = "0.0.0.0"
+    #: Where a node's processes keep their metric files (prometheus_client's
+    #: multiprocess mode), one directory per node below it; "" is the system's temp dir.
+    worker_metrics_dir: str = ""
+    #: Log line format of worker and beat processes: ``text`` (Celery's) or ``json``.
+    log_format: str = "text"
+
     def __post_init__(self) -> None:
         if not self.db_url:
             path = Path(self.data_dir) / "assistant.sqlite3"
@@ -242,6 +254,11 @@ class Config:
             raise ConfigError(f"MODEL_HISTORY_MESSAGES must be a whole number of at least 1, got {history!r}")
         if self.soft_time_limit_s > self.time_limit_s:
             raise ConfigError("the soft time limit must not exceed the hard time limit")
+        if not 0 <= self.worker_metrics_port <= 65535:
+            raise ConfigError(f"WORKER_METRICS_PORT must be a port number (0 turns the metrics off), "
+                              f"got {self.worker_metrics_port!r}")
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(f"LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, got {self.log_format!r}")
 
     @property
     def uses_offline_model(self) -> bool:
@@ -297,4 +314,8 @@ class Config:
             monitor_max_tasks=_int(env, "MONITOR_MAX_TASKS", cls.monitor_max_tasks, minimum=1),
             monitor_task_ttl_s=_float(env, "MONITOR_TASK_TTL_SECONDS", cls.monitor_task_ttl_s, minimum=1),
             flower_unauthenticated_api=_flag(env, "FLOWER_UNAUTHENTICATED_API"),
+            worker_metrics_port=_int(env, "WORKER_METRICS_PORT", cls.worker_metrics_port),
+            worker_metrics_host=env.get("WORKER_METRICS_HOST") or cls.worker_metrics_host,
+            worker_metrics_dir=env.get("WORKER_METRICS_DIR") or "",
+            log_format=(env.get("LOG_FORMAT") or cls.log_format).strip().lower(),
         )

@@ -58,6 +58,10 @@ os.environ["REDIS_URI"] = f"{REDIS_BASE}/{REDIS_DB}"
 os.environ["DB_URL"] = PG_URL
 os.environ.pop("GOOGLE_API_KEY", None)
 os.environ["LANGGRAPH_STRICT_MSGPACK"] = "true"
+# Workers started by tests serve no metrics unless a test asks (a free port each):
+# parallel runs on one machine would fight over the default port.
+os.environ["WORKER_METRICS_PORT"] = "0"
+os.environ.pop("LOG_FORMAT", None)
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -37,6 +37,8 @@ class ChildLimits(Middleware):
         #: Set once a limit is reached; :attr:`reason` says which.
         self.reached = threading.Event()
         self.reason = ""
+        #: ``max_tasks`` or ``max_memory`` once reached (the metrics' label).
+        self.kind = ""
 
     def after_ack(self, broker, message):
         self._count()
@@ -47,19 +49,20 @@ class ChildLimits(Middleware):
     def _count(self) -> None:
         with self._lock:
             self.done += 1
-            reason = ""
+            reason = kind = ""
             if self.max_tasks is not None and self.done >= self.max_tasks:
-                reason = f"max tasks per child reached ({self.done})"
+                reason, kind = f"max tasks per child reached ({self.done})", "max_tasks"
             elif self.max_memory_kib is not None:
                 rss = rss_kib()
                 if rss > self.max_memory_kib:
                     reason = f"max memory per child exceeded ({rss} KiB > {self.max_memory_kib} KiB)"
+                    kind = "max_memory"
             if not reason or self.reached.is_set():
                 return
             thread = threading.current_thread()
             if isinstance(thread, WorkerThread):
                 # Checked by the thread before it takes its next message.
                 thread.pause()
-            self.reason = reason
+            self.reason, self.kind = reason, kind
             self.reached.set()
         logger.info("Retiring this process: %s.", reason)

@@ -170,7 +170,7 @@ class NodeState(Middleware):
         with self._lock:
             self._active[message.message_id] = (message, time.time(), time.monotonic())
         events.info("task started task=%s id=%s queue=%s", message.actor_name, message.message_id,
-                    message.queue_name)
+                    message.queue_name, extra=_fields(message))
 
     def after_process_message(self, broker, message, *, result=None, exception=None):
         if exception is None:
@@ -195,7 +195,8 @@ class NodeState(Middleware):
             self._by_task[celery_name(message.actor_name)] += 1
         duration = time.monotonic() - entry[2] if entry else 0.0
         events.info("task finished task=%s id=%s queue=%s duration_s=%.3f outcome=%s",
-                    message.actor_name, message.message_id, message.queue_name, duration, outcome)
+                    message.actor_name, message.message_id, message.queue_name, duration, outcome,
+                    extra=_fields(message, outcome=outcome, duration_s=round(duration, 6)))
 
     def snapshot(self) -> dict[str, Any]:
         """This process's state as the registry stores it."""
@@ -268,6 +269,12 @@ class NodeState(Middleware):
                 logging.getLogger(__name__).critical("Unexpected failure of the registry beat.", exc_info=True)
             if self._stop.wait(self.interval_s):
                 return
+
+
+def _fields(message, *, outcome: str | None = None, duration_s: float | None = None) -> dict[str, Any]:
+    """Record attributes of the structured lines (written out by the JSON log format)."""
+    return {"task_name": message.actor_name, "task_id": message.message_id, "queue": message.queue_name,
+            "outcome": outcome, "duration_s": duration_s}
 
 
 def _dramatiq_version() -> str:

@@ -10,6 +10,7 @@ import sqlalchemy.exc
 from dramatiq import Middleware
 from dramatiq.errors import BrokerConnectionError
 
+from actors.middleware.task_log import task_fields
 from actors.names import celery_name
 from app.errors import TransientError
 from facade.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
@@ -93,12 +94,14 @@ class FixedRetries(Middleware):
             self.logger.info(
                 "Task %s[%s] retry: Retry in %ss: %r",
                 celery_name(message.actor_name), message.message_id, _seconds(delay_ms), exception,
+                extra=task_fields(message, outcome="retried"),
             )
             return delay_ms
         self.logger.error(
             "Task %s[%s] raised unexpected: %r",
             celery_name(message.actor_name), message.message_id, exception,
             exc_info=(type(exception), exception, exception.__traceback__),
+            extra=task_fields(message, outcome="failed"),
         )
         return None
 

@@ -113,6 +113,8 @@ class TimeLimits(Middleware):
     Attributes:
       on_stuck: called (outside the lock, from the monitor thread) with a
         :class:`Stuck` for each stuck task; None only logs it.
+      on_limit: called with (task name, ``"soft"``/``"hard"``) when a limit
+        fires (the metrics count it).
     """
 
     def __init__(
@@ -135,6 +137,9 @@ class TimeLimits(Middleware):
         self._hard_fired: dict[int, _Running] = {}
         self.grace_s = grace_s
         self.on_stuck: Callable[[Stuck], None] | None = None
+        #: Called (from the monitor thread) with the task's name and ``"soft"`` or
+        #: ``"hard"`` each time a limit fires; None does nothing.
+        self.on_limit: Callable[[str, str], None] | None = None
         #: (deadline, sequence, task, kind, rechecks) with kind "soft" or "hard".
         self._deadlines: list[tuple[float, int, _Running, str, int]] = []
         self._seq = 0
@@ -260,6 +265,7 @@ class TimeLimits(Middleware):
             if rechecks < _MAX_RECHECKS:
                 self._push(time.monotonic() + _RECHECK_S, running, kind, rechecks + 1)
             return
+        self._report_limit(running, kind)
         if kind == "soft":
             logger.warning(
                 "Soft time limit (%ss) exceeded for %s[%s]", _s(running.soft_ms), running.name, running.task_id
@@ -273,6 +279,16 @@ class TimeLimits(Middleware):
                 "Hard time limit (%ss) exceeded for %s[%s]", _s(running.hard_ms), running.name, running.task_id
             )
             raise_thread_exception(running.thread_id, TimeLimitExceeded)
+
+
+    def _report_limit(self, running: _Running, kind: str) -> None:
+        if self.on_limit is None:
+            return
+        try:
+            self.on_limit(running.message.actor_name, kind)
+        except Exception:
+            logger.critical("Could not count the %s time limit of %s[%s].", kind, running.name, running.task_id,
+                            exc_info=True)
 
 
 def _s(ms: int) -> str:

@@ -94,7 +94,7 @@ def _run(args: argparse.Namespace, cfg) -> int:
     from actors.worker_logging import setup_logging
 
     try:
-        setup_logging(args.loglevel, args.logfile)
+        setup_logging(args.loglevel, args.logfile, log_format=cfg.log_format)
     except OSError as e:
         raise CliError(f"cannot open the log file {args.logfile}: {e.strerror}") from None
     if args.schedule:

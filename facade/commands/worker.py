@@ -196,6 +196,7 @@ def _spec(args, *, pool, level, node, host, logfile, queues, broker_shown, confi
     return WorkerSpec(
         node_name=node, hostname=host, pool=pool, concurrency=concurrency,
         queues=tuple(dict.fromkeys(keys.canonical_queue(q) for q in queues)), loglevel=level, logfile=logfile,
+        log_format=config.log_format,
         prefetch_multiplier=args.prefetch_multiplier,
         max_tasks_per_child=args.max_tasks_per_child if pool == "prefork" else None,
         max_memory_per_child_kib=args.max_memory_per_child if pool == "prefork" else None,
@@ -231,10 +232,11 @@ def _start(args, spec, queue_names, broker) -> int:
             app = f"{APP_MODULE}:0x{id(sys.modules[APP_MODULE]):x}" if APP_MODULE in sys.modules else APP_MODULE
             print(banner.banner(spec, app=app, queue_names=queue_names, task_names=tasks,
                                 dramatiq_version=dramatiq.__version__), flush=True)
-        setup_logging(spec.loglevel, spec.logfile, index=0)
+        setup_logging(spec.loglevel, spec.logfile, index=0, log_format=spec.log_format)
         if not wait_for_redis(broker.client, spec.broker_shown, give_up=early_signals.pending):
             say_shutdown("Warm")
             return 0
+        spec = _serve_metrics(spec)
         if spec.pool == "prefork":
             from actors.supervisor import Supervisor
 
@@ -242,6 +244,18 @@ def _start(args, spec, queue_names, broker) -> int:
         from actors.node_process import NodeProcess
 
         return NodeProcess(spec).run()
+
+
+def _serve_metrics(spec):
+    """Serve the node's metrics on WORKER_METRICS_PORT before any child starts (children inherit the
+    metrics directory); the spec names the directory, or None when the port is 0 or taken."""
+    import dataclasses
+
+    import actors
+    from actors.worker_metrics import open_exposition
+
+    exposition = open_exposition(actors.config)
+    return dataclasses.replace(spec, metrics_dir=None if exposition is None else str(exposition.path))
 
 
 def _check_writable(pattern: str) -> None:

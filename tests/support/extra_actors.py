@@ -61,6 +61,13 @@ def test_flaky(tag: str) -> None:
     raise ConnectionError("upstream down")
 
 
+@task(queue="default", priority=5, name="test_fail_for_good", **_LIMITS)
+def test_fail_for_good(tag: str) -> None:
+    """Fails with an error that is not transient: dead-lettered at once."""
+    _redis().rpush("test:runs", tag)
+    raise ValueError(f"bad input {tag!r}")
+
+
 @task(queue="default", priority=5, name="test_crash_once", **_LIMITS)
 def test_crash_once(tag: str) -> None:
     """The first run stalls (to be killed); the run after redelivery completes."""

@@ -1,0 +1,170 @@
+"""Prometheus metrics of the tasks a worker process runs.
+
+Counters per task (the runbook's names, ``process_message_task``):
+received, succeeded, failed (dead-lettered or raised for good), retried;
+a duration histogram; the tasks in progress (a ``livesum`` gauge: the
+node's live processes summed); soft and hard time-limit hits; and, in a
+prefork node's main process, the children it replaced and why.
+
+Metrics are recorded only once :meth:`TaskMetrics.enable` named the
+node's metrics directory (:mod:`actors.worker_metrics`): the web app, the
+CLI and tests that build the same broker record nothing.  Under the
+plain ``dramatiq`` CLI each worker process enables itself at boot, and
+the middleware's ``forks`` has the CLI start the process that serves
+the port.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+from dramatiq import Middleware
+
+__all__ = ["TaskMetrics", "DURATION_BUCKETS_S", "OUTCOMES", "RESTART_REASONS"]
+
+logger = logging.getLogger(__name__)
+
+#: Bounds of the duration histogram, in seconds (the hard limit is 300 s).
+DURATION_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 240.0, 300.0)
+
+#: How a task run ends, as counted.
+OUTCOMES = ("succeeded", "failed", "retried")
+
+#: Why a prefork child was replaced.
+RESTART_REASONS = ("max_tasks", "max_memory", "time_limit", "crashed")
+
+
+class _Metrics:
+    """The metric objects of one process (created after the directory is set)."""
+
+    def __init__(self) -> None:
+        from prometheus_client import Counter, Gauge, Histogram
+
+        def counter(name: str, doc: str, labels: tuple[str, ...] = ("task",)) -> Any:
+            # registry=None: the node's exposition reads the files, not a registry.
+            return Counter(name, doc, labels, registry=None)
+
+        self.received = counter("assistant_tasks_received", "Tasks a worker process started.")
+        self.succeeded = counter("assistant_tasks_succeeded", "Tasks that returned.")
+        self.failed = counter("assistant_tasks_failed", "Tasks that failed for good (dead-letter set).")
+        self.retried = counter("assistant_tasks_retried", "Task runs that failed and were scheduled again.")
+        self.duration = Histogram("assistant_task_duration_seconds", "How long task runs took.", ("task",),
+                                  buckets=DURATION_BUCKETS_S, registry=None)
+        self.in_progress = Gauge("assistant_tasks_in_progress", "Tasks running now.", ("task",),
+                                 multiprocess_mode="livesum", registry=None)
+        self.limit_hits = counter("assistant_task_time_limit_hits", "Time limits that fired, soft or hard.",
+                                  ("task", "limit"))
+        self.child_restarts = counter("assistant_worker_child_restarts",
+                                      "Prefork children replaced, by reason.", ("reason",))
+
+
+class TaskMetrics(Middleware):
+    """Parameters:
+      port: WORKER_METRICS_PORT; 0 turns the metrics off (no ``forks`` either).
+      config: the process's config (the plain CLI's directory is derived from it).
+    """
+
+    def __init__(self, *, port: int, config: Any = None) -> None:
+        self.port = port
+        self.config = config
+        self.path: str | None = None
+        self._metrics: _Metrics | None = None
+        self._lock = threading.Lock()
+        self._started: dict[str, float] = {}
+        self._plain_cli = False
+
+    @property
+    def forks(self):
+        if not self.port:
+            return []
+        from actors.worker_metrics import plain_cli_exposition
+
+        return [plain_cli_exposition]
+
+    @property
+    def enabled(self) -> bool:
+        return self._metrics is not None
+
+    def enable(self, path: str) -> None:
+        """Record into ``path`` (the node's directory, already in ``PROMETHEUS_MULTIPROC_DIR``)."""
+        with self._lock:
+            if self._metrics is None:
+                self.path = str(path)
+                self._metrics = _Metrics()
+
+    # -- hooks ---------------------------------------------------------------------
+
+    def after_process_boot(self, broker):
+        # Emitted in each worker process of the plain dramatiq CLI only.
+        self._plain_cli = True
+        if not self.port or self.config is None:
+            return
+        from actors.worker_metrics import claim_plain_cli_dir
+
+        try:
+            self.enable(str(claim_plain_cli_dir(self.config, os.getppid())))
+        except OSError as e:
+            logger.error("Cannot use the worker metrics directory: %s. This process records no metrics.", e)
+
+    def after_worker_shutdown(self, broker, worker):
+        if self._plain_cli and self.path is not None:
+            from actors.worker_metrics import mark_process_dead
+
+            mark_process_dead(self.path, os.getpid())
+
+    def before_process_message(self, broker, message):
+        metrics = self._metrics
+        if metrics is None:
+            return
+        with self._lock:
+            self._started[message.message_id] = time.perf_counter()
+        metrics.received.labels(message.actor_name).inc()
+        metrics.in_progress.labels(message.actor_name).inc()
+
+    def after_process_message(self, broker, message, *, result=None, exception=None):
+        metrics = self._metrics
+        if metrics is None:
+            return
+        with self._lock:
+            started = self._started.pop(message.message_id, None)
+        if started is None:
+            return
+        task = message.actor_name
+        metrics.in_progress.labels(task).dec()
+        metrics.duration.labels(task).observe(time.perf_counter() - started)
+        if getattr(message, "abandoned", False):
+            return  # counted by fail_held when its process gave up on it
+        if exception is None:
+            self.count_outcome(task, "succeeded")
+        else:
+            self.count_outcome(task, "failed" if message.failed else "retried")
+
+    def after_skip_message(self, broker, message):
+        metrics = self._metrics
+        with self._lock:
+            started = self._started.pop(message.message_id, None)
+        if metrics is not None and started is not None:
+            metrics.in_progress.labels(message.actor_name).dec()
+
+    # -- counted from elsewhere ---------------------------------------------------------
+
+    def count_outcome(self, task: str, outcome: str) -> None:
+        """Count how a run of ``task`` ended (``succeeded``, ``failed`` or ``retried``)."""
+        metrics = self._metrics
+        if metrics is None or outcome not in OUTCOMES:
+            return
+        getattr(metrics, outcome).labels(task).inc()
+
+    def count_limit_hit(self, task: str, limit: str) -> None:
+        """A ``soft`` or ``hard`` time limit fired for ``task`` (from :class:`TimeLimits`)."""
+        if self._metrics is not None:
+            self._metrics.limit_hits.labels(task, limit).inc()
+
+    def count_child_restart(self, reason: str) -> None:
+        """The prefork supervisor replaced a child (one of :data:`RESTART_REASONS`)."""
+        if self._metrics is not None:
+            self._metrics.child_restarts.labels(reason).inc()

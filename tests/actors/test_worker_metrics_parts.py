@@ -1,0 +1,121 @@
+"""The settings, the JSON log format and the metrics directory of worker nodes, in one process."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from actors.middleware.task_log import RunningTask, TaskContextFilter, current_task
+from actors.worker_logging import JsonFormatter
+from actors.worker_metrics import node_dir, prepare_dir
+from app.config import Config
+from app.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_worker_metrics_and_log_format_default_to_port_9191_and_text():
+    config = Config.from_env({})
+    assert config.worker_metrics_port == 9191 and config.worker_metrics_host == "0.0.0.0"
+    assert config.log_format == "text"
+    config = Config.from_env({"WORKER_METRICS_PORT": "0", "LOG_FORMAT": "JSON", "WORKER_METRICS_DIR": "/srv/m"})
+    assert (config.worker_metrics_port, config.log_format) == (0, "json")
+    assert str(node_dir(config)) == "/srv/m/0_0_0_0-0"
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"WORKER_METRICS_PORT": "http"}, "WORKER_METRICS_PORT must be a whole number"),
+    ({"WORKER_METRICS_PORT": "-1"}, "WORKER_METRICS_PORT must be at least 0"),
+    ({"WORKER_METRICS_PORT": "70000"}, "WORKER_METRICS_PORT must be a port number"),
+    ({"LOG_FORMAT": "xml"}, "LOG_FORMAT must be one of text, json, got 'xml'"),
+])
+def test_bad_metrics_and_log_settings_are_refused_with_their_name(env, message):
+    with pytest.raises(ConfigError, match=message):
+        Config.from_env(env)
+
+
+def _record(msg: str, *args, exc_info=None, **extra) -> logging.LogRecord:
+    record = logging.LogRecord("celery.app.trace", logging.INFO, __file__, 1, msg, args, exc_info)
+    record.__dict__.update(extra)
+    TaskContextFilter().filter(record)
+    return record
+
+
+def test_a_json_line_carries_the_running_tasks_fields():
+    # Given a thread running a task
+    token = current_task.set(RunningTask("process_message_task", "id-1", "default", 0.0))
+    try:
+        # When a line is logged inside it, and the finish line with its outcome
+        inside = json.loads(JsonFormatter().format(_record("talking to %s", "Gemini")))
+        finish = json.loads(JsonFormatter().format(_record("done", outcome="retried", duration_s=1.5)))
+    finally:
+        current_task.reset(token)
+
+    # Then both are one JSON object with the task's fields
+    assert inside["message"] == "talking to Gemini" and inside["level"] == "INFO"
+    assert (inside["task_name"], inside["task_id"], inside["queue"]) == ("process_message_task", "id-1", "default")
+    assert inside["outcome"] is None and inside["process"] == "MainProcess"
+    assert inside["timestamp"].endswith("Z") and "T" in inside["timestamp"]
+    assert (finish["outcome"], finish["duration_s"]) == ("retried", 1.5)
+
+
+def test_a_json_line_outside_tasks_has_null_task_fields_and_keeps_its_traceback():
+    try:
+        raise ValueError("bad")
+    except ValueError:
+        record = _record("it broke", exc_info=sys.exc_info())
+    line = JsonFormatter().format(record)
+    document = json.loads(line)
+    assert "\n" not in line
+    assert document["task_name"] is None and document["duration_s"] is None
+    assert "ValueError: bad" in document["exc_info"]
+
+
+def test_only_the_first_claim_of_a_metrics_directory_wipes_it(tmp_path):
+    # Given files an earlier invocation with the same main pid left
+    path = tmp_path / "dramatiq-1"
+    path.mkdir()
+    (path / "counter_7.db").write_bytes(b"old")
+    (path / ".owner").write_text("1 100")
+
+    # When this invocation's first process claims it, they go
+    assert prepare_dir(path, "1 200") is True
+    assert [p.name for p in path.iterdir()] == [".owner"]
+
+    # And its sibling's claim keeps what the first one wrote since
+    (path / "counter_8.db").write_bytes(b"new")
+    assert prepare_dir(path, "1 200") is False
+    assert (path / "counter_8.db").read_bytes() == b"new"
+
+
+def test_metrics_are_file_backed_even_when_prometheus_client_was_imported_first(tmp_path):
+    # Given a process that imported prometheus_client before its node's directory was known
+    # (in memory mode), as a module of the web app imported alongside the actors might
+    script = f"""
+import prometheus_client
+import prometheus_client.multiprocess
+import actors
+from actors.middleware import TaskMetrics, find
+from actors.worker_metrics import claim_plain_cli_dir
+from app.config import Config
+import dataclasses
+config = dataclasses.replace(Config.from_env(), worker_metrics_dir={str(tmp_path)!r})
+path = claim_plain_cli_dir(config, 4242)
+metrics = find(actors.broker, TaskMetrics)
+metrics.enable(str(path))
+metrics.count_outcome("process_message_task", "failed")
+registry = prometheus_client.CollectorRegistry()
+prometheus_client.multiprocess.MultiProcessCollector(registry, path=str(path))
+print(registry.get_sample_value("assistant_tasks_failed_total", {{"task": "process_message_task"}}))
+"""
+    # When it records a task's failure into the directory
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+    # Then the node's collector sees it
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "1.0"
