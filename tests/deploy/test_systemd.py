@@ -97,8 +97,10 @@ def test_a_service_that_writes_files_has_a_directory_for_them(name):
     # directory must be one the unit gets writable (its RuntimeDirectory).
     service = unit(name)["Service"]
     multiproc = [e.split("=", 1)[1] for e in service.get("Environment", [])
-                 if e.startswith("PROMETHEUS_MULTIPROC_DIR=")]
+                 if e.split("=", 1)[0] in ("WEB_METRICS_DIR", "WORKER_METRICS_DIR")]
     runtime = " ".join(service.get("RuntimeDirectory", [])).split()
+    if name.startswith(("whatsapp-web.", "whatsapp-worker.", "whatsapp-worker-dramatiq.")):
+        assert multiproc, f"{name} keeps its metric files in the private /tmp"
     for directory in multiproc:
         assert directory.startswith("/run/") and directory[len("/run/"):] in runtime, name
 
