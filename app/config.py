@@ -206,6 +206,8 @@ class Config:
     webhook_max_body_bytes: int = 4 * 1024 * 1024
     #: Port of the web app (the runbook curls localhost:5000/health).
     web_port: int = 5000
+    #: Port of the monitor ``assistant run`` starts on loopback (0: none).
+    monitor_port: int = 5555
     #: Extra modules a worker imports after the actors (tests and ops
     #: only: actors that are not part of the runbook).
     worker_extra_modules: tuple[str, ...] = ()
@@ -307,6 +309,7 @@ class Config:
             beat_lease_s=_float(env, "BEAT_LEASE_SECONDS", cls.beat_lease_s, minimum=0.3),
             webhook_max_body_bytes=_int(env, "WEBHOOK_MAX_BODY_BYTES", cls.webhook_max_body_bytes, minimum=1024),
             web_port=_int(env, "WEB_PORT", cls.web_port, minimum=1),
+            monitor_port=_int(env, "MONITOR_PORT", cls.monitor_port, minimum=0),
             worker_extra_modules=_modules(env, "WORKER_EXTRA_MODULES"),
             web_metrics_dir=env.get("WEB_METRICS_DIR") or None,
             prometheus_multiproc_dir=env.get(METRICS_DIR_VARIABLE) or None,

@@ -5,8 +5,9 @@ starts a private redis-server (installing Debian's package if it is
 missing and it may), with no DB_URL it uses SQLite, with no
 GOOGLE_API_KEY the offline model, and with no WHATSAPP_TOKEN a local
 WhatsApp stand-in (with fixed local app secret and verify token); then it
-creates the tables and runs the web app (gunicorn) and a worker (the
-``dramatiq`` CLI) until stopped.  Production runs each of those under
+creates the tables and runs the web app (gunicorn), a worker (the
+``dramatiq`` CLI) and the monitor (``celery -A tasks flower`` on loopback,
+MONITOR_PORT) until stopped.  Production runs each of those under
 systemd instead (deploy/).
 
 ``assistant demo [fixture]`` posts a signed fixture to the running web app
@@ -201,12 +202,25 @@ def run(config: Config, *, worker_threads: int) -> int:
     )
     # How long each may take to stop: the worker lets running tasks finish,
     # up to the hard time limit.
-    procs = [("web", web, 30.0), ("worker", worker, config.time_limit_s + 30)]
+    procs = [("web", web, 30.0)]
+    monitor = None
+    if config.monitor_port:
+        # Loopback only and without credentials: this is one person's machine.
+        monitor = subprocess.Popen(
+            [python, "-m", "facade", "-A", "tasks", "flower", f"--port={config.monitor_port}",
+             "--address=127.0.0.1", "-l", "info"],
+            env=env,
+            start_new_session=True,
+        )
+        procs.append(("monitor", monitor, 30.0))
+    procs.append(("worker", worker, config.time_limit_s + 30))
     if standin_proc is not None:
         procs.append(("whatsapp-standin", standin_proc, 10.0))
     if redis_proc is not None:
         procs.append(("redis", redis_proc, 30.0))
     _say(f"Web: http://127.0.0.1:{config.web_port}/ (pid {web.pid}); worker pid {worker.pid}. Ctrl-C stops.")
+    if monitor is not None:
+        _say(f"Monitor: http://127.0.0.1:{config.monitor_port}/ (pid {monitor.pid})")
 
     stopping = False
 
@@ -262,7 +276,7 @@ def demo(config: Config, fixture: str, *, webhook_url: str | None, standin_url: 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="assistant", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    run_parser = sub.add_parser("run", help="run Redis (if needed), the web app and a worker")
+    run_parser = sub.add_parser("run", help="run Redis (if needed), the web app, a worker and the monitor")
     run_parser.add_argument("--threads", type=int, default=4, help="worker threads (default 4)")
     sub.add_parser("migrate", help="migrate the database tables and the checkpointer's")
     standin_parser = sub.add_parser("whatsapp-standin", help="run the local WhatsApp Cloud API stand-in")

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
 from actors.broker import RedisBroker
@@ -59,9 +60,13 @@ class LocalStack:
                     if k not in ("REDIS_URI", "DB_URL", "GOOGLE_API_KEY", "OPERATOR_TOKEN")
                     and not k.startswith(("WHATSAPP_", "BUFFER_"))}
         self.port = free_port()
+        self.monitor_port = free_port()
+        self.worker_metrics_port = free_port()
         self.data_dir = tmp_path / "data"
-        self.env.update(DATA_DIR=str(self.data_dir), WEB_PORT=str(self.port))
+        self.env.update(DATA_DIR=str(self.data_dir), WEB_PORT=str(self.port), MONITOR_PORT=str(self.monitor_port),
+                        WORKER_METRICS_PORT=str(self.worker_metrics_port))
         self.url = f"http://127.0.0.1:{self.port}"
+        self.monitor_url = f"http://127.0.0.1:{self.monitor_port}"
         self.lines: list[str] = []
         self.proc = subprocess.Popen([ASSISTANT, "run"], cwd=ROOT,
                                      env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -70,6 +75,7 @@ class LocalStack:
         self.standin_url = self.find(r"WhatsApp: local stand-in at (http://127\.0\.0\.1:\d+)")[1]
         self.find(r"Worker process is ready for action")
         self.find(rf"Listening at: http://127\.0\.0\.1:{self.port}")
+        self.find(rf"Visit me at http://127\.0\.0\.1:{self.monitor_port}")
         self.redis = redis.Redis.from_url(self.redis_url)
         self.broker = RedisBroker(client=self.redis, middleware=[])
         self.sessions = make_session_factory(make_engine(f"sqlite:///{self.data_dir / 'assistant.sqlite3'}"))
@@ -273,3 +279,41 @@ def test_assistant_run_answers_the_demo_and_every_fixture_as_the_readme_says(loc
     # Every fixture was checked, and nothing went to the dead-letter sets
     assert done == {p.name for p in FIXTURES.glob("*.json")}
     assert stack.broker.dead_letters("default") + stack.broker.dead_letters("state") == []
+
+
+def _metric_families(text: str) -> dict[str, list]:
+    return {family.name: family.samples for family in text_string_to_metric_families(text)}
+
+
+def test_assistant_run_reports_itself_as_the_runbook_checks_it(local_stack):
+    stack = local_stack
+    # curl localhost:5000/health: the stack's one worker node, both stores, empty queues
+    def healthy():
+        status, body = stack.http("GET", f"{stack.url}/health")
+        return status == 200 and json.loads(body)
+
+    health = wait_for(healthy, timeout_s=60)
+    assert {k: health[k] for k in ("status", "redis", "database", "celery", "queues")} == {
+        "status": "healthy", "redis": "connected", "database": "connected", "celery": "1 worker(s) active",
+        "queues": {"default": 0, "state": 0}}
+
+    # A conversation moves the web's counters and the worker's, each read by Prometheus's own parser
+    stack.post("text.json")
+    wait_for(lambda: stack.sends(), timeout_s=60)
+    wait_for(stack.idle, timeout_s=60)
+    status, web = stack.http("GET", f"{stack.url}/metrics")
+    assert status == 200
+    web_samples = _metric_families(web.decode())
+    assert any(s.labels == {"outcome": "accepted"} and s.value == 1
+               for s in web_samples["assistant_webhook_requests"])
+    status, worker = stack.http("GET", f"http://127.0.0.1:{stack.worker_metrics_port}/metrics")
+    assert status == 200
+    succeeded = {s.labels["task"]: s.value for s in _metric_families(worker.decode())["assistant_tasks_succeeded"]
+                 if s.name.endswith("_total")}
+    assert succeeded.get("process_message_task") == 1
+
+    # The monitor on loopback: its health check, and the worker and queues on its first page
+    assert stack.http("GET", f"{stack.monitor_url}/healthcheck") == (200, b"OK")
+    status, page = stack.http("GET", f"{stack.monitor_url}/workers")
+    assert status == 200
+    assert re.search(rb"dramatiq\.\d+@", page) and b"Online" in page, page
