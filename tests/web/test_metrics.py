@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import json
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from tests.support.fixtures import raw, sign, text_body
+from tests.support.prometheus import Samples, samples_of
 from tests.support.redis_server import free_port
+from tests.support.silent_server import SilentServer
+from tests.support.waiting import wait_for
 
 
-def scrape(client) -> dict[tuple[str, frozenset], float]:
+def scrape(client) -> Samples:
     """Every sample of ``/metrics``, keyed by (sample name, labels)."""
     result = client.simulate_get("/metrics")
     assert result.status_code == 200
     assert result.headers["content-type"].startswith("text/plain; version=0.0.4")
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(result.text) for s in family.samples}
+    return samples_of(result.text)
 
 
 def sample(samples, name, **labels) -> float | None:
@@ -114,6 +114,7 @@ def test_queue_depth_and_worker_nodes_are_read_from_redis_at_scrape_time(health_
     # Given nothing in the queues and no node
     empty = scrape(client)
     assert sample(empty, "assistant_redis_up") == 1
+    assert sample(empty, "assistant_database_up") == 1
     assert sample(empty, "assistant_worker_nodes") == 0
     assert sample(empty, "assistant_queue_messages", queue="default", state="waiting") == 0
 
@@ -125,9 +126,8 @@ def test_queue_depth_and_worker_nodes_are_read_from_redis_at_scrape_time(health_
     wsgi.enqueue("update_langgraph_state_task", ("16505551234", {"human_active": True}))
     wsgi.enqueue("check_buffer_task", ("16505551234", 1), countdown=60)
 
-    # Then the next scrape shows them, per queue and state
-    samples = scrape(client)
-    assert sample(samples, "assistant_worker_nodes") == 2
+    # Then a scrape shows them, per queue and state, once the probe's cached second is over
+    samples = wait_for(lambda: sample(s := scrape(client), "assistant_worker_nodes") == 2 and s)
     queues = {(q, s): sample(samples, "assistant_queue_messages", queue=q, state=s)
               for q in ("default", "state") for s in ("waiting", "delayed", "inflight", "dead")}
     assert queues == {("default", "waiting"): 2, ("default", "delayed"): 1, ("default", "inflight"): 0,
@@ -148,10 +148,15 @@ def test_with_redis_down_metrics_still_answers_with_redis_up_0_and_no_queue_samp
     assert "pw-4c1e" not in result.text
 
 
+def test_with_the_database_hanging_metrics_answers_with_database_up_0(health_client):
+    with SilentServer() as hung:
+        client = health_client(db_url=f"postgresql://assistant@127.0.0.1:{hung.port}/assistant")
+        samples = scrape(client)
+    assert (sample(samples, "assistant_database_up"), sample(samples, "assistant_redis_up")) == (0, 1)
+
+
 def test_with_redis_hanging_metrics_answers_within_the_bound(health_client):
     import time
-
-    from tests.support.silent_server import SilentServer
 
     with SilentServer() as hung:
         client = health_client(redis_uri=f"redis://127.0.0.1:{hung.port}/0")
