@@ -43,9 +43,10 @@ __all__ = ["MetricsResource", "WebhookMetrics", "ProbeCollector", "count_enqueue
 #: (signed but not understood, kept), unsigned (401), too_large (413),
 #: unavailable (503: Redis or the queue failed), unconfigured (503: no app
 #: secret), verified (handshake answered), verify_refused (handshake
-#: refused), error (anything else, a bug).
+#: refused), bad_request (any other 4xx: a wrong method, a malformed
+#: request), error (a 5xx or anything else: a bug).
 OUTCOMES = ("accepted", "duplicate", "partial", "unreadable", "unsigned", "too_large", "unavailable",
-            "unconfigured", "verified", "verify_refused", "error")
+            "unconfigured", "verified", "verify_refused", "bad_request", "error")
 
 WEBHOOK_REQUESTS = Counter("assistant_webhook_requests", "Webhook requests by outcome.", ["outcome"])
 WEBHOOK_DURATION = Histogram("assistant_webhook_request_duration_seconds",
@@ -102,6 +103,8 @@ def _outcome(req: falcon.Request, resp: falcon.Response) -> str:
         return "too_large"
     if status == 503:
         return "unconfigured" if req.context.get("outcome") == "unconfigured" else "unavailable"
+    if 400 <= status < 500:
+        return "bad_request"
     return "error"
 
 

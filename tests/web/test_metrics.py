@@ -37,7 +37,7 @@ def post(client, body: bytes, *, signature: str | None = None):
 
 
 OUTCOMES = ("accepted", "duplicate", "partial", "unreadable", "unsigned", "too_large", "unavailable",
-            "unconfigured", "verified", "verify_refused", "error")
+            "unconfigured", "verified", "verify_refused", "bad_request", "error")
 
 
 def test_webhook_outcomes_latency_and_enqueued_tasks_are_counted(client, enqueue, redis_client):
@@ -63,7 +63,8 @@ def test_webhook_outcomes_latency_and_enqueued_tasks_are_counted(client, enqueue
     # Then each outcome moved by exactly its requests, the latency histogram by all seven
     moved = {o: requests(after, o) - requests(before, o) for o in OUTCOMES}
     assert moved == {"accepted": 2, "duplicate": 1, "partial": 1, "unreadable": 1, "unsigned": 1, "too_large": 1,
-                     "unavailable": 0, "unconfigured": 0, "verified": 0, "verify_refused": 0, "error": 0}
+                     "unavailable": 0, "unconfigured": 0, "verified": 0, "verify_refused": 0, "bad_request": 0,
+                     "error": 0}
     count = "assistant_webhook_request_duration_seconds_count"
     assert sample(after, count) - sample(before, count) == 7
     assert sample(after, "assistant_webhook_request_duration_seconds_bucket", le="+Inf") == sample(after, count)
@@ -105,6 +106,32 @@ def test_the_verification_handshake_and_a_missing_app_secret_are_told_apart(make
     assert {o: requests(after, o) - requests(before, o) for o in ("verified", "verify_refused", "unconfigured",
                                                                    "unavailable")} == {
         "verified": 1, "verify_refused": 1, "unconfigured": 1, "unavailable": 0}
+
+
+class _BuggyStore:
+    """A Redis client stand-in whose every call fails as a bug would (not as a RedisError)."""
+
+    def __getattr__(self, name):
+        raise RuntimeError(f"bug: {name}")
+
+
+def test_a_wrong_method_is_a_bad_request_and_a_server_error_is_an_error(client, web_config, enqueue, db):
+    import falcon.testing
+
+    from app.web import create_app
+
+    before = scrape(client)
+
+    # When a scanner tries PUT and DELETE, and a bug breaks a real post
+    assert client.simulate_put("/webhook", body=b"{}").status_code == 405
+    assert client.simulate_delete("/webhook").status_code == 405
+    buggy = falcon.testing.TestClient(create_app(web_config, enqueue=enqueue, redis_client=_BuggyStore(),
+                                                 sessions=db))
+    assert post(buggy, text_body("wamid.bug-1", "hi")).status_code == 500
+
+    after = scrape(client)
+    assert {o: requests(after, o) - requests(before, o) for o in ("bad_request", "error")} == {
+        "bad_request": 2, "error": 1}
 
 
 def test_queue_depth_and_worker_nodes_are_read_from_redis_at_scrape_time(health_client, beating, global_broker):
