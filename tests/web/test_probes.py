@@ -188,3 +188,19 @@ def test_an_error_text_loses_url_passwords_in_both_forms_and_known_secrets_and_i
 def test_the_passwords_to_scrub_come_from_the_configs_url_parser():
     config = Config(redis_uri="redis://:p%40ss@127.0.0.1:6379/0?password=other")
     assert secrets_of(None, "", "tok", urls=[config.redis_uri, "sqlite:///x"]) == ["tok", "p%40ss", "p@ss", "other"]
+
+
+def test_the_database_probes_connection_has_libpqs_keepalives_and_user_timeout(engine):
+    # libpq accepted them on a real connection (an option it did not know would fail the connect)
+    from app.web.probes import make_probe_engine
+
+    probe_engine = make_probe_engine(engine.url.render_as_string(hide_password=False))
+    try:
+        with probe_engine.connect() as conn:
+            parameters = conn.connection.dbapi_connection.info.get_parameters()
+    finally:
+        probe_engine.dispose()
+    assert {k: parameters.get(k) for k in ("keepalives", "keepalives_idle", "keepalives_interval",
+                                           "keepalives_count", "tcp_user_timeout", "connect_timeout")} == {
+        "keepalives": "1", "keepalives_idle": "1", "keepalives_interval": "1", "keepalives_count": "2",
+        "tcp_user_timeout": "2000", "connect_timeout": "2"}
