@@ -7,6 +7,7 @@ actors' enqueue and the broker's health probe (worker nodes, queue sizes).
 
 from actors import TASKS, config
 from actors.health import BrokerHealth
+from actors.periodic import QUEUES
 from app.web import create_app
 
 
@@ -15,4 +16,4 @@ def enqueue(task_name, args=(), kwargs=None, **options):
     return TASKS[task_name].apply_async(args=args, kwargs=kwargs, **options)
 
 
-app = create_app(config, enqueue=enqueue, health=BrokerHealth(config))
+app = create_app(config, enqueue=enqueue, health=BrokerHealth(config), queues=QUEUES)

@@ -19,7 +19,7 @@ from actors import registry
 from actors.broker import RedisBroker
 from actors.periodic import QUEUES
 from app.config import Config
-from app.web.probes import BrokerSnapshot
+from app.health import BrokerSnapshot
 
 __all__ = ["BrokerHealth", "PROBE_SOCKET_TIMEOUT_S"]
 
@@ -28,7 +28,7 @@ PROBE_SOCKET_TIMEOUT_S = 1.0
 
 
 class BrokerHealth:
-    """A :data:`app.web.probes.BrokerProbe`: ``probe()`` reads a :class:`BrokerSnapshot`.
+    """A :data:`app.health.BrokerProbe`: ``probe()`` reads a :class:`BrokerSnapshot`.
 
     Parameters:
       client: the Redis client to read with; by default one built from

@@ -17,7 +17,7 @@ from app.errors import ConfigError
 from app.llm import HISTORY_MESSAGES, SYSTEM_PROMPT
 
 __all__ = ["Config", "DEFAULT_REDIS_URI", "METRICS_DIR_VARIABLE", "child_environment", "set_environment", "mask_url",
-           "normalise_db_url"]
+           "normalise_db_url", "url_passwords"]
 
 #: Where Redis is looked for when REDIS_URI is not set.
 DEFAULT_REDIS_URI = "redis://127.0.0.1:6379/0"
@@ -111,6 +111,10 @@ def normalise_db_url(url: str) -> str:
     return url
 
 
+def _is_password_field(field: str) -> bool:
+    return unquote(field.partition("=")[0]).lower() == "password"
+
+
 def mask_url(url: str) -> str:
     """Return ``url`` with its password replaced by ``**``, as Celery prints it.
 
@@ -119,8 +123,7 @@ def mask_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.query:
         fields = parts.query.split("&")
-        masked = [f"{f.partition('=')[0]}=**" if unquote(f.partition("=")[0]).lower() == "password" else f
-                  for f in fields]
+        masked = [f"{f.partition('=')[0]}=**" if _is_password_field(f) else f for f in fields]
         if masked != fields:
             parts = parts._replace(query="&".join(masked))
     if parts.password is not None:
@@ -130,6 +133,21 @@ def mask_url(url: str) -> str:
             host = f"{host}:{parts.port}"
         parts = parts._replace(netloc=f"{user}:**@{host}")
     return parts.geturl()
+
+
+def url_passwords(url: str) -> list[str]:
+    """The passwords :func:`mask_url` hides in ``url``, as written and decoded.
+
+    For scrubbing error texts that quote a password without its URL.  A
+    URL that does not parse has none.
+    """
+    try:
+        parts = urlsplit(url)
+        found = [parts.password] if parts.password else []
+    except ValueError:
+        return []
+    found += [f.partition("=")[2] for f in parts.query.split("&") if _is_password_field(f)]
+    return [p for raw in found if raw for p in dict.fromkeys((raw, unquote(raw)))]
 
 
 @dataclasses.dataclass(frozen=True)

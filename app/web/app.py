@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import falcon
@@ -13,10 +13,11 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Config
+from app.health import BrokerProbe, BrokerSnapshot
 from app.web.health import HealthResource
 from app.web.metrics import MetricsResource, WebhookMetrics, count_enqueued
 from app.web.operator import OperatorConversationResource
-from app.web.probes import BrokerProbe, BrokerSnapshot, Probe, database_check, make_probe_engine, secrets_of
+from app.web.probes import Probe, database_check, make_probe_engine, secrets_of
 from app.web.webhook import WebhookResource
 
 __all__ = ["create_app", "Enqueue", "VERSION"]
@@ -51,7 +52,8 @@ def _unavailable(what: str) -> Callable[..., None]:
 
 
 def create_app(config: Config, *, enqueue: Enqueue, health: BrokerProbe | None = None,
-               redis_client: redis.Redis | None = None, sessions: sessionmaker[Session] | None = None,
+               queues: Sequence[str] = (), redis_client: redis.Redis | None = None,
+               sessions: sessionmaker[Session] | None = None,
                new_id: Callable[[], str] | None = None) -> falcon.App:
     """The WSGI app (``gunicorn wsgi:app``).
 
@@ -61,6 +63,8 @@ def create_app(config: Config, *, enqueue: Enqueue, health: BrokerProbe | None =
       health: reads the worker nodes and queue sizes from Redis, for
         ``/health`` and ``/metrics`` (``wsgi.py`` builds it from the
         actors); without it both report the workers as unknown.
+      queues: the queues ``/health`` lists, also when Redis fails (``wsgi.py``
+        passes the actors' list).
       redis_client: where the webhook dedups and buffers; built from
         ``config.redis_uri`` when not given.
       sessions: the database session factory of the operator API; built
@@ -82,13 +86,14 @@ def create_app(config: Config, *, enqueue: Enqueue, health: BrokerProbe | None =
     app.add_error_handler(DBAPIError, _unavailable("The database"))
 
     app.add_route("/", IndexResource())
-    # One probe of each kind per app: /health and /metrics share a hung attempt instead of piling up.
+    # One probe of each kind per app: /health and /metrics share its attempts and its cached result.
     secrets = secrets_of(config.whatsapp_token, config.whatsapp_app_secret, config.whatsapp_verify_token,
                          config.operator_token, config.google_api_key, urls=(config.redis_uri, config.db_url))
-    broker = Probe[BrokerSnapshot](health, secrets=secrets) if health is not None else None
-    database = Probe(database_check(make_probe_engine(config.db_url)), secrets=secrets)
-    app.add_route("/health", HealthResource(broker=broker, database=database))
-    app.add_route("/metrics", MetricsResource(broker=broker, multiprocess_dir=config.prometheus_multiproc_dir))
+    broker = Probe[BrokerSnapshot](health, name="redis", secrets=secrets) if health is not None else None
+    database = Probe(database_check(make_probe_engine(config.db_url)), name="database", secrets=secrets)
+    app.add_route("/health", HealthResource(broker=broker, database=database, queues=queues))
+    app.add_route("/metrics", MetricsResource(broker=broker, database=database,
+                                              multiprocess_dir=config.prometheus_multiproc_dir))
     app.add_route("/webhook", WebhookResource(
         redis_client, enqueue,
         app_secret=config.whatsapp_app_secret,

@@ -29,42 +29,69 @@ access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s "%(
 # --preload the app would be loaded before on_starting, which is why the
 # project does not use it).
 
-#: The directory this master gave its workers, and whether it made it
-#: (then it removes it when it exits).
+#: The directory this master made for its workers (it removes it when it exits).
 _metrics_dir: str | None = None
-_made_metrics_dir = False
 
 
 def on_starting(server) -> None:
-    """Give the workers an empty metrics directory of their own: WEB_METRICS_DIR,
-    emptied of an earlier run's files, or a fresh temporary one.
+    """Give the workers an empty metrics directory of this master's own:
+    ``WEB_METRICS_DIR/<master pid>``, or a fresh temporary directory.
 
-    PROMETHEUS_MULTIPROC_DIR is set to it for the workers whatever this
-    process inherited, so the web's files never mix with a worker node's.
+    A subdirectory per master, because two masters may share
+    WEB_METRICS_DIR (a USR2 upgrade runs the old and the new one side by
+    side): emptying the whole directory would delete the live files of the
+    other.  Subdirectories of masters that are gone are removed.
+    PROMETHEUS_MULTIPROC_DIR is set for the workers whatever this process
+    inherited, so the web's files never mix with a worker node's.
     """
-    import glob
     import os
     import sys
     import tempfile
 
     from app.config import METRICS_DIR_VARIABLE, set_environment
 
-    global _metrics_dir, _made_metrics_dir
-    path = Config.from_env().web_metrics_dir
-    if path:
-        os.makedirs(path, exist_ok=True)
-        # Only prometheus_client's files: the directory may hold other things.
-        for stale in glob.glob(os.path.join(path, "*.db")):
-            os.remove(stale)
+    global _metrics_dir
+    shared = Config.from_env().web_metrics_dir
+    if shared:
+        os.makedirs(shared, exist_ok=True)
+        for gone in _dead_masters(shared):
+            server.log.info("Removing the web metrics of master %s, which is gone.", os.path.basename(gone))
+            _remove(gone)
+        path = os.path.join(shared, str(os.getpid()))
+        _remove(path)  # a master that had this pid before is gone
+        os.makedirs(path)
     else:
         path = tempfile.mkdtemp(prefix="assistant-web-metrics-")
-        _made_metrics_dir = True
     _metrics_dir = path
     set_environment(**{METRICS_DIR_VARIABLE: path})
     server.log.info("Web metrics of all workers are kept in %s.", path)
     if "prometheus_client" in sys.modules:
         server.log.error("prometheus_client was imported before the metrics directory was set: /metrics "
                          "will show only the counts of the worker that answers a scrape.")
+
+
+def _dead_masters(shared: str) -> list[str]:
+    """The subdirectories of ``shared`` named after a process that no longer runs."""
+    import os
+
+    gone = []
+    for name in os.listdir(shared):
+        path = os.path.join(shared, name)
+        if not (name.isdigit() and os.path.isdir(path)) or int(name) == os.getpid():
+            continue
+        try:
+            os.kill(int(name), 0)
+        except ProcessLookupError:
+            gone.append(path)
+        except OSError:
+            pass  # alive, someone else's (EPERM)
+    return gone
+
+
+def _remove(path: str) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def child_exit(server, worker) -> None:
@@ -76,8 +103,6 @@ def child_exit(server, worker) -> None:
 
 
 def on_exit(server) -> None:
-    """Remove the directory this master made."""
-    import shutil
-
-    if _made_metrics_dir and _metrics_dir:
-        shutil.rmtree(_metrics_dir, ignore_errors=True)
+    """Remove this master's directory."""
+    if _metrics_dir:
+        _remove(_metrics_dir)

@@ -9,14 +9,15 @@ prometheus_client's multiprocess mode, see :mod:`app.web.gunicorn_conf`):
 - ``assistant_tasks_enqueued_total{task}``: tasks the web app sent, by
   runbook name.
 
-Read from Redis at scrape time, once per scrape and not per process
-(:class:`BrokerCollector`):
+Read at scrape time, once per scrape and not per process, by the same
+probes as ``/health`` (so within a second both agree; :class:`ProbeCollector`):
 
 - ``assistant_queue_messages{queue,state}``: waiting, delayed, in-flight
   and dead-lettered messages per queue;
 - ``assistant_worker_nodes``: live worker nodes in the registry;
 - ``assistant_redis_up``: 1 when Redis answered the scrape's probe, else 0
-  (and the two above are left out: a scrape never fails for Redis).
+  (and the two above are left out: a scrape never fails for Redis);
+- ``assistant_database_up``: 1 when the database answered ``SELECT 1``, else 0.
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, g
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from app.web.probes import QUEUE_STATES, BrokerSnapshot, Probe
+from app.health import QUEUE_STATES, BrokerSnapshot
+from app.web.probes import Probe, ProbeResult, gather
 
-__all__ = ["MetricsResource", "WebhookMetrics", "BrokerCollector", "count_enqueued", "OUTCOMES",
+__all__ = ["MetricsResource", "WebhookMetrics", "ProbeCollector", "count_enqueued", "OUTCOMES",
            "WEBHOOK_REQUESTS", "WEBHOOK_DURATION", "TASKS_ENQUEUED"]
 
 #: What the webhook made of a request (the ``outcome`` label):
@@ -41,9 +43,10 @@ __all__ = ["MetricsResource", "WebhookMetrics", "BrokerCollector", "count_enqueu
 #: (signed but not understood, kept), unsigned (401), too_large (413),
 #: unavailable (503: Redis or the queue failed), unconfigured (503: no app
 #: secret), verified (handshake answered), verify_refused (handshake
-#: refused), error (anything else, a bug).
+#: refused), bad_request (any other 4xx: a wrong method, a malformed
+#: request), error (a 5xx or anything else: a bug).
 OUTCOMES = ("accepted", "duplicate", "partial", "unreadable", "unsigned", "too_large", "unavailable",
-            "unconfigured", "verified", "verify_refused", "error")
+            "unconfigured", "verified", "verify_refused", "bad_request", "error")
 
 WEBHOOK_REQUESTS = Counter("assistant_webhook_requests", "Webhook requests by outcome.", ["outcome"])
 WEBHOOK_DURATION = Histogram("assistant_webhook_request_duration_seconds",
@@ -100,38 +103,54 @@ def _outcome(req: falcon.Request, resp: falcon.Response) -> str:
         return "too_large"
     if status == 503:
         return "unconfigured" if req.context.get("outcome") == "unconfigured" else "unavailable"
+    if 400 <= status < 500:
+        return "bad_request"
     return "error"
 
 
-class BrokerCollector:
-    """Queue and worker gauges read from Redis at scrape time, by ``probe``."""
+class ProbeCollector:
+    """The Redis and database gauges, read at scrape time by the shared probes.
 
-    def __init__(self, probe: Probe[BrokerSnapshot] | None) -> None:
-        self.probe = probe
+    Parameters:
+      broker: the Redis probe (queue and worker gauges); None leaves them out.
+      database: the database probe (``assistant_database_up``); None leaves it out.
+    """
+
+    def __init__(self, broker: Probe[BrokerSnapshot] | None, database: Probe[Any] | None = None) -> None:
+        self.broker = broker
+        self.database = database
 
     def collect(self) -> Iterator[Metric]:
-        if self.probe is None:
-            return
-        result = self.probe()
-        up = GaugeMetricFamily("assistant_redis_up", "1 when Redis answered this scrape's probe, else 0.")
-        snapshot = result.value
-        up.add_metric([], 1 if result.ok and snapshot is not None else 0)
-        yield up
-        if not result.ok or snapshot is None:
-            return
-        queues = GaugeMetricFamily("assistant_queue_messages", "Messages per queue and state.",
-                                   labels=["queue", "state"])
-        for queue, sizes in sorted(snapshot.queues.items()):
-            for state in QUEUE_STATES:
-                queues.add_metric([queue, state], int(sizes.get(state, 0)))
-        yield queues
-        nodes = GaugeMetricFamily("assistant_worker_nodes", "Live worker nodes in the registry.")
-        nodes.add_metric([], snapshot.nodes)
-        yield nodes
+        # Both start before either is waited for: the scrape's deadline is shared.
+        results = iter(gather([p for p in (self.broker, self.database) if p is not None]))
+        if self.broker is not None:
+            yield from _broker_metrics(next(results))
+        if self.database is not None:
+            up = GaugeMetricFamily("assistant_database_up", "1 when the database answered this scrape's probe, else 0.")
+            up.add_metric([], 1 if next(results).ok else 0)
+            yield up
+
+
+def _broker_metrics(result: ProbeResult[BrokerSnapshot]) -> Iterator[Metric]:
+    up = GaugeMetricFamily("assistant_redis_up", "1 when Redis answered this scrape's probe, else 0.")
+    snapshot = result.value if result.ok else None
+    up.add_metric([], 0 if snapshot is None else 1)
+    yield up
+    if snapshot is None:
+        return
+    queues = GaugeMetricFamily("assistant_queue_messages", "Messages per queue and state.",
+                               labels=["queue", "state"])
+    for queue, sizes in sorted(snapshot.queues.items()):
+        for state in QUEUE_STATES:
+            queues.add_metric([queue, state], int(sizes.get(state, 0)))
+    yield queues
+    nodes = GaugeMetricFamily("assistant_worker_nodes", "Live worker nodes in the registry.")
+    nodes.add_metric([], snapshot.nodes)
+    yield nodes
 
 
 class _Exposition:
-    """What one scrape shows: the counted metrics, then the Redis gauges."""
+    """What one scrape shows: the counted metrics, then the probed gauges."""
 
     def __init__(self, *collectors: Any) -> None:
         self.collectors = collectors
@@ -146,13 +165,15 @@ class MetricsResource:
 
     Parameters:
       broker: the Redis probe of the queue and worker gauges (None: left out).
+      database: the database probe of ``assistant_database_up`` (None: left out).
       multiprocess_dir: prometheus_client's multiprocess directory when
         several processes serve the app (gunicorn); None reads this
         process's own metrics.
     """
 
-    def __init__(self, *, broker: Probe[BrokerSnapshot] | None, multiprocess_dir: str | None) -> None:
-        self.broker = BrokerCollector(broker)
+    def __init__(self, *, broker: Probe[BrokerSnapshot] | None, database: Probe[Any] | None = None,
+                 multiprocess_dir: str | None) -> None:
+        self.probes = ProbeCollector(broker, database)
         self.multiprocess_dir = multiprocess_dir
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -164,4 +185,4 @@ class MetricsResource:
             counted = REGISTRY
         resp.content_type = CONTENT_TYPE
         resp.cache_control = ["no-store"]
-        resp.data = generate_latest(_Exposition(counted, self.broker))  # type: ignore[arg-type]
+        resp.data = generate_latest(_Exposition(counted, self.probes))  # type: ignore[arg-type]

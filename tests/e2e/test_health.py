@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.fixtures import OFFLINE, text_body
+from tests.support.prometheus import samples_of
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
@@ -20,9 +20,7 @@ def test_health_counts_the_running_worker_node_and_metrics_follow_a_conversation
         "queues": {"default": 0, "state": 0}}
 
     def samples() -> dict:
-        text = stack.http.get("/metrics").text
-        return {(s.name, frozenset(s.labels.items())): s.value
-                for f in text_string_to_metric_families(text) for s in f.samples}
+        return samples_of(stack.http.get("/metrics").text)
 
     accepted = ("assistant_webhook_requests_total", frozenset({("outcome", "accepted")}))
     before = samples()

@@ -91,6 +91,7 @@ def beating(redis_client):
 def health_client(redis_client, enqueue, web_config, db):
     """``health_client(**config_overrides)``: the app with wsgi's broker probe, built from the config."""
     from actors.health import BrokerHealth
+    from actors.periodic import QUEUES
 
     probes = []
 
@@ -98,7 +99,7 @@ def health_client(redis_client, enqueue, web_config, db):
         config = dataclasses.replace(web_config, **overrides)
         probe = BrokerHealth(config)
         probes.append(probe)
-        app = create_app(config, enqueue=enqueue, health=probe, redis_client=redis_client, sessions=db)
+        app = create_app(config, enqueue=enqueue, health=probe, queues=QUEUES, redis_client=redis_client, sessions=db)
         return falcon.testing.TestClient(app)
 
     yield make

@@ -7,14 +7,21 @@ TCP listener that accepts and never answers.
 from __future__ import annotations
 
 import json
+import os
 import time
+from urllib.parse import urlsplit
+
+import falcon.testing
 
 from actors import registry
-from app.web.probes import describe_error
+from app.web import create_app
 from tests.support.redis_server import free_port
 from tests.support.silent_server import SilentServer
+from tests.support.stalling_proxy import StallingProxy
+from tests.support.waiting import wait_for
 
-#: A generous bound for "answers instead of hanging" (the probes' deadline is 0.8 s).
+#: A generous bound for "answers instead of hanging" (the probes' deadline is 0.8 s;
+#: test_probes.py holds the resource to its own deadline more tightly).
 ANSWERS_WITHIN_S = 3.0
 
 REDIS_PASSWORD = "redis-pw-6b1f0c"
@@ -89,8 +96,9 @@ def test_head_health_answers_the_same_status_without_a_body(health_client, beati
     client = health_client()
     assert client.simulate_head("/health").status_code == 503
     beating("worker1@vm", processes={1: {}})
-    result = client.simulate_head("/health")
-    assert (result.status_code, result.content) == (200, b"")
+    # (the probes' results are reused for a second)
+    result = wait_for(lambda: (r := client.simulate_head("/health")).status_code == 200 and r)
+    assert result.content == b""
 
 
 def test_redis_down_is_503_naming_redis_with_no_password_shown(health_client, beating):
@@ -103,10 +111,12 @@ def test_redis_down_is_503_naming_redis_with_no_password_shown(health_client, be
     assert result.status_code == 503
     body = result.json
     assert body["status"] == "unhealthy" and body["database"] == "connected"
-    assert body["redis"].startswith("unavailable: ") and "Connection refused" in body["redis"], body
+    assert body["redis"] == "unavailable: refused", body
     assert body["celery"] == "unknown: redis unavailable"
     assert body["queues"] == {"default": None, "state": None}
     assert REDIS_PASSWORD not in result.text
+    # The public port shows a category, not the address the error text names
+    assert "127.0.0.1" not in result.text and str(port) not in result.text
 
 
 def test_a_redis_refusing_the_password_is_503_and_the_password_is_not_shown(health_client, beating, redis_url):
@@ -117,8 +127,8 @@ def test_a_redis_refusing_the_password_is_503_and_the_password_is_not_shown(heal
     result = health_client(redis_uri=uri).simulate_get("/health")
 
     assert result.status_code == 503
-    assert result.json["redis"] == "unavailable: invalid username-password pair or user is disabled."
-    assert REDIS_PASSWORD not in result.text
+    assert result.json["redis"] == "unavailable: authentication failed"
+    assert REDIS_PASSWORD not in result.text and "nobody" not in result.text
 
 
 def test_a_hanging_redis_is_503_within_a_second_or_so_naming_redis(health_client, beating):
@@ -129,7 +139,7 @@ def test_a_hanging_redis_is_503_within_a_second_or_so_naming_redis(health_client
         assert hung.accepted >= 1  # it really connected, and then heard nothing
     assert took < ANSWERS_WITHIN_S
     assert result.status_code == 503
-    assert result.json["redis"] == "unavailable: timed out after 0.8 s"
+    assert result.json["redis"] == "unavailable: timed out"
     assert result.json["database"] == "connected"
     assert REDIS_PASSWORD not in result.text
 
@@ -143,7 +153,7 @@ def test_a_hanging_database_is_503_within_a_second_or_so_naming_the_database(hea
         assert hung.accepted >= 1
     assert took < ANSWERS_WITHIN_S
     assert result.status_code == 503
-    assert result.json["database"] == "unavailable: timed out after 0.8 s"
+    assert result.json["database"] == "unavailable: timed out"
     assert (result.json["redis"], result.json["celery"]) == ("connected", "1 worker(s) active")
     assert DB_PASSWORD not in result.text
 
@@ -156,8 +166,8 @@ def test_a_database_refusing_connections_is_503_with_the_reason_and_no_password(
                            ).simulate_get("/health")
 
     assert result.status_code == 503
-    assert result.json["database"].startswith("unavailable: ") and "refused" in result.json["database"]
-    assert DB_PASSWORD not in result.text and "sqlalche.me" not in result.text
+    assert result.json["database"] == "unavailable: refused"
+    assert DB_PASSWORD not in result.text and "sqlalche.me" not in result.text and "assistant" not in result.text
 
 
 def test_both_stores_hanging_still_answer_within_the_bound(health_client):
@@ -167,19 +177,61 @@ def test_both_stores_hanging_still_answer_within_the_bound(health_client):
         result, took = timed_get(client)
     assert took < ANSWERS_WITHIN_S
     assert result.status_code == 503
-    assert result.json["redis"].startswith("unavailable: timed out")
-    assert result.json["database"].startswith("unavailable: timed out")
+    assert result.json["redis"] == "unavailable: timed out"
+    assert result.json["database"] == "unavailable: timed out"
 
 
-def test_requests_to_a_hanging_store_share_one_stuck_probe_instead_of_piling_up(health_client):
-    # Given a database that hangs, asked about five times in a row
-    with SilentServer() as hung:
-        client = health_client(db_url=f"postgresql://assistant@127.0.0.1:{hung.port}/assistant")
-        for _ in range(5):
-            result, took = timed_get(client)
-            assert (result.status_code, took < ANSWERS_WITHIN_S) == (503, True)
-        # Then one connection attempt hangs at a time, not one per request
-        assert hung.accepted <= 2
+def test_a_database_connection_that_stalls_after_connecting_does_not_keep_health_failing(health_client, beating):
+    # Given the database behind a proxy, healthy
+    beating("worker1@vm", processes={1: {}})
+    real = urlsplit(os.environ["DB_URL"])
+    with StallingProxy(real.port or 5432) as proxy:
+        proxied = real._replace(netloc=f"{real.username}@127.0.0.1:{proxy.port}", query="sslmode=disable").geturl()
+        client = health_client(db_url=proxied)
+        assert client.simulate_get("/health").status_code == 200
+
+        # When the network swallows the probe's query (connected, then silence), health fails
+        proxy.stall.set()
+        failing = wait_for(lambda: (r := client.simulate_get("/health")).status_code == 503 and r.json,
+                           timeout_s=15)
+        assert failing["database"] == "unavailable: timed out"
+        assert proxy.swallowed >= 1
+
+        # When the network comes back, health recovers although the swallowed query is never answered
+        proxy.stall.clear()
+        healthy = wait_for(lambda: (r := client.simulate_get("/health")).status_code == 200 and r.json,
+                           timeout_s=15, interval_s=0.2)
+        assert healthy["database"] == "connected"
+
+
+def test_health_and_metrics_asked_together_share_one_probe_of_redis(web_config, enqueue, redis_client, db,
+                                                                       beating):
+    # Given the app with a broker probe that counts its reads
+    from actors.health import BrokerHealth
+    from actors.periodic import QUEUES
+
+    broker = BrokerHealth(web_config)
+    reads = []
+
+    def counted():
+        reads.append(1)
+        return broker()
+
+    client = falcon.testing.TestClient(create_app(web_config, enqueue=enqueue, health=counted, queues=QUEUES,
+                                                  redis_client=redis_client, sessions=db))
+    beating("worker1@vm", processes={1: {}})
+    try:
+        # When /health, /metrics and /health again are asked at once
+        health = client.simulate_get("/health")
+        metrics = client.simulate_get("/metrics")
+        again = client.simulate_get("/health")
+    finally:
+        broker.close()
+
+    # Then Redis was read once, and both endpoints say the same
+    assert len(reads) == 1
+    assert (health.status_code, again.json) == (200, health.json)
+    assert "assistant_worker_nodes 1.0" in metrics.text and "assistant_database_up 1.0" in metrics.text
 
 
 def test_no_secret_of_the_config_appears_in_the_health_answer(health_client, beating, redis_url):
@@ -192,16 +244,6 @@ def test_no_secret_of_the_config_appears_in_the_health_answer(health_client, bea
     for secret in [REDIS_PASSWORD, DB_PASSWORD, *SECRETS.values()]:
         assert secret not in result.text
     assert "redis://" not in result.text and "postgresql" not in result.text
-
-
-def test_an_error_text_is_cut_and_loses_url_credentials_and_known_secrets():
-    error = ConnectionError("could not reach redis://user:hunter2@10.0.0.5:6379/0 with token tok-123 " + "x" * 400)
-
-    text = describe_error(error, ["tok-123"])
-
-    assert "hunter2" not in text and "tok-123" not in text
-    assert "redis://user:**@10.0.0.5:6379/0" in text
-    assert len(text) <= 200
 
 
 def test_the_database_may_be_sqlite(health_client, beating, tmp_path):
@@ -223,8 +265,21 @@ def test_a_change_of_health_is_logged_once_with_the_failing_part(health_client, 
         for _ in range(3):
             assert client.simulate_get("/health").status_code == 503
         beating("worker1@vm", processes={1: {}})
-        for _ in range(2):
-            assert client.simulate_get("/health").status_code == 200
+        wait_for(lambda: client.simulate_get("/health").status_code == 200)
+        assert client.simulate_get("/health").status_code == 200
     assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
         ("WARNING", "Health is unhealthy: redis connected, database connected, celery 0 worker(s) active."),
         ("INFO", "Health is healthy: 1 worker(s) active.")]
+
+
+def test_the_log_gets_the_full_reason_without_secrets_and_the_answer_only_its_category(health_client, caplog):
+    port = free_port()
+    client = health_client(redis_uri=f"redis://:{REDIS_PASSWORD}@127.0.0.1:{port}/0")
+    with caplog.at_level("INFO", logger="app.web.health"):
+        result = client.simulate_get("/health")
+    assert result.json["redis"] == "unavailable: refused"
+    [record] = caplog.records
+    assert record.levelname == "WARNING"
+    assert f"redis unavailable: refused (Error 111 connecting to 127.0.0.1:{port}. Connection refused.)" in (
+        record.getMessage())
+    assert REDIS_PASSWORD not in record.getMessage()

@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import json
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from tests.support.fixtures import raw, sign, text_body
+from tests.support.prometheus import Samples, samples_of
 from tests.support.redis_server import free_port
+from tests.support.silent_server import SilentServer
+from tests.support.waiting import wait_for
 
 
-def scrape(client) -> dict[tuple[str, frozenset], float]:
+def scrape(client) -> Samples:
     """Every sample of ``/metrics``, keyed by (sample name, labels)."""
     result = client.simulate_get("/metrics")
     assert result.status_code == 200
     assert result.headers["content-type"].startswith("text/plain; version=0.0.4")
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(result.text) for s in family.samples}
+    return samples_of(result.text)
 
 
 def sample(samples, name, **labels) -> float | None:
@@ -37,7 +37,7 @@ def post(client, body: bytes, *, signature: str | None = None):
 
 
 OUTCOMES = ("accepted", "duplicate", "partial", "unreadable", "unsigned", "too_large", "unavailable",
-            "unconfigured", "verified", "verify_refused", "error")
+            "unconfigured", "verified", "verify_refused", "bad_request", "error")
 
 
 def test_webhook_outcomes_latency_and_enqueued_tasks_are_counted(client, enqueue, redis_client):
@@ -63,7 +63,8 @@ def test_webhook_outcomes_latency_and_enqueued_tasks_are_counted(client, enqueue
     # Then each outcome moved by exactly its requests, the latency histogram by all seven
     moved = {o: requests(after, o) - requests(before, o) for o in OUTCOMES}
     assert moved == {"accepted": 2, "duplicate": 1, "partial": 1, "unreadable": 1, "unsigned": 1, "too_large": 1,
-                     "unavailable": 0, "unconfigured": 0, "verified": 0, "verify_refused": 0, "error": 0}
+                     "unavailable": 0, "unconfigured": 0, "verified": 0, "verify_refused": 0, "bad_request": 0,
+                     "error": 0}
     count = "assistant_webhook_request_duration_seconds_count"
     assert sample(after, count) - sample(before, count) == 7
     assert sample(after, "assistant_webhook_request_duration_seconds_bucket", le="+Inf") == sample(after, count)
@@ -107,6 +108,32 @@ def test_the_verification_handshake_and_a_missing_app_secret_are_told_apart(make
         "verified": 1, "verify_refused": 1, "unconfigured": 1, "unavailable": 0}
 
 
+class _BuggyStore:
+    """A Redis client stand-in whose every call fails as a bug would (not as a RedisError)."""
+
+    def __getattr__(self, name):
+        raise RuntimeError(f"bug: {name}")
+
+
+def test_a_wrong_method_is_a_bad_request_and_a_server_error_is_an_error(client, web_config, enqueue, db):
+    import falcon.testing
+
+    from app.web import create_app
+
+    before = scrape(client)
+
+    # When a scanner tries PUT and DELETE, and a bug breaks a real post
+    assert client.simulate_put("/webhook", body=b"{}").status_code == 405
+    assert client.simulate_delete("/webhook").status_code == 405
+    buggy = falcon.testing.TestClient(create_app(web_config, enqueue=enqueue, redis_client=_BuggyStore(),
+                                                 sessions=db))
+    assert post(buggy, text_body("wamid.bug-1", "hi")).status_code == 500
+
+    after = scrape(client)
+    assert {o: requests(after, o) - requests(before, o) for o in ("bad_request", "error")} == {
+        "bad_request": 2, "error": 1}
+
+
 def test_queue_depth_and_worker_nodes_are_read_from_redis_at_scrape_time(health_client, beating, global_broker):
     import wsgi
 
@@ -114,6 +141,7 @@ def test_queue_depth_and_worker_nodes_are_read_from_redis_at_scrape_time(health_
     # Given nothing in the queues and no node
     empty = scrape(client)
     assert sample(empty, "assistant_redis_up") == 1
+    assert sample(empty, "assistant_database_up") == 1
     assert sample(empty, "assistant_worker_nodes") == 0
     assert sample(empty, "assistant_queue_messages", queue="default", state="waiting") == 0
 
@@ -125,9 +153,8 @@ def test_queue_depth_and_worker_nodes_are_read_from_redis_at_scrape_time(health_
     wsgi.enqueue("update_langgraph_state_task", ("16505551234", {"human_active": True}))
     wsgi.enqueue("check_buffer_task", ("16505551234", 1), countdown=60)
 
-    # Then the next scrape shows them, per queue and state
-    samples = scrape(client)
-    assert sample(samples, "assistant_worker_nodes") == 2
+    # Then a scrape shows them, per queue and state, once the probe's cached second is over
+    samples = wait_for(lambda: sample(s := scrape(client), "assistant_worker_nodes") == 2 and s)
     queues = {(q, s): sample(samples, "assistant_queue_messages", queue=q, state=s)
               for q in ("default", "state") for s in ("waiting", "delayed", "inflight", "dead")}
     assert queues == {("default", "waiting"): 2, ("default", "delayed"): 1, ("default", "inflight"): 0,
@@ -148,10 +175,15 @@ def test_with_redis_down_metrics_still_answers_with_redis_up_0_and_no_queue_samp
     assert "pw-4c1e" not in result.text
 
 
+def test_with_the_database_hanging_metrics_answers_with_database_up_0(health_client):
+    with SilentServer() as hung:
+        client = health_client(db_url=f"postgresql://assistant@127.0.0.1:{hung.port}/assistant")
+        samples = scrape(client)
+    assert (sample(samples, "assistant_database_up"), sample(samples, "assistant_redis_up")) == (0, 1)
+
+
 def test_with_redis_hanging_metrics_answers_within_the_bound(health_client):
     import time
-
-    from tests.support.silent_server import SilentServer
 
     with SilentServer() as hung:
         client = health_client(redis_uri=f"redis://127.0.0.1:{hung.port}/0")

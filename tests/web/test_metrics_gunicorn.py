@@ -14,18 +14,15 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.fixtures import APP_SECRET, sign, text_body
-from tests.support.redis_server import free_port
+from tests.support.gunicorn import Gunicorn
+from tests.support.prometheus import Samples, samples_of
 from tests.support.waiting import wait_for
-
-ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.slow
 
@@ -50,42 +47,27 @@ class _HalfRequest:
         return int(answer.split(b" ", 2)[1])
 
 
-def counted(http: httpx.Client) -> dict[tuple[str, frozenset], float]:
+def counted(http: httpx.Client) -> Samples:
     result = http.get("/metrics")
     assert result.status_code == 200
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(result.text) for s in family.samples}
+    return samples_of(result.text)
 
 
 def test_webhooks_served_by_both_gunicorn_workers_are_all_counted(redis_client, redis_url, engine, tmp_path):
-    port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"} | {
         "REDIS_URI": redis_url, "WHATSAPP_APP_SECRET": APP_SECRET, "BUFFER_WINDOW_SECONDS": "60"}
-    access_log, error_log = tmp_path / "access.log", tmp_path / "error.log"
-    web = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "wsgi:app", "-c", "python:app.web.gunicorn_conf",
-         "--bind", f"127.0.0.1:{port}", "--workers", "2", "--timeout", "60", "--log-level", "info",
-         "--access-logfile", str(access_log), "--access-logformat", "%(p)s %(m)s %(U)s %(s)s",
-         "--error-logfile", str(error_log)],
-        cwd=ROOT, env=env, start_new_session=True)
-    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+    access_log = tmp_path / "access.log"
     posted = 0
+    with Gunicorn("--timeout", "60", "--log-level", "info", "--access-logfile", str(access_log),
+                  "--access-logformat", "%(p)s %(m)s %(U)s %(s)s", env=env, logs=tmp_path) as web:
+        http, port, error_log = web.http, web.port, web.error_log
 
-    def post_webhook() -> None:
-        nonlocal posted
-        posted += 1
-        body = text_body(f"wamid.gunicorn-{posted}", f"message {posted}", wa_id=f"1650555{posted:04d}")
-        assert http.post("/webhook", content=body, headers={"X-Hub-Signature-256": sign(body)}).status_code == 200
+        def post_webhook() -> None:
+            nonlocal posted
+            posted += 1
+            body = text_body(f"wamid.gunicorn-{posted}", f"message {posted}", wa_id=f"1650555{posted:04d}")
+            assert http.post("/webhook", content=body, headers={"X-Hub-Signature-256": sign(body)}).status_code == 200
 
-    def answers() -> bool:
-        assert web.poll() is None, error_log.read_text()
-        try:
-            return http.get("/").status_code == 200
-        except httpx.TransportError:
-            return False
-
-    try:
-        wait_for(answers, timeout_s=60, interval_s=0.1)
         metrics_dir = re.search(r"Web metrics of all workers are kept in (\S+)\.", error_log.read_text()).group(1)
         assert Path(metrics_dir).is_dir()
 
@@ -132,63 +114,39 @@ def test_webhooks_served_by_both_gunicorn_workers_are_all_counted(redis_client, 
             return f"<{new_pid}> GET /metrics" in access_log.read_text()
 
         wait_for(scraped_by_new_worker, timeout_s=60, interval_s=0.05)
-    finally:
-        http.close()
-        if web.poll() is None:
-            web.send_signal(signal.SIGTERM)
-        try:
-            web.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(web.pid, signal.SIGKILL)
-            web.wait()
     # The master removes the directory it made
     assert not Path(metrics_dir).exists()
 
 
-def test_a_configured_web_metrics_dir_is_emptied_of_old_counts_and_an_inherited_one_is_left_alone(
+def test_masters_sharing_web_metrics_dir_keep_their_own_counts_and_a_gone_masters_are_removed(
         redis_client, redis_url, engine, tmp_path):
-    # Given WEB_METRICS_DIR with an earlier run's counts and a file of someone else's, and a
-    # PROMETHEUS_MULTIPROC_DIR inherited from the environment (a worker node's)
+    # Given WEB_METRICS_DIR holding the counts of a master that is gone, of one that runs (this test's
+    # process stands in for it) and a file of someone else's, and a PROMETHEUS_MULTIPROC_DIR inherited
+    # from the environment (a worker node's)
     web_dir, inherited = tmp_path / "web-metrics", tmp_path / "worker-metrics"
-    web_dir.mkdir()
     inherited.mkdir()
-    (web_dir / "counter_999999.db").write_bytes(b"stale")
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    for pid in (gone.pid, os.getpid()):
+        (web_dir / str(pid)).mkdir(parents=True)
+        (web_dir / str(pid) / "counter_999999.db").write_bytes(b"counts")
     (web_dir / "README").write_text("not prometheus_client's")
-    port = free_port()
     env = os.environ | {"REDIS_URI": redis_url, "WHATSAPP_APP_SECRET": APP_SECRET, "BUFFER_WINDOW_SECONDS": "60",
                         "WEB_METRICS_DIR": str(web_dir), "PROMETHEUS_MULTIPROC_DIR": str(inherited)}
-    error_log = tmp_path / "error.log"
-    web = subprocess.Popen([sys.executable, "-m", "gunicorn", "wsgi:app", "-c", "python:app.web.gunicorn_conf",
-                            "--bind", f"127.0.0.1:{port}", "--workers", "2", "--error-logfile", str(error_log)],
-                           cwd=ROOT, env=env, start_new_session=True)
-    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
-    try:
-        def answers() -> bool:
-            assert web.poll() is None, error_log.read_text()
-            try:
-                return http.get("/").status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_for(answers, timeout_s=60, interval_s=0.1)
+    with Gunicorn(env=env, logs=tmp_path) as web:
         # When one webhook is posted
         body = text_body("wamid.dir-1", "hello")
-        assert http.post("/webhook", content=body, headers={"X-Hub-Signature-256": sign(body)}).status_code == 200
+        assert web.http.post("/webhook", content=body,
+                             headers={"X-Hub-Signature-256": sign(body)}).status_code == 200
 
-        # Then the old counts are gone, the count is one, and it is kept in the web's directory only
-        samples = counted(http)
+        # Then the count is one, kept in this master's own subdirectory only
+        samples = counted(web.http)
         assert samples[("assistant_webhook_requests_total", frozenset({("outcome", "accepted")}))] == 1
-        names = {p.name for p in web_dir.iterdir()}
-        assert "counter_999999.db" not in names and "README" in names
-        assert any(n.startswith("counter_") for n in names)
+        own = web_dir / str(web.proc.pid)
+        assert any(p.name.startswith("counter_") for p in own.iterdir())
+        # the gone master's counts are removed, the running one's and the foreign file are left alone
+        assert {p.name for p in web_dir.iterdir()} == {str(web.proc.pid), str(os.getpid()), "README"}
+        assert (web_dir / str(os.getpid()) / "counter_999999.db").read_bytes() == b"counts"
         assert list(inherited.iterdir()) == []
-    finally:
-        http.close()
-        web.send_signal(signal.SIGTERM)
-        try:
-            web.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(web.pid, signal.SIGKILL)
-            web.wait()
-    # A directory the operator named is kept
-    assert web_dir.is_dir()
+    # At exit the master removes its subdirectory and nothing else
+    assert {p.name for p in web_dir.iterdir()} == {str(os.getpid()), "README"}
