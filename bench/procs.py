@@ -4,7 +4,6 @@ from /proc, private ``redis-server`` instances, and percentiles.
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import socket
@@ -14,8 +13,6 @@ import time
 from pathlib import Path
 
 import redis
-
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 class BenchError(RuntimeError):
@@ -42,15 +39,26 @@ def tree(pid: int) -> list[int]:
 
 
 def cpu_seconds(pids: list[int]) -> float:
-    """User plus system CPU time of ``pids`` (threads included), in seconds."""
-    total = 0
+    """CPU time of ``pids`` (all their threads), in seconds.
+
+    Read from each thread's ``/proc/<pid>/task/<tid>/schedstat`` (time on
+    a CPU in nanoseconds): ``utime``/``stime`` in ``stat`` count whole clock
+    ticks (10 ms), too coarse for an idle worker's 10 s.  A thread that
+    ends between two readings takes its time with it, which an idle
+    worker's threads do not do.
+    """
+    total_ns = 0
     for pid in pids:
         try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            tids = [t.name for t in Path(f"/proc/{pid}/task").iterdir()]
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / CLK_TCK
+        for tid in tids:
+            try:
+                total_ns += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
+            except (OSError, IndexError, ValueError):
+                continue
+    return total_ns / 1e9
 
 
 def memory_mib(pids: list[int]) -> dict[str, float]:

@@ -105,8 +105,10 @@ def idle_cost(client: Client, worker: Worker, scale: Scale) -> dict[str, float]:
     """% of a core the worker's processes use, and Redis commands per second, while nothing is sent.
 
     The database must be this system's alone: every command on it counts
-    (our own INFO readings are taken out).
+    (our own INFO readings are taken out).  It starts after a short settle,
+    so that what a drain left behind (a last ack, a heartbeat) is not counted.
     """
+    time.sleep(min(2.0, scale.idle_seconds / 2))
     pids = tree(worker.pid)
     cpu0, cmd0, t0 = cpu_seconds(pids), _commands(client), time.monotonic()
     time.sleep(scale.idle_seconds)
