@@ -58,8 +58,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="a smoke run: 1 run, 2,000 messages, 3 s idle, 5 s of web load")
     parser.add_argument("--systems", default=",".join(DEFAULT_SYSTEMS),
                         help=f"comma-separated, from {', '.join(SYSTEMS)} (default: all)")
-    parser.add_argument("--redis", help="run every system on this Redis database (flushed) "
-                                        "instead of private redis-server instances")
+    parser.add_argument("--redis", help="run every system on this Redis database (flushed) instead of "
+                                        "private redis-server instances; idle commands/s then count "
+                                        "every client of that server")
     parser.add_argument("--pg-admin", default="postgresql://postgres@127.0.0.1:5432/postgres",
                         help="PostgreSQL URL allowed to create the end-to-end database")
     parser.add_argument("--no-web", action="store_true", help="skip the web path and end to end")
@@ -76,7 +77,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"unknown system(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(SYSTEMS)}")
     if args.runs < 1:
         parser.error("--runs must be at least 1")
-    if args.quick and "--runs" not in (argv if argv is not None else sys.argv):
+    given = argv if argv is not None else sys.argv[1:]
+    if args.quick and not any(a == "--runs" or a.startswith("--runs=") for a in given):
         args.runs = 1
     scale = Scale.quick() if args.quick else Scale()
     overrides = {k: getattr(args, k) for k in _KNOBS if getattr(args, k) is not None}

@@ -143,16 +143,20 @@ def table(summary: dict[str, Any], systems: list[str], scale: dict[str, Any]) ->
 
 
 def plot(runs: list[list[dict[str, Any]]], systems: list[str], path: Path) -> None:
-    """Box plots of the send-to-start latencies of every run, per system: idle, and under the backlog."""
+    """Box plots of the latencies of every run, per system: send to start when idle and
+    under the backlog, and (this project) end to end."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
-    panels = (("idle_latencies_ms", "send to start, idle worker"),
-              ("state_latencies_ms", "state task start under the bulk backlog"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(12, 5))
-    for ax, (key, title) in zip(axes, panels, strict=True):
+    panels = [("idle_latencies_ms", "send to start, idle worker"),
+              ("state_latencies_ms", "state task start under the bulk backlog")]
+    if any(r.get("e2e_latencies_ms") for run in runs for r in run):
+        panels.append(("e2e_latencies_ms", "end to end: webhook to reply (this project)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 5), squeeze=False)
+    for ax, (key, title) in zip(axes[0], panels, strict=True):
         data, labels = [], []
         for system in systems:
             values = [v for run in runs for r in run if r.get("system") == system for v in r.get(key, [])]
@@ -163,6 +167,9 @@ def plot(runs: list[list[dict[str, Any]]], systems: list[str], path: Path) -> No
             ax.boxplot(data, whis=(1, 99), showfliers=True)
             ax.set_xticks(range(1, len(labels) + 1), labels, fontsize=8)
         ax.set_yscale("log")
+        plain = FuncFormatter(lambda v, _: f"{v:g}")
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(plain)
         ax.set_ylabel("ms (log scale; whiskers p1-p99)")
         ax.set_title(title)
         ax.grid(True, axis="y", which="both", alpha=0.3)

@@ -15,6 +15,7 @@ import dataclasses
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +42,20 @@ def measure(system_name: str, redis_url: str, scale: Scale, log_dir: Path, *, se
     client = client_for(system, redis_url)
     client.redis.flushdb()
     result: dict[str, Any] = {"system": system.name}
+    stages: dict[str, float] = {}
+    result["stage_seconds"] = stages
+    clock = time.monotonic()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.monotonic()
+        stages[stage] = round(now - clock, 1)
+        clock = now
+
     try:
         result["batch_enqueue_msgs_s"] = batch_enqueue_rate(client, scale)
         result["enqueue_msgs_s"] = enqueue_rate(client, scale)
+        lap("enqueue")
 
         worker = Worker(system.worker, system.env(redis_url), log_dir / f"{system.name}.log")
         try:
@@ -56,6 +68,7 @@ def measure(system_name: str, redis_url: str, scale: Scale, log_dir: Path, *, se
         finally:
             worker.stop()
         client.redis.flushdb()
+        lap("drain, idle")
 
         fill_backlog(client, scale)
         worker = Worker(system.worker, system.env(redis_url), log_dir / f"{system.name}-backlog.log")
@@ -64,18 +77,21 @@ def measure(system_name: str, redis_url: str, scale: Scale, log_dir: Path, *, se
         finally:
             worker.stop()
         client.redis.flushdb()
+        lap("backlog")
 
         if system.prefork is not None:
             for key, mtpc in (("mem_plain", None), ("mem_mtpc", scale.max_tasks_per_child)):
                 memory = memory_after_tasks(system, client, scale, log_dir, redis_url=redis_url,
                                             max_tasks_per_child=mtpc)
                 result[f"{key}_rss_mib"], result[f"{key}_pss_mib"] = memory["rss_mib"], memory["pss_mib"]
+                lap(key)
 
         if web and system.family == "ours":
             from bench import web_bench
 
             result.update(web_bench.run(redis_url=redis_url, pg_admin_url=pg_admin_url, scale=scale,
                                         log_dir=log_dir, seed=seed))
+            lap("web, end to end")
     finally:
         client.redis.flushdb()
     return result
