@@ -37,7 +37,7 @@ def test_a_quick_run_of_this_project_writes_the_table_the_json_and_the_plot_with
     # When the one command runs
     done = _compare("--quick", "--systems", "ours", "--redis", redis_url, "--pg-admin", PG_ADMIN_URL,
                     "--out", str(tmp_path), "--messages", "500", "--backlog", "1500", "--idle-seconds", "1",
-                    "--idle-sends", "5", "--memory-tasks", "200", "--max-tasks-per-child", "50",
+                    "--idle-sends", "5", "--memory-tasks", "200", "--max-tasks-per-child", "100",
                     "--web-rate", "50", "--web-seconds", "2", "--e2e-messages", "3")
 
     # Then it succeeds and writes the raw JSON, with a number for every measure
@@ -108,3 +108,27 @@ def test_percentiles_take_the_nearest_rank():
     values = [float(v) for v in range(1, 101)]
     assert (percentile(values, 50), percentile(values, 99), percentile(values, 100)) == (50.0, 99.0, 100.0)
     assert percentile([3.0], 99) == 3.0
+
+
+def test_the_readme_section_between_the_markers_is_replaced_and_the_rest_kept(tmp_path):
+    # Given a README with a last-results section
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Benchmarks\n\n## Last results\n\n{report.START}\nold table\n{report.END}\n\nafter\n")
+
+    # When a run's section is written into it, twice
+    report.update_readme("| measure | ours |\n|---|---|\n| drain | 3,000 |", readme)
+    report.update_readme("| measure | ours |\n|---|---|\n| drain | 4,000 |", readme)
+
+    # Then only the last table stands between the markers, and the text around them is kept
+    text = readme.read_text()
+    assert "old table" not in text and "3,000" not in text
+    assert text == (f"# Benchmarks\n\n## Last results\n\n{report.START}\n| measure | ours |\n|---|---|\n"
+                    f"| drain | 4,000 |\n{report.END}\n\nafter\n")
+
+
+def test_a_readme_without_the_markers_is_refused(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# Benchmarks\n")
+    with pytest.raises(ValueError, match="no <!-- last-results:start -->"):
+        report.update_readme("table", readme)
+    assert readme.read_text() == "# Benchmarks\n"
