@@ -90,6 +90,16 @@ def _ratio_cell(ratios: list[float]) -> str:
     return f"{median:.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
 
 
+def pairs(systems: list[str]) -> list[tuple[str, str]]:
+    """(this project's system, peer) pairs to take ratios of: ``ours`` against every peer, and
+    the facade's prefork and threads shapes against Celery's same shape."""
+    found = [("ours", p) for p in systems if "ours" in systems and SYSTEMS[p].family != "ours"]
+    for ours, peer in (("ours-prefork", "celery-prefork"), ("ours-threads", "celery-threads")):
+        if ours in systems and peer in systems:
+            found.append((ours, peer))
+    return found
+
+
 def summarize(runs: list[list[dict[str, Any]]], systems: list[str]) -> dict[str, Any]:
     """Per measure and system: the values of every run, median, min and max; per peer:
     the ratio of this project to the peer, run i against run i."""
@@ -108,15 +118,12 @@ def summarize(runs: list[list[dict[str, Any]]], systems: list[str]) -> dict[str,
             if present:
                 row["values"][system] = {"runs": values, "median": statistics.median(present),
                                          "min": min(present), "max": max(present)}
-        if "ours" in per_system:
-            for peer in systems:
-                if peer == "ours":
-                    continue
-                pairs = [a / b for a, b in zip(per_system["ours"], per_system[peer], strict=True)
-                         if a is not None and b is not None and b != 0]
-                if pairs:
-                    row["ratios"][peer] = {"runs": pairs, "median": statistics.median(pairs),
-                                           "min": min(pairs), "max": max(pairs)}
+        for ours, peer in pairs(systems):
+            ratios = [a / b for a, b in zip(per_system[ours], per_system[peer], strict=True)
+                      if a is not None and b is not None and b != 0]
+            if ratios:
+                row["ratios"][f"{ours}/{peer}"] = {"runs": ratios, "median": statistics.median(ratios),
+                                                   "min": min(ratios), "max": max(ratios)}
         if row["values"]:
             summary[measure.key] = row
     return summary
@@ -124,8 +131,8 @@ def summarize(runs: list[list[dict[str, Any]]], systems: list[str]) -> dict[str,
 
 def table(summary: dict[str, Any], systems: list[str], scale: dict[str, Any]) -> str:
     """The markdown table: median (min-max) per system, then this project / each peer."""
-    peers = [s for s in systems if s != "ours"] if "ours" in systems else []
-    head = ["measure"] + [SYSTEMS[s].label for s in systems] + [f"ours / {p}" for p in peers]
+    ratio_pairs = pairs(systems)
+    head = ["measure"] + [SYSTEMS[s].label for s in systems] + [f"{a} / {b}" for a, b in ratio_pairs]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for measure in MEASURES:
         row = summary.get(measure.key)
@@ -135,8 +142,8 @@ def table(summary: dict[str, Any], systems: list[str], scale: dict[str, Any]) ->
         for system in systems:
             v = row["values"].get(system)
             cells.append(_cell([x for x in v["runs"] if x is not None]) if v else "n/a")
-        for peer in peers:
-            r = row["ratios"].get(peer)
+        for ours, peer in ratio_pairs:
+            r = row["ratios"].get(f"{ours}/{peer}")
             cells.append(_ratio_cell(r["runs"]) if r else "n/a")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

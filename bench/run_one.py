@@ -86,7 +86,7 @@ def measure(system_name: str, redis_url: str, scale: Scale, log_dir: Path, *, se
                 result[f"{key}_rss_mib"], result[f"{key}_pss_mib"] = memory["rss_mib"], memory["pss_mib"]
                 lap(key)
 
-        if web and system.family == "ours":
+        if web and system.name == "ours":
             from bench import web_bench
 
             result.update(web_bench.run(redis_url=redis_url, pg_admin_url=pg_admin_url, scale=scale,

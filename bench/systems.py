@@ -7,6 +7,8 @@
                         (``dramatiq.brokers.redis.RedisBroker``)
 ``celery-prefork``      Celery 5.7: ``celery -A bench.celery_app worker -P prefork -c 2``
 ``celery-threads``      Celery 5.7: ``celery -A bench.celery_app worker -P threads -c 16``
+``ours-prefork``        (on request) this project through its facade, Celery's shapes:
+``ours-threads``        ``celery -A tasks worker -P prefork -c 2`` / ``-P threads -c 16``
 ======================  ==================================================================
 
 Each system's producer side (:class:`Client`) is imported only in the
@@ -52,19 +54,23 @@ class System:
         return env
 
 
+_FACADE = (PY, "-m", "facade", "-A", "tasks", "worker", "-l", "info", "-Q", "default,state")
 _CELERY = (PY, "-m", "celery", "-A", "bench.celery_app", "worker", "-l", "info", "-Q", "celery,state")
 
 SYSTEMS: dict[str, System] = {s.name: s for s in (
     System("ours", "this project (2 proc x 8 thr)", "ours",
            (PY, "-m", "dramatiq", "bench.noop_app", "--processes", "2", "--threads", "8"),
-           (PY, "-m", "facade", "-A", "tasks", "worker", "-l", "info", "-P", "prefork", "-c", "2",
-            "-Q", "default,state")),
+           (*_FACADE, "-P", "prefork", "-c", "2")),
     System("dramatiq", "stock Dramatiq (2 proc x 8 thr)", "dramatiq",
            (PY, "-m", "dramatiq", "bench.stock_dramatiq_app", "--processes", "2", "--threads", "8"),
            None),
     System("celery-prefork", "Celery prefork -c 2", "celery", (*_CELERY, "-P", "prefork", "-c", "2"),
            (*_CELERY, "-P", "prefork", "-c", "2")),
     System("celery-threads", "Celery threads -c 16", "celery", (*_CELERY, "-P", "threads", "-c", "16"), None),
+    System("ours-prefork", "this project, facade prefork -c 2", "ours", (*_FACADE, "-P", "prefork", "-c", "2"),
+           (*_FACADE, "-P", "prefork", "-c", "2")),
+    System("ours-threads", "this project, facade threads -c 16", "ours", (*_FACADE, "-P", "threads", "-c", "16"),
+           None),
 )}
 
 

@@ -49,7 +49,7 @@ class Worker:
             self.check()
             return client.redis.llen(LATENCY_KEY) > 0
 
-        wait_until(served, timeout_s=START_TIMEOUT_S, what=f"the worker {self.argv[3]!r} to run a task",
+        wait_until(served, timeout_s=START_TIMEOUT_S, what=f"the worker {self.log.stem!r} to run a task",
                    interval_s=0.05)
         client.redis.delete(LATENCY_KEY)
 

@@ -76,6 +76,13 @@ def test_a_system_whose_run_breaks_makes_the_command_exit_1_naming_it(tmp_path):
     assert "Broken measurements:" in next(tmp_path.glob("*.md")).read_text()
 
 
+def test_this_project_is_paired_with_every_peer_and_the_facades_shapes_with_celerys():
+    systems = ["ours", "dramatiq", "celery-prefork", "celery-threads", "ours-prefork", "ours-threads"]
+    assert report.pairs(systems) == [("ours", "dramatiq"), ("ours", "celery-prefork"), ("ours", "celery-threads"),
+                                     ("ours-prefork", "celery-prefork"), ("ours-threads", "celery-threads")]
+    assert report.pairs(["dramatiq", "celery-threads"]) == []
+
+
 def test_an_unknown_system_or_a_bad_knob_is_refused_with_exit_2(tmp_path):
     for args, message in ((["--systems", "ours,rq"], "unknown system(s) rq"),
                           (["--messages", "0"], "--messages must be positive"),
@@ -94,7 +101,7 @@ def test_ratios_pair_run_i_of_this_project_with_run_i_of_the_peer():
     summary = report.summarize(runs, ["ours", "dramatiq"])
 
     # Then each ratio is of one run's pair (2.0 and 1.0), not of the medians (250 / 200)
-    ratio = summary["drain_tasks_s"]["ratios"]["dramatiq"]
+    ratio = summary["drain_tasks_s"]["ratios"]["ours/dramatiq"]
     assert ratio["runs"] == [2.0, 1.0]
     assert ratio["median"] == 1.5 and (ratio["min"], ratio["max"]) == (1.0, 2.0)
     assert summary["drain_tasks_s"]["values"]["ours"]["median"] == 250.0
