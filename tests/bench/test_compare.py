@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,9 +26,10 @@ OURS_MEASURES = (
 )
 
 
-def _compare(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+def _compare(*args: str, timeout: float = 600, env: dict[str, str] | None = None
+             ) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "bench.compare", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, env=env)
 
 
 @pytest.mark.slow
@@ -90,6 +92,17 @@ def test_an_unknown_system_or_a_bad_knob_is_refused_with_exit_2(tmp_path):
         done = _compare(*args, "--no-web", "--out", str(tmp_path), timeout=60)
         assert done.returncode == 2, args
         assert message in done.stderr, done.stderr
+
+
+def test_without_wrk_the_web_path_is_refused_at_once_saying_how_to_install_it(tmp_path):
+    # Given a PATH on which there is no wrk
+    env = {**os.environ, "PATH": str(tmp_path)}
+
+    # When the web path is asked for (this project is among the systems), it stops before measuring
+    done = _compare("--quick", "--systems", "ours", "--out", str(tmp_path / "out"), env=env, timeout=60)
+    assert done.returncode == 2
+    assert "wrk is not installed" in done.stderr and "apt-get install wrk" in done.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_ratios_pair_run_i_of_this_project_with_run_i_of_the_peer():
