@@ -14,4 +14,5 @@ ensure_redis
 ensure_postgres
 ensure_promtool
 ensure_chromium
+ensure_wrk
 exec .venv/bin/python -m pytest "$@"

@@ -83,3 +83,10 @@ ensure_chromium() {
   apt_install chromium ||
     echo "warning: /usr/bin/chromium is missing: the monitor's browser test will fail" >&2
 }
+
+# tests/bench drives the benchmark harness's web load with wrk (Debian's package).
+ensure_wrk() {
+  command -v wrk >/dev/null 2>&1 && return 0
+  apt_install wrk ||
+    echo "warning: wrk is missing; the benchmark harness's test will fail" >&2
+}
