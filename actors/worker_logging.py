@@ -54,7 +54,7 @@ def say_shutdown(how: str) -> None:
 
 
 #: The task attributes a JSON line carries (None when the line is about no task).
-TASK_FIELDS = ("task_name", "task_id", "queue", "duration_s", "outcome")
+TASK_FIELDS = ("task_name", "task_id", "queue", "event", "duration_s", "outcome")
 
 
 class JsonFormatter(logging.Formatter):

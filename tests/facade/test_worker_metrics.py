@@ -37,6 +37,15 @@ def json_lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def structured(records: list[dict], task_id: str, event: str) -> list[dict]:
+    """The structured ``started`` or ``finished`` lines of a task."""
+    return [r for r in records if r["task_id"] == task_id and r["event"] == event]
+
+
+def carry_outcome(records: list[dict], task_id: str) -> list[dict]:
+    return [r for r in records if r["task_id"] == task_id and (r["outcome"] is not None or r["duration_s"] is not None)]
+
+
 @pytest.mark.slow
 def test_a_prefork_node_counts_the_tasks_of_every_child_and_of_replaced_ones(celery_worker, tmp_path):
     # Given a prefork node of two children, each replaced after one task, logging JSON per process
@@ -69,8 +78,12 @@ def test_a_prefork_node_counts_the_tasks_of_every_child_and_of_replaced_ones(cel
         assert received[0]["message"] == f"Task tasks.test_record_default[{message.message_id}] received"
         assert received[0]["task_name"] == "test_record_default" and received[0]["queue"] == "default"
         assert received[0]["process"].startswith("ForkPoolWorker-") and received[0]["level"] == "INFO"
-        assert succeeded[0]["outcome"] == "succeeded" and succeeded[0]["duration_s"] >= 0
         assert succeeded[0]["timestamp"].endswith("Z")
+        # (one structured start and one finish line; only the finish line carries outcome and duration)
+        assert len(structured(mine, message.message_id, "started")) == 1
+        finished = structured(mine, message.message_id, "finished")
+        assert carry_outcome(mine, message.message_id) == finished and len(finished) == 1
+        assert finished[0]["outcome"] == "succeeded" and finished[0]["duration_s"] >= 0
     main_records = json_lines(main_log)
     assert any(r["message"].endswith(" ready.") and r["process"] == "MainProcess" for r in main_records)
 
@@ -221,9 +234,10 @@ def test_the_plain_dramatiq_cli_serves_the_metrics_of_all_its_processes(global_b
 
         # And the worker processes' task lines are JSON with their fields
         records = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
-        done = [r for r in records if r["task_id"] == gate.message_id and " succeeded in " in r["message"]]
+        done = structured(records, gate.message_id, "finished")
         assert len(done) == 1 and done[0]["outcome"] == "succeeded" and done[0]["queue"] == "default"
-        assert done[0]["duration_s"] > 0
+        assert done[0]["duration_s"] > 0 and carry_outcome(records, gate.message_id) == done
+        assert len([r for r in records if r["task_id"] == gate.message_id and " succeeded in " in r["message"]]) == 1
         assert [p.name for p in metrics_dir.iterdir() if p.is_dir()] == [f"dramatiq-{proc.pid}"]
     finally:
         stop(proc, 30)
@@ -233,8 +247,7 @@ def test_the_plain_dramatiq_cli_serves_the_metrics_of_all_its_processes(global_b
 
 
 @pytest.mark.slow
-def test_the_log_level_holds_in_prefork_children_and_a_failure_line_carries_its_outcome(celery_worker, redis_client,
-                                                                                          tmp_path):
+def test_the_log_level_holds_in_prefork_children(celery_worker, redis_client, tmp_path):
     # Given a prefork node at WARNING, logging JSON to one file per process
     port = free_port()
     pattern = tmp_path / "warn%I.log"
@@ -256,6 +269,39 @@ def test_the_log_level_holds_in_prefork_children_and_a_failure_line_carries_its_
     assert len(failure) == 1, failure
     assert failure[0]["message"] == (f"Task tasks.test_fail_for_good[{bad.message_id}] raised unexpected: "
                                      "ValueError(\"bad input 'loud'\")")
-    assert (failure[0]["level"], failure[0]["outcome"], failure[0]["queue"]) == ("ERROR", "failed", "default")
-    assert failure[0]["duration_s"] >= 0 and "ValueError: bad input" in failure[0]["exc_info"]
+    assert (failure[0]["level"], failure[0]["task_name"], failure[0]["queue"]) == ("ERROR", "test_fail_for_good",
+                                                                                   "default")
+    assert "ValueError: bad input" in failure[0]["exc_info"]
+    # (the structured finish line is INFO: not written at WARNING)
+    assert (failure[0]["event"], failure[0]["outcome"]) == (None, None)
     assert ok.message_id not in child_log.read_text()
+
+
+@pytest.mark.slow
+def test_each_run_has_exactly_one_structured_start_and_finish_line(celery_worker, redis_client, tmp_path):
+    # Given a threads node logging JSON to a file, retrying transient failures soon
+    log = tmp_path / "threads.log"
+    celery_worker(["worker", "-P", "threads", "-c", "2", "-l", "info", "-f", str(log)],
+                  **node_env(0, tmp_path, LOG_FORMAT="json"))
+    wait_for(lambda: log.exists() and " ready." in log.read_text(), 120)
+
+    # When one task succeeds, one fails for good and one fails transiently (retried)
+    ok = test_actors.test_record_default.send("fine")
+    bad = test_actors.test_fail_for_good.send("bad")
+    flaky = test_actors.test_flaky.send_with_options(args=("flaky",), retry_delays=(600,))
+    wait_for(lambda: all(f"task finished task={name} id={m.message_id}" in log.read_text()
+                         for name, m in (("test_record_default", ok), ("test_fail_for_good", bad),
+                                         ("test_flaky", flaky))), 120)
+    records = json_lines(log)
+
+    # Then each run has one structured start line and one finish line, which alone carries outcome and duration
+    for message, outcome in ((ok, "succeeded"), (bad, "failed"), (flaky, "retried")):
+        started = structured(records, message.message_id, "started")
+        finished = structured(records, message.message_id, "finished")
+        assert len(started) == 1 and len(finished) == 1, records
+        assert finished[0]["outcome"] == outcome and finished[0]["duration_s"] >= 0
+        assert carry_outcome(records, message.message_id) == finished
+        assert (started[0]["task_name"], started[0]["queue"]) == (finished[0]["task_name"], "default")
+        # (Celery's lines keep their words and the task's name, id and queue)
+        celery = [r for r in records if r["task_id"] == message.message_id and r["message"].startswith("Task tasks.")]
+        assert celery and all(r["event"] is None and r["queue"] == "default" for r in celery)
