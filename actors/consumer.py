@@ -47,6 +47,8 @@ class InflightMessage(MessageProxy):
         self.abandoned = False
         #: Set when the run starts (:func:`actors.middleware.task_log.begin`).
         self.running_task: Any = None
+        #: Set when the metrics counted the run (:class:`actors.middleware.TaskMetrics`).
+        self.task_metrics: Any = None
 
     def retry_on_ack(self, message: Message, delay_ms: int) -> None:
         """Schedule ``message`` when this one is acknowledged, atomically with
