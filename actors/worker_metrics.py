@@ -40,7 +40,7 @@ from urllib.parse import urlsplit
 from app.config import Config, set_environment
 
 __all__ = ["Exposition", "open_exposition", "node_dir", "plain_cli_dir", "claim_plain_cli_dir", "prepare_dir",
-           "mark_process_dead", "plain_cli_exposition", "MULTIPROC_ENV"]
+           "mark_process_dead", "plain_cli_exposition", "sweep_plain_cli_dirs", "MULTIPROC_ENV", "UNSERVED", "SERVED"]
 
 logger = logging.getLogger("celery.worker")
 
@@ -238,42 +238,116 @@ def claim_plain_cli_dir(config: Config, main_pid: int) -> Path:
     Every worker process calls this at boot; the first one wipes what an
     earlier invocation with the same main pid left (a container's pid 1
     is always the same) and writes the owner, under a file lock, so no
-    process wipes a sibling's fresh files.
+    process wipes a sibling's fresh files.  It also removes the
+    directories of invocations that are gone (killed, or stopped before
+    their exposition could clean up): see :func:`sweep_plain_cli_dirs`.
     """
     path = plain_cli_dir(config, main_pid)
-    prepare_dir(path, _main_identity(main_pid))
+    if prepare_dir(path, _main_identity(main_pid)):
+        sweep_plain_cli_dirs(path.parent)
     _use_dir(path)
     return path
 
 
+def sweep_plain_cli_dirs(base: Path) -> list[Path]:
+    """Remove the ``dramatiq-<pid>`` directories whose invocation no longer runs.
+
+    An invocation is gone when its main process is (``/proc/<pid>/stat``
+    no longer names the pid and start time its ``.owner`` recorded).
+    Each is removed under its own lock, taken without waiting: one busy
+    is being claimed right now, so it is alive.  Does nothing where there
+    is no ``/proc`` (the identity cannot be checked).
+
+    Returns:
+      The directories removed.
+    """
+    if not os.path.isdir("/proc/self"):
+        return []
+    import fcntl
+
+    removed = []
+    for path in base.glob("dramatiq-*"):
+        pid = path.name.partition("-")[2]
+        if not path.is_dir() or not pid.isdigit():
+            continue
+        lock_path = path.parent / f"{path.name}.lock"
+        try:
+            with open(lock_path, "a+") as lock:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    continue
+                try:
+                    owner = (path / ".owner").read_text()
+                except OSError:
+                    owner = None
+                alive = owner == _main_identity(int(pid)) if owner is not None else os.path.exists(f"/proc/{pid}")
+                if alive:
+                    continue
+                shutil.rmtree(path, ignore_errors=True)
+                lock_path.unlink()
+                removed.append(path)
+        except OSError as e:
+            logger.warning("Could not remove the stale worker metrics directory %s: %s", path, e)
+    if removed:
+        logger.info("Removed the metrics directories of dramatiq runs that are gone: %s",
+                    ", ".join(p.name for p in removed))
+    return removed
+
+
+#: Written into a ``dramatiq`` invocation's directory when its exposition could not bind
+#: the port: its worker processes then stop recording (nobody would read it).
+UNSERVED = ".unserved"
+#: Written there once the exposition serves: the worker processes stop looking.
+SERVED = ".served"
+
+
 def plain_cli_exposition() -> int:
-    """Serve a ``dramatiq`` invocation's metrics (a process the Dramatiq CLI forks for it)."""
+    """Serve a ``dramatiq`` invocation's metrics (a process the Dramatiq CLI forks for it).
+
+    Its first SIGTERM/SIGHUP stops it, and the ones after are ignored
+    from that moment on, so that a second one (the main process's, after
+    the service manager's) cannot cut the clean-up short.
+    """
     from actors.worker_logging import adopt_handlers
 
+    def stop(signum, frame) -> None:
+        _ignore_stop_signals()
+        raise SystemExit(0)
+
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), stop)
     config = Config.from_env()
     adopt_handlers(config.log_format)
-    main_pid = os.getppid()
-    path = plain_cli_dir(config, main_pid)
-    server = _bind(config)
-    if server is None:
-        return 0
-    path.mkdir(parents=True, exist_ok=True)
-    _use_dir(path)
-    server.path = path
-    logger.info("Serving the worker metrics on %s:%d.", config.worker_metrics_host, server.server_address[1])
+    path = plain_cli_dir(config, os.getppid())
+    server = None
     try:
+        server = _bind(config)
+        # Claimed like the worker processes do: whichever comes first wipes, the others keep its files.
+        claim_plain_cli_dir(config, os.getppid())
+        if server is None:
+            # The worker processes stop recording; the next run's sweep removes the directory.
+            (path / UNSERVED).touch()
+            return 0
+        server.path = path
+        (path / SERVED).touch()
+        logger.info("Serving the worker metrics on %s:%d.", config.worker_metrics_host, server.server_address[1])
         server.serve_forever()
     finally:
-        # The invocation is over (SIGTERM); its files are of no further use.  A
-        # second SIGTERM (the main process's, after the service manager's) must
-        # not cut the clean-up short.
-        for name in ("SIGTERM", "SIGINT", "SIGHUP"):
-            if hasattr(signal, name):
-                signal.signal(getattr(signal, name), signal.SIG_IGN)
-        server.server_close()
-        shutil.rmtree(path, ignore_errors=True)
-        try:
-            (path.parent / f"{path.name}.lock").unlink()
-        except OSError:
-            pass
+        _ignore_stop_signals()
+        if server is not None:
+            # The invocation is over (SIGTERM); its files are of no further use.
+            server.server_close()
+            shutil.rmtree(path, ignore_errors=True)
+            try:
+                (path.parent / f"{path.name}.lock").unlink()
+            except OSError:
+                pass
     return 0
+
+
+def _ignore_stop_signals() -> None:
+    for name in ("SIGTERM", "SIGINT", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)

@@ -98,6 +98,8 @@ class TaskMetrics(Middleware):
         self._metrics: _Metrics | None = None
         self._lock = threading.Lock()
         self._plain_cli = False
+        #: Under the plain CLI, until its exposition said whether it serves: the directory to look in.
+        self._awaiting: str | None = None
 
     @property
     def forks(self):
@@ -131,6 +133,19 @@ class TaskMetrics(Middleware):
             self.enable(str(claim_plain_cli_dir(self.config, os.getppid())))
         except OSError as e:
             logger.error("Cannot use the worker metrics directory: %s. This process records no metrics.", e)
+            return
+        self._awaiting = self.path
+
+    def _check_served(self, path: str) -> None:
+        """Stop recording when the invocation's exposition could not bind its port (it logged why)."""
+        from actors.worker_metrics import SERVED, UNSERVED
+
+        if os.path.exists(os.path.join(path, UNSERVED)):
+            self._metrics = None
+            self._awaiting = None
+            logger.debug("Nobody serves this run's metrics: this process stops recording them.")
+        elif os.path.exists(os.path.join(path, SERVED)):
+            self._awaiting = None
 
     def after_worker_shutdown(self, broker, worker):
         if self._plain_cli and self.path is not None:
@@ -139,6 +154,8 @@ class TaskMetrics(Middleware):
             mark_process_dead(self.path, os.getpid())
 
     def before_process_message(self, broker, message):
+        if self._awaiting is not None:
+            self._check_served(self._awaiting)
         metrics = self._metrics
         if metrics is None:
             return

@@ -119,3 +119,62 @@ print(registry.get_sample_value("assistant_tasks_failed_total", {{"task": "proce
     # Then the node's collector sees it
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "1.0"
+
+
+def test_directories_of_dramatiq_runs_that_are_gone_are_swept(tmp_path):
+    import fcntl
+
+    from actors.worker_metrics import _main_identity, sweep_plain_cli_dirs
+
+    # Given the directory of a run whose main process exited, one of a live run, and one being claimed now
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    stale, live, busy = (tmp_path / f"dramatiq-{pid}" for pid in (gone.pid, 1, 2))
+    for path, owner in ((stale, f"{gone.pid} 12345"), (live, _main_identity(1)), (busy, "2 1")):
+        path.mkdir()
+        (path / "counter_9.db").write_bytes(b"x")
+        (path / ".owner").write_text(owner)
+        (tmp_path / f"{path.name}.lock").touch()
+    with open(tmp_path / f"{busy.name}.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+
+        # When a new run sweeps
+        removed = sweep_plain_cli_dirs(tmp_path)
+
+    # Then only the gone run's directory and lock are removed
+    assert removed == [stale]
+    assert not stale.exists() and not (tmp_path / f"{stale.name}.lock").exists()
+    assert (live / "counter_9.db").exists() and (busy / "counter_9.db").exists()
+
+
+def test_dramatiq_processes_stop_recording_when_nobody_serves_their_metrics(tmp_path):
+    # Given a plain dramatiq run whose exposition finds its port taken
+    script = f"""
+import os, socket, types
+from pathlib import Path
+taken = socket.socket(); taken.bind(("127.0.0.1", 0)); taken.listen(1)
+from app.config import set_environment
+set_environment(WORKER_METRICS_PORT=str(taken.getsockname()[1]), WORKER_METRICS_HOST="127.0.0.1",
+                WORKER_METRICS_DIR={str(tmp_path)!r})
+from actors.worker_metrics import plain_cli_exposition, UNSERVED, plain_cli_dir
+from app.config import Config
+assert plain_cli_exposition() == 0
+path = plain_cli_dir(Config.from_env(), os.getppid())
+print((path / UNSERVED).exists())
+# When a worker process of that run (whose parent is the same main process) handles a task
+import actors
+from actors.middleware import TaskMetrics, find
+metrics = find(actors.broker, TaskMetrics)
+metrics.config = Config.from_env()
+metrics.after_process_boot(actors.broker)
+print(metrics.enabled)
+message = types.SimpleNamespace(actor_name="process_message_task", message_id="m1", queue_name="default")
+metrics.before_process_message(actors.broker, message)
+print(metrics.enabled, sorted(p.name for p in path.iterdir() if p.name.endswith(".db")))
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+    # Then its metrics turn off before it records anything
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:3] == ["True", "True", "False []"], result.stdout
+    assert "Cannot serve the worker metrics on port" in result.stderr
