@@ -201,7 +201,13 @@ def open_exposition(config: Config) -> Exposition | None:
     if server is None:
         return None
     path = node_dir(config)
-    _wipe(path)
+    try:
+        _wipe(path)
+    except OSError as e:
+        server.server_close()
+        logger.error("Cannot use the worker metrics directory %s (WORKER_METRICS_DIR): %s. This node runs "
+                     "without metrics.", path, e.strerror or e)
+        return None
     _use_dir(path)
     server.path = path
     exposition = Exposition(server, path)

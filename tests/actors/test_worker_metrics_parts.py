@@ -147,6 +147,30 @@ def test_directories_of_dramatiq_runs_that_are_gone_are_swept(tmp_path):
     assert (live / "counter_9.db").exists() and (busy / "counter_9.db").exists()
 
 
+def test_a_node_whose_metrics_directory_cannot_be_made_runs_without_metrics(tmp_path, caplog):
+    import dataclasses
+    import socket
+
+    from actors.worker_metrics import open_exposition
+    from tests.support.metrics import free_port
+
+    # Given WORKER_METRICS_DIR below a file
+    (tmp_path / "file").write_text("not a directory")
+    port = free_port()
+    config = dataclasses.replace(Config.from_env({}), worker_metrics_port=port, worker_metrics_host="127.0.0.1",
+                                 worker_metrics_dir=str(tmp_path / "file" / "metrics"))
+
+    # When the node opens its exposition, it says so once, naming the setting, and gets none
+    with caplog.at_level(logging.ERROR):
+        assert open_exposition(config) is None
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "WORKER_METRICS_DIR" in errors[0], errors
+
+    # And the port is free again
+    with socket.socket() as again:
+        again.bind(("127.0.0.1", port))
+
+
 def test_dramatiq_processes_stop_recording_when_nobody_serves_their_metrics(tmp_path):
     # Given a plain dramatiq run whose exposition finds its port taken
     script = f"""
