@@ -113,6 +113,8 @@ def prepare_dir(path: Path, owner: str) -> bool:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # On Windows SO_REUSEADDR lets a second node bind a port in use (and wipe the first's directory).
+    allow_reuse_address = sys.platform != "win32"
     #: Set once the directory is in use (the socket is bound before).
     path: Path | None = None
 
