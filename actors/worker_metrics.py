@@ -30,6 +30,7 @@ import logging
 import os
 import shutil
 import signal
+import socketserver
 import sys
 import tempfile
 import threading
@@ -118,6 +119,12 @@ class _Server(ThreadingHTTPServer):
     #: Set once the directory is in use (the socket is bound before).
     path: Path | None = None
 
+    def server_bind(self) -> None:
+        # HTTPServer's would look the host up in DNS (socket.getfqdn) at every node start.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
+
     def render(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
         from prometheus_client.multiprocess import MultiProcessCollector
@@ -129,6 +136,8 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
+    #: Seconds a client may take to send its request (a silent one must not hold a thread).
+    timeout = 10
 
     def do_GET(self) -> None:
         path = urlsplit(self.path).path
@@ -172,11 +181,8 @@ class Exposition:
         self.thread = threading.Thread(target=server.serve_forever, name="worker-metrics", daemon=True)
 
     def start(self) -> None:
+        # A daemon thread: it ends with the node's main process, which closes the port.
         self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def _bind(config: Config) -> _Server | None:

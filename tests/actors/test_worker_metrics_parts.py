@@ -202,3 +202,39 @@ print(metrics.enabled, sorted(p.name for p in path.iterdir() if p.name.endswith(
     assert result.returncode == 0, result.stderr
     assert result.stdout.split("\n")[:3] == ["True", "True", "False []"], result.stdout
     assert "Cannot serve the worker metrics on port" in result.stderr
+
+
+def test_the_exposition_binds_without_a_dns_lookup_and_drops_silent_clients(monkeypatch):
+    import socket
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from actors import worker_metrics
+
+    # Given a host whose name cannot be looked up in DNS
+    def no_dns(*args):
+        raise AssertionError("socket.getfqdn called")
+
+    monkeypatch.setattr(socket, "getfqdn", no_dns)
+
+    # When the exposition's server binds, it does not ask
+    server = worker_metrics._Server(("127.0.0.1", 0), worker_metrics._Handler)
+    server.path = None
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        assert (server.server_name, server.server_port) == ("127.0.0.1", port)
+
+        # And a client that connects and says nothing is dropped after the handler's timeout
+        assert worker_metrics._Handler.timeout == 10
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as silent:
+            assert silent.recv(1) == b""
+        # (and the server serves on)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/nope", timeout=10)
+        assert refused.value.code == 404
+    finally:
+        server.shutdown()
+        server.server_close()
