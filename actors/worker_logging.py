@@ -78,7 +78,7 @@ class JsonFormatter(logging.Formatter):
             document["exc_info"] = self.formatException(record.exc_info)
         elif record.exc_text:
             document["exc_info"] = record.exc_text
-        return json.dumps(document, default=repr, ensure_ascii=False)
+        return json.dumps(document, default=repr)
 
 
 def make_formatter(log_format: str) -> logging.Formatter:

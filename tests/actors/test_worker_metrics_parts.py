@@ -238,3 +238,17 @@ def test_the_exposition_binds_without_a_dns_lookup_and_drops_silent_clients(monk
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_json_line_with_a_lone_surrogate_still_reaches_a_utf8_log_file(tmp_path):
+    # Given a UTF-8 log file in the JSON format
+    handler = logging.FileHandler(tmp_path / "w.log", encoding="utf-8")
+    handler.setFormatter(JsonFormatter())
+
+    # When a line carries text with a lone surrogate (e.g. a filename decoded with surrogateescape)
+    handler.emit(_record("bad byte %s", "caf\udce9"))
+    handler.close()
+
+    # Then the line is written, escaped, and reads back as the same text
+    lines = (tmp_path / "w.log").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["message"] == "bad byte caf\udce9"
