@@ -95,9 +95,11 @@ def _task_filter() -> logging.Filter:
 def adopt_handlers(log_format: str) -> None:
     """Give handlers set up by someone else (the plain ``dramatiq`` CLI) the task
     fields, and the JSON format when asked for; Dramatiq's line format stays otherwise."""
+    from actors.middleware.task_log import TaskContextFilter
+
     for handler in logging.getLogger().handlers:
-        if not any(type(f).__name__ == "TaskContextFilter" for f in handler.filters):
-            handler.addFilter(_task_filter())
+        if not any(isinstance(f, TaskContextFilter) for f in handler.filters):
+            handler.addFilter(TaskContextFilter())
         if log_format == "json":
             handler.setFormatter(JsonFormatter())
 

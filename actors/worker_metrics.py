@@ -81,11 +81,6 @@ def _use_dir(path: Path) -> None:
                      path)
 
 
-def _wipe(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True, exist_ok=True)
-
-
 def prepare_dir(path: Path, owner: str) -> bool:
     """Wipe ``path`` unless ``owner`` already claimed it; True when it was wiped.
 
@@ -107,7 +102,8 @@ def prepare_dir(path: Path, owner: str) -> bool:
             current = None
         if current == owner:
             return False
-        _wipe(path)
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True, exist_ok=True)
         marker.write_text(owner)
         return True
 
@@ -210,7 +206,8 @@ def open_exposition(config: Config) -> Exposition | None:
         return None
     path = node_dir(config)
     try:
-        _wipe(path)
+        # This process holds the port, so no other node on the host uses the directory: always wiped.
+        prepare_dir(path, _main_identity(os.getpid()))
     except OSError as e:
         server.server_close()
         logger.error("Cannot use the worker metrics directory %s (WORKER_METRICS_DIR): %s. This node runs "
