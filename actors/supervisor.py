@@ -316,11 +316,11 @@ class Supervisor:
                          exc_info=True)
         finally:
             child.conn.close()
-            # Its in-progress share leaves the live gauges; its counters stay.
+            # Its in-progress share leaves the live gauges; its counts move to the node's archive files.
             if self.metrics.path is not None:
-                from actors.worker_metrics import mark_process_dead
+                from actors.worker_metrics import fold_dead_process
 
-                mark_process_dead(self.metrics.path, child.process.pid)
+                fold_dead_process(self.metrics.path, child.process.pid)
 
     def _cold(self) -> int:
         for child in self.children.values():

@@ -41,7 +41,8 @@ from urllib.parse import urlsplit
 from app.config import Config, set_environment
 
 __all__ = ["Exposition", "open_exposition", "node_dir", "plain_cli_dir", "claim_plain_cli_dir", "prepare_dir",
-           "mark_process_dead", "plain_cli_exposition", "sweep_plain_cli_dirs", "MULTIPROC_ENV", "UNSERVED", "SERVED"]
+           "mark_process_dead", "fold_dead_process", "plain_cli_exposition", "sweep_plain_cli_dirs",
+           "MULTIPROC_ENV", "UNSERVED", "SERVED", "ARCHIVE"]
 
 logger = logging.getLogger("celery.worker")
 
@@ -127,7 +128,8 @@ class _Server(ThreadingHTTPServer):
 
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=str(self.path))
-        return generate_latest(registry), CONTENT_TYPE_LATEST
+        with _files_lock:
+            return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -219,6 +221,55 @@ def open_exposition(config: Config) -> Exposition | None:
     exposition.start()
     logger.debug("Serving the worker metrics on %s:%d from %s.", config.worker_metrics_host, exposition.port, path)
     return exposition
+
+
+#: Held while a scrape reads the files, and while a dead process's files are folded into the
+#: archive, so that a scrape sees them either before or after, never counted twice or not at all.
+_files_lock = threading.Lock()
+
+#: The kinds whose values add up across processes (a counter's, a histogram's buckets and sum).
+_ADDITIVE = ("counter", "histogram")
+#: Where the values of the reaped processes are kept (``<kind>_archived.db``).
+ARCHIVE = "archived"
+
+
+def fold_dead_process(path: str | Path | None, pid: int) -> None:
+    """A reaped prefork child: drop its live gauges, and fold its counters and histograms into
+    the node's archive files, then delete its files.
+
+    Without this each replaced child would leave its files (64 KiB each) for good, and every
+    scrape would parse all of them.  Runs in the process that serves the port (the supervisor).
+    """
+    if path is None:
+        return
+    mark_process_dead(path, pid)
+    from prometheus_client.mmap_dict import MmapedDict
+
+    with _files_lock:
+        for kind in _ADDITIVE:
+            dead = Path(path) / f"{kind}_{pid}.db"
+            if not dead.exists():
+                continue
+            archive = Path(path) / f"{kind}_{ARCHIVE}.db"
+            try:
+                totals: dict[str, float] = {}
+                for source in (archive, dead):
+                    if source.exists():
+                        for key, value, _timestamp, _pos in MmapedDict.read_all_values_from_file(str(source)):
+                            totals[key] = totals.get(key, 0.0) + value
+                # Written aside and renamed: a crash leaves the old archive and the dead file, not half of one.
+                fresh = archive.with_name(archive.name + ".new")
+                fresh.unlink(missing_ok=True)
+                merged = MmapedDict(str(fresh))
+                try:
+                    for key, value in totals.items():
+                        merged.write_value(key, value, 0.0)
+                finally:
+                    merged.close()
+                os.replace(fresh, archive)
+                dead.unlink()
+            except OSError as e:
+                logger.warning("Could not fold the metrics of process %d into %s: %s", pid, archive, e)
 
 
 def mark_process_dead(path: str | Path | None, pid: int) -> None:

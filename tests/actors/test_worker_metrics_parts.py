@@ -252,3 +252,39 @@ def test_a_json_line_with_a_lone_surrogate_still_reaches_a_utf8_log_file(tmp_pat
     # Then the line is written, escaped, and reads back as the same text
     lines = (tmp_path / "w.log").read_text(encoding="utf-8").splitlines()
     assert len(lines) == 1 and json.loads(lines[0])["message"] == "bad byte caf\udce9"
+
+
+def test_the_files_of_reaped_processes_fold_into_the_archive_and_the_counts_stay(tmp_path):
+    import os
+
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    from actors.worker_metrics import fold_dead_process
+
+    # Given five processes that each counted a task and timed it, then exited
+    script = """
+import os
+from prometheus_client import Counter, Gauge, Histogram
+Counter("t_runs", "runs", ["task"], registry=None).labels("x").inc(2)
+Histogram("t_seconds", "time", ["task"], registry=None, buckets=(1.0,)).labels("x").observe(0.5)
+Gauge("t_busy", "busy", ["task"], registry=None, multiprocess_mode="livesum").labels("x").inc()
+print(os.getpid())
+"""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    pids = [int(subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                               check=True, timeout=60).stdout) for _ in range(5)]
+
+    # When the supervisor reaps them one after the other
+    for pid in pids:
+        fold_dead_process(tmp_path, pid)
+
+    # Then only the archive files are left, and they hold every count
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["counter_archived.db", "histogram_archived.db"]
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(tmp_path))
+    assert registry.get_sample_value("t_runs_total", {"task": "x"}) == 10
+    assert registry.get_sample_value("t_seconds_count", {"task": "x"}) == 5
+    assert registry.get_sample_value("t_seconds_bucket", {"task": "x", "le": "1.0"}) == 5
+    assert registry.get_sample_value("t_seconds_sum", {"task": "x"}) == 2.5
+    assert registry.get_sample_value("t_busy", {"task": "x"}) is None

@@ -67,6 +67,14 @@ def test_a_prefork_node_counts_the_tasks_of_every_child_and_of_replaced_ones(cel
     assert value(samples, "assistant_tasks_in_progress", task="test_record_default") == 0
     assert value(samples, "assistant_tasks_failed_total", task="test_record_default") == 0
 
+    # And the replaced children's files were folded into the node's archive: what is left is the
+    # archive and the files of the supervisor and its two live children
+    def files() -> list[str]:
+        return sorted(p.name for p in (tmp_path / "metrics").glob("*/*.db"))
+
+    wait_for(lambda: len({name.rsplit("_", 1)[1] for name in files()} - {"archived.db"}) <= 3, 120)
+    assert "counter_archived.db" in files() and "histogram_archived.db" in files(), files()
+
     # And every process's log file has one JSON object per line, the task lines with their fields
     children = [tmp_path / f"node-{n}.log" for n in range(1, 7) if (tmp_path / f"node-{n}.log").exists()]
     records = [r for path in children for r in json_lines(path)]
