@@ -23,6 +23,7 @@ from dramatiq import Message
 from actors.broker import RedisBroker
 from actors.middleware import FixedRetries, TaskHistory, TaskMetrics
 from actors.middleware import find as find_middleware
+from actors.middleware import find_optional as optional_middleware
 from app.errors import TransientError
 from facade.api import ms_to_seconds
 from facade.exceptions import TimeLimitExceeded
@@ -75,7 +76,7 @@ def fail_held(broker: RedisBroker, *, inflight_key: str, raw: bytes, message: Me
     history = next((m for m in broker.middleware if isinstance(m, TaskHistory)), None)
     if history is not None:
         history.record_abandoned(broker, message, outcome, exception)
-    metrics = next((m for m in broker.middleware if isinstance(m, TaskMetrics)), None)
+    metrics = optional_middleware(broker, TaskMetrics)
     if metrics is not None:
         metrics.count_outcome(message.actor_name, outcome)
     return outcome

@@ -7,7 +7,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import redis
 from dramatiq import Consumer as _DramatiqConsumer
@@ -45,6 +45,10 @@ class InflightMessage(MessageProxy):
         #: message already handled (:mod:`actors.abandoned`): a late return of
         #: the blocked thread must not ack, retry or dead-letter it again.
         self.abandoned = False
+        #: Set when the run starts (:func:`actors.middleware.task_log.begin`).
+        self.running_task: Any = None
+        #: Set when the metrics counted the run (:class:`actors.middleware.TaskMetrics`).
+        self.task_metrics: Any = None
 
     def retry_on_ack(self, message: Message, delay_ms: int) -> None:
         """Schedule ``message`` when this one is acknowledged, atomically with

@@ -44,6 +44,7 @@ from actors.envelope import decode
 from actors.middleware import TaskMetrics
 from actors.middleware import find as find_middleware
 from actors.middleware.node_state import rusage
+from actors.middleware.task_log import log_finished
 from actors.node_process import EX_COLD, child_main, load_broker
 from actors.worker_logging import say_shutdown
 from actors.worker_spec import WorkerSpec
@@ -75,6 +76,8 @@ class _Child:
     #: The task running now (the child's "start" event) and its kill deadline (monotonic).
     current: dict[str, Any] | None = None
     deadline: float | None = None
+    #: When the supervisor heard of the current task's start (monotonic).
+    current_since: float | None = None
     retiring: str | None = None
     #: ``max_tasks`` or ``max_memory``: the metrics' label of a retiring child.
     retire_kind: str = ""
@@ -216,7 +219,7 @@ class Supervisor:
             child.ready = True
         elif kind == "start":
             task = event[1]
-            child.current = task
+            child.current, child.current_since = task, time.monotonic()
             # A backstop: the child reports a stuck task itself one grace
             # after the hard limit, unless it cannot run Python at all.
             child.deadline = time.monotonic() + ms_to_seconds(task["hard_ms"]) + 2 * self.spec.grace_s
@@ -300,8 +303,11 @@ class Supervisor:
                 message = decode(task["raw"], task["queue"]).message
                 error: BaseException = hard_limit_error(task["hard_ms"]) if child.killed_stuck else \
                     WorkerLostError(f"Worker exited prematurely: {_exit_text(child.process.exitcode)}")
-                fail_held(self.broker, inflight_key=task["inflight_key"], raw=task["raw"], message=message,
-                          exception=error)
+                outcome = fail_held(self.broker, inflight_key=task["inflight_key"], raw=task["raw"],
+                                    message=message, exception=error)
+                # The run's finish line: the child that began it cannot write it.
+                since = child.current_since
+                log_finished(message, outcome, None if since is None else time.monotonic() - since)
             if child.broker_id is not None:
                 self.broker.release_process(child.broker_id)
             registry.leave(self.client, self.spec.node_name, pid=child.process.pid)
@@ -310,11 +316,11 @@ class Supervisor:
                          exc_info=True)
         finally:
             child.conn.close()
-            # Its in-progress share leaves the live gauges; its counters stay.
+            # Its in-progress share leaves the live gauges; its counts move to the node's archive files.
             if self.metrics.path is not None:
-                from actors.worker_metrics import mark_process_dead
+                from actors.worker_metrics import fold_dead_process
 
-                mark_process_dead(self.metrics.path, child.process.pid)
+                fold_dead_process(self.metrics.path, child.process.pid)
 
     def _cold(self) -> int:
         for child in self.children.values():

@@ -54,7 +54,7 @@ def say_shutdown(how: str) -> None:
 
 
 #: The task attributes a JSON line carries (None when the line is about no task).
-TASK_FIELDS = ("task_name", "task_id", "queue", "duration_s", "outcome")
+TASK_FIELDS = ("task_name", "task_id", "queue", "event", "duration_s", "outcome")
 
 
 class JsonFormatter(logging.Formatter):
@@ -78,7 +78,7 @@ class JsonFormatter(logging.Formatter):
             document["exc_info"] = self.formatException(record.exc_info)
         elif record.exc_text:
             document["exc_info"] = record.exc_text
-        return json.dumps(document, default=repr, ensure_ascii=False)
+        return json.dumps(document, default=repr)
 
 
 def make_formatter(log_format: str) -> logging.Formatter:
@@ -95,9 +95,11 @@ def _task_filter() -> logging.Filter:
 def adopt_handlers(log_format: str) -> None:
     """Give handlers set up by someone else (the plain ``dramatiq`` CLI) the task
     fields, and the JSON format when asked for; Dramatiq's line format stays otherwise."""
+    from actors.middleware.task_log import TaskContextFilter
+
     for handler in logging.getLogger().handlers:
-        if not any(type(f).__name__ == "TaskContextFilter" for f in handler.filters):
-            handler.addFilter(_task_filter())
+        if not any(isinstance(f, TaskContextFilter) for f in handler.filters):
+            handler.addFilter(TaskContextFilter())
         if log_format == "json":
             handler.setFormatter(JsonFormatter())
 

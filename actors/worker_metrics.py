@@ -30,6 +30,7 @@ import logging
 import os
 import shutil
 import signal
+import socketserver
 import sys
 import tempfile
 import threading
@@ -40,7 +41,8 @@ from urllib.parse import urlsplit
 from app.config import Config, set_environment
 
 __all__ = ["Exposition", "open_exposition", "node_dir", "plain_cli_dir", "claim_plain_cli_dir", "prepare_dir",
-           "mark_process_dead", "plain_cli_exposition", "MULTIPROC_ENV"]
+           "mark_process_dead", "fold_dead_process", "plain_cli_exposition", "sweep_plain_cli_dirs",
+           "MULTIPROC_ENV", "UNSERVED", "SERVED", "ARCHIVE"]
 
 logger = logging.getLogger("celery.worker")
 
@@ -80,11 +82,6 @@ def _use_dir(path: Path) -> None:
                      path)
 
 
-def _wipe(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True, exist_ok=True)
-
-
 def prepare_dir(path: Path, owner: str) -> bool:
     """Wipe ``path`` unless ``owner`` already claimed it; True when it was wiped.
 
@@ -106,15 +103,24 @@ def prepare_dir(path: Path, owner: str) -> bool:
             current = None
         if current == owner:
             return False
-        _wipe(path)
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True, exist_ok=True)
         marker.write_text(owner)
         return True
 
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # On Windows SO_REUSEADDR lets a second node bind a port in use (and wipe the first's directory).
+    allow_reuse_address = sys.platform != "win32"
     #: Set once the directory is in use (the socket is bound before).
     path: Path | None = None
+
+    def server_bind(self) -> None:
+        # HTTPServer's would look the host up in DNS (socket.getfqdn) at every node start.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
 
     def render(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -122,11 +128,14 @@ class _Server(ThreadingHTTPServer):
 
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=str(self.path))
-        return generate_latest(registry), CONTENT_TYPE_LATEST
+        with _files_lock:
+            return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
+    #: Seconds a client may take to send its request (a silent one must not hold a thread).
+    timeout = 10
 
     def do_GET(self) -> None:
         path = urlsplit(self.path).path
@@ -170,11 +179,8 @@ class Exposition:
         self.thread = threading.Thread(target=server.serve_forever, name="worker-metrics", daemon=True)
 
     def start(self) -> None:
+        # A daemon thread: it ends with the node's main process, which closes the port.
         self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def _bind(config: Config) -> _Server | None:
@@ -201,13 +207,69 @@ def open_exposition(config: Config) -> Exposition | None:
     if server is None:
         return None
     path = node_dir(config)
-    _wipe(path)
+    try:
+        # This process holds the port, so no other node on the host uses the directory: always wiped.
+        prepare_dir(path, _main_identity(os.getpid()))
+    except OSError as e:
+        server.server_close()
+        logger.error("Cannot use the worker metrics directory %s (WORKER_METRICS_DIR): %s. This node runs "
+                     "without metrics.", path, e.strerror or e)
+        return None
     _use_dir(path)
     server.path = path
     exposition = Exposition(server, path)
     exposition.start()
     logger.debug("Serving the worker metrics on %s:%d from %s.", config.worker_metrics_host, exposition.port, path)
     return exposition
+
+
+#: Held while a scrape reads the files, and while a dead process's files are folded into the
+#: archive, so that a scrape sees them either before or after, never counted twice or not at all.
+_files_lock = threading.Lock()
+
+#: The kinds whose values add up across processes (a counter's, a histogram's buckets and sum).
+_ADDITIVE = ("counter", "histogram")
+#: Where the values of the reaped processes are kept (``<kind>_archived.db``).
+ARCHIVE = "archived"
+
+
+def fold_dead_process(path: str | Path | None, pid: int) -> None:
+    """A reaped prefork child: drop its live gauges, and fold its counters and histograms into
+    the node's archive files, then delete its files.
+
+    Without this each replaced child would leave its files (64 KiB each) for good, and every
+    scrape would parse all of them.  Runs in the process that serves the port (the supervisor).
+    """
+    if path is None:
+        return
+    mark_process_dead(path, pid)
+    from prometheus_client.mmap_dict import MmapedDict
+
+    with _files_lock:
+        for kind in _ADDITIVE:
+            dead = Path(path) / f"{kind}_{pid}.db"
+            if not dead.exists():
+                continue
+            archive = Path(path) / f"{kind}_{ARCHIVE}.db"
+            try:
+                totals: dict[str, float] = {}
+                for source in (archive, dead):
+                    if source.exists():
+                        for key, value, _timestamp, _pos in MmapedDict.read_all_values_from_file(str(source)):
+                            totals[key] = totals.get(key, 0.0) + value
+                # Written aside and renamed: a crash leaves the old archive and the dead file, not half of one.
+                fresh = archive.with_name(archive.name + ".new")
+                fresh.unlink(missing_ok=True)
+                merged = MmapedDict(str(fresh))
+                try:
+                    for key, value in totals.items():
+                        merged.write_value(key, value, 0.0)
+                finally:
+                    merged.close()
+                os.replace(fresh, archive)
+                dead.unlink()
+            except OSError as e:
+                logger.warning("Could not fold the metrics of process %d into %s: %s", pid, archive, e)
 
 
 def mark_process_dead(path: str | Path | None, pid: int) -> None:
@@ -238,42 +300,116 @@ def claim_plain_cli_dir(config: Config, main_pid: int) -> Path:
     Every worker process calls this at boot; the first one wipes what an
     earlier invocation with the same main pid left (a container's pid 1
     is always the same) and writes the owner, under a file lock, so no
-    process wipes a sibling's fresh files.
+    process wipes a sibling's fresh files.  It also removes the
+    directories of invocations that are gone (killed, or stopped before
+    their exposition could clean up): see :func:`sweep_plain_cli_dirs`.
     """
     path = plain_cli_dir(config, main_pid)
-    prepare_dir(path, _main_identity(main_pid))
+    if prepare_dir(path, _main_identity(main_pid)):
+        sweep_plain_cli_dirs(path.parent)
     _use_dir(path)
     return path
 
 
+def sweep_plain_cli_dirs(base: Path) -> list[Path]:
+    """Remove the ``dramatiq-<pid>`` directories whose invocation no longer runs.
+
+    An invocation is gone when its main process is (``/proc/<pid>/stat``
+    no longer names the pid and start time its ``.owner`` recorded).
+    Each is removed under its own lock, taken without waiting: one busy
+    is being claimed right now, so it is alive.  Does nothing where there
+    is no ``/proc`` (the identity cannot be checked).
+
+    Returns:
+      The directories removed.
+    """
+    if not os.path.isdir("/proc/self"):
+        return []
+    import fcntl
+
+    removed = []
+    for path in base.glob("dramatiq-*"):
+        pid = path.name.partition("-")[2]
+        if not path.is_dir() or not pid.isdigit():
+            continue
+        lock_path = path.parent / f"{path.name}.lock"
+        try:
+            with open(lock_path, "a+") as lock:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    continue
+                try:
+                    owner = (path / ".owner").read_text()
+                except OSError:
+                    owner = None
+                alive = owner == _main_identity(int(pid)) if owner is not None else os.path.exists(f"/proc/{pid}")
+                if alive:
+                    continue
+                shutil.rmtree(path, ignore_errors=True)
+                lock_path.unlink()
+                removed.append(path)
+        except OSError as e:
+            logger.warning("Could not remove the stale worker metrics directory %s: %s", path, e)
+    if removed:
+        logger.info("Removed the metrics directories of dramatiq runs that are gone: %s",
+                    ", ".join(p.name for p in removed))
+    return removed
+
+
+#: Written into a ``dramatiq`` invocation's directory when its exposition could not bind
+#: the port: its worker processes then stop recording (nobody would read it).
+UNSERVED = ".unserved"
+#: Written there once the exposition serves: the worker processes stop looking.
+SERVED = ".served"
+
+
 def plain_cli_exposition() -> int:
-    """Serve a ``dramatiq`` invocation's metrics (a process the Dramatiq CLI forks for it)."""
+    """Serve a ``dramatiq`` invocation's metrics (a process the Dramatiq CLI forks for it).
+
+    Its first SIGTERM/SIGHUP stops it, and the ones after are ignored
+    from that moment on, so that a second one (the main process's, after
+    the service manager's) cannot cut the clean-up short.
+    """
     from actors.worker_logging import adopt_handlers
 
+    def stop(signum, frame) -> None:
+        _ignore_stop_signals()
+        raise SystemExit(0)
+
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), stop)
     config = Config.from_env()
     adopt_handlers(config.log_format)
-    main_pid = os.getppid()
-    path = plain_cli_dir(config, main_pid)
-    server = _bind(config)
-    if server is None:
-        return 0
-    path.mkdir(parents=True, exist_ok=True)
-    _use_dir(path)
-    server.path = path
-    logger.info("Serving the worker metrics on %s:%d.", config.worker_metrics_host, server.server_address[1])
+    path = plain_cli_dir(config, os.getppid())
+    server = None
     try:
+        server = _bind(config)
+        # Claimed like the worker processes do: whichever comes first wipes, the others keep its files.
+        claim_plain_cli_dir(config, os.getppid())
+        if server is None:
+            # The worker processes stop recording; the next run's sweep removes the directory.
+            (path / UNSERVED).touch()
+            return 0
+        server.path = path
+        (path / SERVED).touch()
+        logger.info("Serving the worker metrics on %s:%d.", config.worker_metrics_host, server.server_address[1])
         server.serve_forever()
     finally:
-        # The invocation is over (SIGTERM); its files are of no further use.  A
-        # second SIGTERM (the main process's, after the service manager's) must
-        # not cut the clean-up short.
-        for name in ("SIGTERM", "SIGINT", "SIGHUP"):
-            if hasattr(signal, name):
-                signal.signal(getattr(signal, name), signal.SIG_IGN)
-        server.server_close()
-        shutil.rmtree(path, ignore_errors=True)
-        try:
-            (path.parent / f"{path.name}.lock").unlink()
-        except OSError:
-            pass
+        _ignore_stop_signals()
+        if server is not None:
+            # The invocation is over (SIGTERM); its files are of no further use.
+            server.server_close()
+            shutil.rmtree(path, ignore_errors=True)
+            try:
+                (path.parent / f"{path.name}.lock").unlink()
+            except OSError:
+                pass
     return 0
+
+
+def _ignore_stop_signals() -> None:
+    for name in ("SIGTERM", "SIGINT", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)

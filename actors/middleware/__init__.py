@@ -12,7 +12,7 @@ from actors.middleware.task_log import TaskLog
 from actors.middleware.time_limits import TimeLimits
 
 __all__ = ["ChildLimits", "FixedRetries", "NodeState", "ParentLink", "TaskHistory", "TaskLog", "TaskMetrics",
-           "TimeLimits", "find", "is_transient"]
+           "TimeLimits", "find", "find_optional", "is_transient"]
 
 
 M = TypeVar("M")
@@ -21,3 +21,8 @@ M = TypeVar("M")
 def find(broker, kind: type[M]) -> M:
     """The broker's middleware of type ``kind`` (every worker's broker has one of each)."""
     return next(m for m in broker.middleware if isinstance(m, kind))
+
+
+def find_optional(broker, kind: type[M]) -> M | None:
+    """The broker's middleware of type ``kind``, or None when it has none (a broker built by a test)."""
+    return next((m for m in broker.middleware if isinstance(m, kind)), None)

@@ -19,10 +19,11 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from typing import Any
 
 from dramatiq import Middleware
+
+from actors.middleware.task_log import begin, elapsed_s
 
 __all__ = ["TaskMetrics", "DURATION_BUCKETS_S", "OUTCOMES", "RESTART_REASONS"]
 
@@ -60,6 +61,28 @@ class _Metrics:
                                   ("task", "limit"))
         self.child_restarts = counter("assistant_worker_child_restarts",
                                       "Prefork children replaced, by reason.", ("reason",))
+        self._tasks: dict[str, _TaskChildren] = {}
+
+    def of(self, task: str) -> _TaskChildren:
+        """The labelled children of ``task``, made once (``labels()`` locks and builds a key on every call)."""
+        children = self._tasks.get(task)
+        if children is None:
+            children = self._tasks[task] = _TaskChildren(self, task)
+        return children
+
+
+class _TaskChildren:
+    """One task's labelled metrics: the hot path touches these only."""
+
+    __slots__ = ("received", "in_progress", "duration", "succeeded", "failed", "retried")
+
+    def __init__(self, metrics: _Metrics, task: str) -> None:
+        self.received = metrics.received.labels(task)
+        self.in_progress = metrics.in_progress.labels(task)
+        self.duration = metrics.duration.labels(task)
+        self.succeeded = metrics.succeeded.labels(task)
+        self.failed = metrics.failed.labels(task)
+        self.retried = metrics.retried.labels(task)
 
 
 class TaskMetrics(Middleware):
@@ -74,8 +97,9 @@ class TaskMetrics(Middleware):
         self.path: str | None = None
         self._metrics: _Metrics | None = None
         self._lock = threading.Lock()
-        self._started: dict[str, float] = {}
         self._plain_cli = False
+        #: Under the plain CLI, until its exposition said whether it serves: the directory to look in.
+        self._awaiting: str | None = None
 
     @property
     def forks(self):
@@ -109,6 +133,19 @@ class TaskMetrics(Middleware):
             self.enable(str(claim_plain_cli_dir(self.config, os.getppid())))
         except OSError as e:
             logger.error("Cannot use the worker metrics directory: %s. This process records no metrics.", e)
+            return
+        self._awaiting = self.path
+
+    def _check_served(self, path: str) -> None:
+        """Stop recording when the invocation's exposition could not bind its port (it logged why)."""
+        from actors.worker_metrics import SERVED, UNSERVED
+
+        if os.path.exists(os.path.join(path, UNSERVED)):
+            self._metrics = None
+            self._awaiting = None
+            logger.debug("Nobody serves this run's metrics: this process stops recording them.")
+        elif os.path.exists(os.path.join(path, SERVED)):
+            self._awaiting = None
 
     def after_worker_shutdown(self, broker, worker):
         if self._plain_cli and self.path is not None:
@@ -117,38 +154,46 @@ class TaskMetrics(Middleware):
             mark_process_dead(self.path, os.getpid())
 
     def before_process_message(self, broker, message):
+        if self._awaiting is not None:
+            self._check_served(self._awaiting)
         metrics = self._metrics
         if metrics is None:
             return
-        with self._lock:
-            self._started[message.message_id] = time.perf_counter()
-        metrics.received.labels(message.actor_name).inc()
-        metrics.in_progress.labels(message.actor_name).inc()
+        children = metrics.of(message.actor_name)
+        begin(message)
+        # Marks the run as counted: its end is counted only then.
+        message.task_metrics = children
+        children.received.inc()
+        children.in_progress.inc()
 
     def after_process_message(self, broker, message, *, result=None, exception=None):
-        metrics = self._metrics
-        if metrics is None:
+        children = self._counted(message)
+        if children is None:
             return
-        with self._lock:
-            started = self._started.pop(message.message_id, None)
-        if started is None:
-            return
-        task = message.actor_name
-        metrics.in_progress.labels(task).dec()
-        metrics.duration.labels(task).observe(time.perf_counter() - started)
+        children.in_progress.dec()
+        duration = elapsed_s(message)
+        if duration is not None:
+            children.duration.observe(duration)
         if getattr(message, "abandoned", False):
             return  # counted by fail_held when its process gave up on it
         if exception is None:
-            self.count_outcome(task, "succeeded")
+            children.succeeded.inc()
+        elif message.failed:
+            children.failed.inc()
         else:
-            self.count_outcome(task, "failed" if message.failed else "retried")
+            children.retried.inc()
 
     def after_skip_message(self, broker, message):
-        metrics = self._metrics
-        with self._lock:
-            started = self._started.pop(message.message_id, None)
-        if metrics is not None and started is not None:
-            metrics.in_progress.labels(message.actor_name).dec()
+        children = self._counted(message)
+        if children is not None:
+            children.in_progress.dec()
+
+    @staticmethod
+    def _counted(message) -> _TaskChildren | None:
+        children = getattr(message, "task_metrics", None)
+        if children is not None:
+            message.task_metrics = None  # counted once, whatever calls follow
+        return children
 
     # -- counted from elsewhere ---------------------------------------------------------
 
@@ -157,7 +202,7 @@ class TaskMetrics(Middleware):
         metrics = self._metrics
         if metrics is None or outcome not in OUTCOMES:
             return
-        getattr(metrics, outcome).labels(task).inc()
+        getattr(metrics.of(task), outcome).inc()
 
     def count_limit_hit(self, task: str, limit: str) -> None:
         """A ``soft`` or ``hard`` time limit fired for ``task`` (from :class:`TimeLimits`)."""

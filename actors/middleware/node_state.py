@@ -11,9 +11,10 @@ process names it ``dramatiq.<main pid>@<host>`` and writes a minimal
 ``info``, so that one invocation counts as one node.  A Worker started
 by a program or a test (no ``join``, no ``dramatiq`` CLI) is not a node.
 
-It also logs one structured line when a task starts and one when it
-ends (``task=… id=… queue=… duration_s=… outcome=…``), after the retry
-decision, which is why it sits before ``FixedRetries`` in the list.
+It also writes the structured line when a task starts and the one when
+it ends (:func:`actors.middleware.task_log.log_finished`: ``task=… id=…
+queue=… duration_s=… outcome=…``), after the retry decision, which is
+why it sits before ``FixedRetries`` in the list.
 """
 
 from __future__ import annotations
@@ -31,13 +32,11 @@ from dramatiq import Middleware
 from dramatiq.errors import ActorNotFound
 
 from actors import keys, registry
+from actors.middleware.task_log import begin, elapsed_s, log_finished, log_started
 from actors.names import celery_name
 from facade.api import from_dramatiq_priority
 
 __all__ = ["NodeState", "task_dict", "rss_kib", "rusage"]
-
-events = logging.getLogger("actors.tasks")
-
 
 def rss_kib() -> int:
     """This process's resident memory in KiB (0 when unknown)."""
@@ -107,7 +106,7 @@ class NodeState(Middleware):
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._active: dict[str, tuple[Any, float, float]] = {}  # id -> (message, epoch s, monotonic s)
+        self._active: dict[str, tuple[Any, float]] = {}  # id -> (message, epoch s)
         self._counters: Counter[str] = Counter()
         self._by_task: Counter[str] = Counter()
         self._worker: Any = None
@@ -167,12 +166,14 @@ class NodeState(Middleware):
             logging.getLogger(__name__).warning("Could not leave the node registry; the entry expires.")
 
     def before_process_message(self, broker, message):
+        begin(message)
         with self._lock:
-            self._active[message.message_id] = (message, time.time(), time.monotonic())
-        events.info("task started task=%s id=%s queue=%s", message.actor_name, message.message_id,
-                    message.queue_name, extra=_fields(message))
+            self._active[message.message_id] = (message, time.time())
+        log_started(message)
 
     def after_process_message(self, broker, message, *, result=None, exception=None):
+        if getattr(message, "abandoned", False):
+            return  # finished when its process gave up on it
         if exception is None:
             outcome = "succeeded"
         elif message.failed:
@@ -189,14 +190,11 @@ class NodeState(Middleware):
     def finish(self, message, outcome: str) -> None:
         """Count a task that ended (also called for an abandoned one)."""
         with self._lock:
-            entry = self._active.pop(message.message_id, None)
+            self._active.pop(message.message_id, None)
             self._counters["processed"] += 1
             self._counters[outcome] += 1
             self._by_task[celery_name(message.actor_name)] += 1
-        duration = time.monotonic() - entry[2] if entry else 0.0
-        events.info("task finished task=%s id=%s queue=%s duration_s=%.3f outcome=%s",
-                    message.actor_name, message.message_id, message.queue_name, duration, outcome,
-                    extra=_fields(message, outcome=outcome, duration_s=round(duration, 6)))
+        log_finished(message, outcome, elapsed_s(message))
 
     def snapshot(self) -> dict[str, Any]:
         """This process's state as the registry stores it."""
@@ -204,7 +202,7 @@ class NodeState(Middleware):
         broker = None if self._worker is None else self._worker.broker
         with self._lock:
             active = [task_dict(m, hostname=name, started=t, pid=pid, broker=broker)
-                      for m, t, _ in self._active.values()]
+                      for m, t in self._active.values()]
             counters = dict(self._counters)
             by_task = dict(self._by_task)
         reserved = [task_dict(m, hostname=name, started=None, pid=None, broker=broker) for m in self._reserved()]
@@ -269,12 +267,6 @@ class NodeState(Middleware):
                 logging.getLogger(__name__).critical("Unexpected failure of the registry beat.", exc_info=True)
             if self._stop.wait(self.interval_s):
                 return
-
-
-def _fields(message, *, outcome: str | None = None, duration_s: float | None = None) -> dict[str, Any]:
-    """Record attributes of the structured lines (written out by the JSON log format)."""
-    return {"task_name": message.actor_name, "task_id": message.message_id, "queue": message.queue_name,
-            "outcome": outcome, "duration_s": duration_s}
 
 
 def _dramatiq_version() -> str:

@@ -94,14 +94,14 @@ class FixedRetries(Middleware):
             self.logger.info(
                 "Task %s[%s] retry: Retry in %ss: %r",
                 celery_name(message.actor_name), message.message_id, _seconds(delay_ms), exception,
-                extra=task_fields(message, outcome="retried"),
+                extra=task_fields(message),
             )
             return delay_ms
         self.logger.error(
             "Task %s[%s] raised unexpected: %r",
             celery_name(message.actor_name), message.message_id, exception,
             exc_info=(type(exception), exception, exception.__traceback__),
-            extra=task_fields(message, outcome="failed"),
+            extra=task_fields(message),
         )
         return None
 

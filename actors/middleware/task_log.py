@@ -1,11 +1,20 @@
-"""One INFO line when a task starts and one when it succeeds, in Celery's words.
+"""Celery's task lines, and the one structured line per task start and finish.
 
-Failures and retries are logged by :class:`actors.middleware.FixedRetries`,
-which knows what happens next.  The task's name, id, queue and start are
-bound to a context variable that :class:`TaskContextFilter` adds to every
-log record of the task's thread; the lines that end a task also carry
-``duration_s`` and ``outcome`` as record attributes, which the JSON log
-format (``LOG_FORMAT=json``, :mod:`actors.worker_logging`) writes out.
+``Task <name>[<id>] received`` and ``... succeeded in <s>s: <result>``
+come from :class:`TaskLog`; failures and retries are logged by
+:class:`actors.middleware.FixedRetries`, which knows what happens next.
+These Celery-worded lines carry the task's name, id and queue as record
+attributes and nothing more.
+
+The structured lines are :func:`log_started` and :func:`log_finished`
+(logger ``actors.tasks``): exactly one of each per task run, the finish
+line for every outcome (also a task abandoned at its hard limit), and
+only they carry ``event`` (``started``/``finished``) and, on the finish
+line, ``duration_s`` and ``outcome``, which the JSON log format
+(``LOG_FORMAT=json``, :mod:`actors.worker_logging`) writes out.  The
+run's one start time is the :class:`RunningTask` that :func:`begin`
+puts on the message proxy; the middleware that time the run (this one,
+the node state, the metrics) all read it from there.
 """
 
 from __future__ import annotations
@@ -19,7 +28,11 @@ from dramatiq import Middleware
 
 from actors.names import celery_name
 
-__all__ = ["TaskLog", "TaskContextFilter", "current_task", "task_fields", "RunningTask"]
+__all__ = ["TaskLog", "TaskContextFilter", "current_task", "task_fields", "RunningTask", "begin", "elapsed_s",
+           "log_started", "log_finished"]
+
+#: The structured start and finish lines.
+events = logging.getLogger("actors.tasks")
 
 
 class RunningTask(NamedTuple):
@@ -32,30 +45,48 @@ class RunningTask(NamedTuple):
 
 #: The task the current thread runs, or None.
 current_task: contextvars.ContextVar[RunningTask | None] = contextvars.ContextVar("current_task", default=None)
-#: The task this thread ran last: the retry middleware's ``after`` hook runs
-#: after this one's and still logs the run's duration.
-_last_task: contextvars.ContextVar[RunningTask | None] = contextvars.ContextVar("last_task", default=None)
 
 
-def task_fields(message, *, outcome: str | None = None, duration_s: float | None = None,
-                measure: bool = True) -> dict[str, Any]:
-    """The record attributes of a line about ``message`` (``extra=`` of a logging call).
+def begin(message) -> RunningTask:
+    """The run of ``message`` (a message proxy): created by the first middleware that asks."""
+    running = getattr(message, "running_task", None)
+    if running is None:
+        running = RunningTask(message.actor_name, message.message_id, message.queue_name, time.perf_counter())
+        message.running_task = running
+    return running
 
-    With ``measure``, the duration is the running task's when not given
-    and ``message`` is the task this thread runs (or just ran).
-    """
-    running = current_task.get() or _last_task.get()
-    if measure and duration_s is None and running is not None and running.task_id == message.message_id:
-        duration_s = time.perf_counter() - running.started
-    return {
-        "task_name": message.actor_name, "task_id": message.message_id, "queue": message.queue_name,
-        "outcome": outcome, "duration_s": None if duration_s is None else round(duration_s, 6),
-    }
+
+def elapsed_s(message) -> float | None:
+    """Seconds since the run of ``message`` began (None when it has no :func:`begin`)."""
+    running = getattr(message, "running_task", None)
+    return None if running is None else time.perf_counter() - running.started
+
+
+def task_fields(message) -> dict[str, Any]:
+    """The record attributes of a Celery-worded line about ``message`` (``extra=`` of a logging call)."""
+    return {"task_name": message.actor_name, "task_id": message.message_id, "queue": message.queue_name}
+
+
+def log_started(message) -> None:
+    """The structured line that starts a run."""
+    if events.isEnabledFor(logging.INFO):
+        events.info("task started task=%s id=%s queue=%s", message.actor_name, message.message_id,
+                    message.queue_name, extra={**task_fields(message), "event": "started"})
+
+
+def log_finished(message, outcome: str, duration_s: float | None) -> None:
+    """The structured line that ends a run: ``outcome`` and ``duration_s`` (None when unknown)."""
+    if events.isEnabledFor(logging.INFO):
+        duration = None if duration_s is None else round(duration_s, 6)
+        events.info("task finished task=%s id=%s queue=%s duration_s=%s outcome=%s",
+                    message.actor_name, message.message_id, message.queue_name,
+                    "-" if duration is None else f"{duration:.3f}", outcome,
+                    extra={**task_fields(message), "event": "finished", "outcome": outcome, "duration_s": duration})
 
 
 class TaskContextFilter(logging.Filter):
     """Adds ``task_name``, ``task_id`` and ``queue`` of the running task to every record
-    that has none (None outside tasks); also ``outcome`` and ``duration_s`` (None)."""
+    that has none (None outside tasks); also ``event``, ``outcome`` and ``duration_s`` (None)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         running = current_task.get()
@@ -63,7 +94,7 @@ class TaskContextFilter(logging.Filter):
             record.task_name = running.name if running else None
             record.task_id = running.task_id if running else None
             record.queue = running.queue if running else None
-        for name in ("outcome", "duration_s"):
+        for name in ("event", "outcome", "duration_s"):
             if not hasattr(record, name):
                 setattr(record, name, None)
         return True
@@ -92,20 +123,19 @@ class TaskLog(Middleware):
         adopt_handlers(self.log_format)
 
     def before_process_message(self, broker, message):
-        current_task.set(RunningTask(message.actor_name, message.message_id, message.queue_name,
-                                     time.perf_counter()))
-        self.logger.info("Task %s[%s] received", celery_name(message.actor_name), message.message_id,
-                         extra=task_fields(message, measure=False))
+        current_task.set(begin(message))
+        if self.logger.isEnabledFor(logging.INFO):
+            self.logger.info("Task %s[%s] received", celery_name(message.actor_name), message.message_id,
+                             extra=task_fields(message))
 
     def after_process_message(self, broker, message, *, result=None, exception=None):
-        running = current_task.get()
-        if exception is None and running is not None and running.task_id == message.message_id:
-            runtime = time.perf_counter() - running.started
-            self.trace_logger.info(
-                "Task %s[%s] succeeded in %rs: %r", celery_name(message.actor_name), message.message_id, runtime,
-                result, extra=task_fields(message, outcome="succeeded", duration_s=runtime),
-            )
-        _last_task.set(running)
+        if exception is None and self.trace_logger.isEnabledFor(logging.INFO):
+            runtime = elapsed_s(message)
+            if runtime is not None:
+                self.trace_logger.info(
+                    "Task %s[%s] succeeded in %rs: %r", celery_name(message.actor_name), message.message_id, runtime,
+                    result, extra=task_fields(message),
+                )
         current_task.set(None)
 
     def after_skip_message(self, broker, message):

@@ -208,7 +208,7 @@ class TimeLimits(Middleware):
 
     def _watch(self) -> None:
         while True:
-            stuck = None
+            stuck = hit = None
             with self._lock:
                 # Drop deadlines of tasks that already finished (the
                 # thread may run another task by now).
@@ -226,7 +226,10 @@ class TimeLimits(Middleware):
                 if kind == "grace":
                     stuck = self._stuck(running)
                 else:
-                    self._expire(running, kind, rechecks)
+                    hit = self._expire(running, kind, rechecks)
+            # Reported with the lock released: the hook must not hold up the tasks' start and end.
+            if hit is not None:
+                self._report_limit(running, hit)
             if stuck is not None:
                 self._report_stuck(stuck)
 
@@ -255,17 +258,20 @@ class TimeLimits(Middleware):
             logger.critical("Could not handle the stuck task %s[%s].", message.actor_name, message.message_id,
                             exc_info=True)
 
-    def _expire(self, running: _Running, kind: str, rechecks: int) -> None:
-        """Raise the limit's exception in the task's thread (the lock is held)."""
+    def _expire(self, running: _Running, kind: str, rechecks: int) -> str | None:
+        """Raise the limit's exception in the task's thread (the lock is held).
+
+        Returns:
+          The limit that fired (``soft`` or ``hard``), to be reported once the lock is released.
+        """
         if kind == "soft" and running.soft_ms >= running.hard_ms:
-            return
+            return None
         if not _inside_actor_call(running.thread_id):
             # Not yet entered, or already returned: look again shortly;
             # after_process_message will have unregistered a finished task.
             if rechecks < _MAX_RECHECKS:
                 self._push(time.monotonic() + _RECHECK_S, running, kind, rechecks + 1)
-            return
-        self._report_limit(running, kind)
+            return None
         if kind == "soft":
             logger.warning(
                 "Soft time limit (%ss) exceeded for %s[%s]", _s(running.soft_ms), running.name, running.task_id
@@ -279,6 +285,7 @@ class TimeLimits(Middleware):
                 "Hard time limit (%ss) exceeded for %s[%s]", _s(running.hard_ms), running.name, running.task_id
             )
             raise_thread_exception(running.thread_id, TimeLimitExceeded)
+        return kind
 
 
     def _report_limit(self, running: _Running, kind: str) -> None:

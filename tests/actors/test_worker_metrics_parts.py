@@ -119,3 +119,172 @@ print(registry.get_sample_value("assistant_tasks_failed_total", {{"task": "proce
     # Then the node's collector sees it
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "1.0"
+
+
+def test_directories_of_dramatiq_runs_that_are_gone_are_swept(tmp_path):
+    import fcntl
+
+    from actors.worker_metrics import _main_identity, sweep_plain_cli_dirs
+
+    # Given the directory of a run whose main process exited, one of a live run, and one being claimed now
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    stale, live, busy = (tmp_path / f"dramatiq-{pid}" for pid in (gone.pid, 1, 2))
+    for path, owner in ((stale, f"{gone.pid} 12345"), (live, _main_identity(1)), (busy, "2 1")):
+        path.mkdir()
+        (path / "counter_9.db").write_bytes(b"x")
+        (path / ".owner").write_text(owner)
+        (tmp_path / f"{path.name}.lock").touch()
+    with open(tmp_path / f"{busy.name}.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+
+        # When a new run sweeps
+        removed = sweep_plain_cli_dirs(tmp_path)
+
+    # Then only the gone run's directory and lock are removed
+    assert removed == [stale]
+    assert not stale.exists() and not (tmp_path / f"{stale.name}.lock").exists()
+    assert (live / "counter_9.db").exists() and (busy / "counter_9.db").exists()
+
+
+def test_a_node_whose_metrics_directory_cannot_be_made_runs_without_metrics(tmp_path, caplog):
+    import dataclasses
+    import socket
+
+    from actors.worker_metrics import open_exposition
+    from tests.support.metrics import free_port
+
+    # Given WORKER_METRICS_DIR below a file
+    (tmp_path / "file").write_text("not a directory")
+    port = free_port()
+    config = dataclasses.replace(Config.from_env({}), worker_metrics_port=port, worker_metrics_host="127.0.0.1",
+                                 worker_metrics_dir=str(tmp_path / "file" / "metrics"))
+
+    # When the node opens its exposition, it says so once, naming the setting, and gets none
+    with caplog.at_level(logging.ERROR):
+        assert open_exposition(config) is None
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "WORKER_METRICS_DIR" in errors[0], errors
+
+    # And the port is free again
+    with socket.socket() as again:
+        again.bind(("127.0.0.1", port))
+
+
+def test_dramatiq_processes_stop_recording_when_nobody_serves_their_metrics(tmp_path):
+    # Given a plain dramatiq run whose exposition finds its port taken
+    script = f"""
+import os, socket, types
+from pathlib import Path
+taken = socket.socket(); taken.bind(("127.0.0.1", 0)); taken.listen(1)
+from app.config import set_environment
+set_environment(WORKER_METRICS_PORT=str(taken.getsockname()[1]), WORKER_METRICS_HOST="127.0.0.1",
+                WORKER_METRICS_DIR={str(tmp_path)!r})
+from actors.worker_metrics import plain_cli_exposition, UNSERVED, plain_cli_dir
+from app.config import Config
+assert plain_cli_exposition() == 0
+path = plain_cli_dir(Config.from_env(), os.getppid())
+print((path / UNSERVED).exists())
+# When a worker process of that run (whose parent is the same main process) handles a task
+import actors
+from actors.middleware import TaskMetrics, find
+metrics = find(actors.broker, TaskMetrics)
+metrics.config = Config.from_env()
+metrics.after_process_boot(actors.broker)
+print(metrics.enabled)
+message = types.SimpleNamespace(actor_name="process_message_task", message_id="m1", queue_name="default")
+metrics.before_process_message(actors.broker, message)
+print(metrics.enabled, sorted(p.name for p in path.iterdir() if p.name.endswith(".db")))
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+    # Then its metrics turn off before it records anything
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:3] == ["True", "True", "False []"], result.stdout
+    assert "Cannot serve the worker metrics on port" in result.stderr
+
+
+def test_the_exposition_binds_without_a_dns_lookup_and_drops_silent_clients(monkeypatch):
+    import socket
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from actors import worker_metrics
+
+    # Given a host whose name cannot be looked up in DNS
+    def no_dns(*args):
+        raise AssertionError("socket.getfqdn called")
+
+    monkeypatch.setattr(socket, "getfqdn", no_dns)
+
+    # When the exposition's server binds, it does not ask
+    server = worker_metrics._Server(("127.0.0.1", 0), worker_metrics._Handler)
+    server.path = None
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        assert (server.server_name, server.server_port) == ("127.0.0.1", port)
+
+        # And a client that connects and says nothing is dropped after the handler's timeout
+        assert worker_metrics._Handler.timeout == 10
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as silent:
+            assert silent.recv(1) == b""
+        # (and the server serves on)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/nope", timeout=10)
+        assert refused.value.code == 404
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_json_line_with_a_lone_surrogate_still_reaches_a_utf8_log_file(tmp_path):
+    # Given a UTF-8 log file in the JSON format
+    handler = logging.FileHandler(tmp_path / "w.log", encoding="utf-8")
+    handler.setFormatter(JsonFormatter())
+
+    # When a line carries text with a lone surrogate (e.g. a filename decoded with surrogateescape)
+    handler.emit(_record("bad byte %s", "caf\udce9"))
+    handler.close()
+
+    # Then the line is written, escaped, and reads back as the same text
+    lines = (tmp_path / "w.log").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["message"] == "bad byte caf\udce9"
+
+
+def test_the_files_of_reaped_processes_fold_into_the_archive_and_the_counts_stay(tmp_path):
+    import os
+
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    from actors.worker_metrics import fold_dead_process
+
+    # Given five processes that each counted a task and timed it, then exited
+    script = """
+import os
+from prometheus_client import Counter, Gauge, Histogram
+Counter("t_runs", "runs", ["task"], registry=None).labels("x").inc(2)
+Histogram("t_seconds", "time", ["task"], registry=None, buckets=(1.0,)).labels("x").observe(0.5)
+Gauge("t_busy", "busy", ["task"], registry=None, multiprocess_mode="livesum").labels("x").inc()
+print(os.getpid())
+"""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    pids = [int(subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                               check=True, timeout=60).stdout) for _ in range(5)]
+
+    # When the supervisor reaps them one after the other
+    for pid in pids:
+        fold_dead_process(tmp_path, pid)
+
+    # Then only the archive files are left, and they hold every count
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["counter_archived.db", "histogram_archived.db"]
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(tmp_path))
+    assert registry.get_sample_value("t_runs_total", {"task": "x"}) == 10
+    assert registry.get_sample_value("t_seconds_count", {"task": "x"}) == 5
+    assert registry.get_sample_value("t_seconds_bucket", {"task": "x", "le": "1.0"}) == 5
+    assert registry.get_sample_value("t_seconds_sum", {"task": "x"}) == 2.5
+    assert registry.get_sample_value("t_busy", {"task": "x"}) is None
