@@ -27,9 +27,21 @@ from typing import Any
 import redis
 
 from actors import keys
+from actors.names import celery_name
 
 __all__ = ["RUNTIME_BUCKETS_S", "TaskEvent", "write_events", "get_task", "get_tasks", "all_tasks", "event_counts",
-           "runtime_histograms", "RuntimeHistogram", "bucket_of", "clip"]
+           "runtime_histograms", "RuntimeHistogram", "bucket_of", "clip", "TaskFilter", "find", "columns",
+           "LIST_FIELDS", "MAX_PAGE"]
+
+#: The fields read to filter and sort the history: everything but the
+#: traceback (up to 20,000 characters each), which only a task's own page
+#: and the page of results show.
+LIST_FIELDS = ("uuid", "name", "state", "received", "sent", "started", "rejected", "succeeded", "failed", "retried",
+               "revoked", "args", "kwargs", "eta", "expires", "retries", "result", "exception", "timestamp",
+               "runtime", "routing_key", "queue", "worker")
+
+#: Most tasks one query answers (``/api/tasks`` without a limit answers this many).
+MAX_PAGE = 1000
 
 #: Upper bounds of the runtime histogram's buckets, in seconds (prometheus_client's
 #: defaults, which Flower uses too); +Inf is implied.
@@ -145,6 +157,119 @@ def get_tasks(client: redis.Redis, ids: Sequence[str], *, chunk: int = 500) -> l
                 pipe.hgetall(keys.task_record_key(task_id))
             tasks.extend(_decode_record(raw) for raw in pipe.execute() if raw)
     return tasks
+
+
+def columns(client: redis.Redis, ids: Sequence[str], *, fields: Sequence[str] = LIST_FIELDS,
+            chunk: int = 1000) -> list[dict[str, Any]]:
+    """The ``fields`` of the records of ``ids`` the history holds, in that order (``HMGET``, no traceback)."""
+    rows: list[dict[str, Any]] = []
+    for start in range(0, len(ids), chunk):
+        with client.pipeline(transaction=False) as pipe:
+            for task_id in ids[start:start + chunk]:
+                pipe.hmget(keys.task_record_key(task_id), list(fields))
+            for values in pipe.execute():
+                raw = {f: v for f, v in zip(fields, values, strict=True) if v is not None}
+                if raw.get("uuid") is not None:  # else it expired between the two reads
+                    rows.append(_decode_record(raw))
+    return rows
+
+
+@dataclass(frozen=True)
+class TaskFilter:
+    """The filters of ``/tasks`` and ``/api/tasks`` (Flower's parameter names)."""
+
+    state: str | None = None
+    taskname: str | None = None
+    workername: str | None = None
+    search: str | None = None
+
+    def accepts(self, task: dict[str, Any]) -> bool:
+        if self.state and str(task.get("state") or "") != self.state.upper():
+            return False
+        if self.taskname:
+            name = str(task.get("name") or "")
+            if self.taskname not in (name, celery_name(name)):
+                return False
+        if self.workername and task.get("worker") != self.workername:
+            return False
+        if self.search:
+            needle = self.search.lower()
+            haystack = " ".join(str(task.get(k) or "") for k in ("uuid", "name", "args", "kwargs", "result",
+                                                                 "exception", "worker", "state"))
+            if needle not in haystack.lower():
+                return False
+        return True
+
+
+def _ids(raws: Sequence[Any]) -> list[str]:
+    return [i.decode() if isinstance(i, bytes) else str(i) for i in raws]
+
+
+def find(client: redis.Redis, flt: TaskFilter, *, queued: Sequence[dict[str, Any]] = (), sort_by: str | None = None,
+         offset: int = 0, limit: int = MAX_PAGE) -> tuple[int, list[dict[str, Any]]]:
+    """(how many tasks match, one page of their records).
+
+    ``queued`` are records of messages still in the broker (waiting or
+    delayed): those the history does not hold are listed too, and a
+    scheduled retry's ``eta`` is copied onto its record.  The default
+    order is newest first; ``sort_by`` names a field, with ``-`` in front
+    for descending.  The plain newest page reads only that page's records;
+    a filtered or sorted query reads the list columns of the history
+    (:data:`LIST_FIELDS`, bounded by ``MONITOR_MAX_TASKS``), and full
+    records only for the page it answers.  ``limit`` is at most :data:`MAX_PAGE`.
+    """
+    limit = max(0, min(limit, MAX_PAGE))
+    if not sort_by and flt == TaskFilter():
+        return _newest_page(client, queued, offset, limit)
+    rows = columns(client, _ids(client.zrevrange(keys.task_index_key(), 0, -1)))
+    known = {r["uuid"]: r for r in rows}
+    merged = list(rows)
+    for entry in queued:
+        record = known.get(entry["uuid"])
+        if record is None:
+            merged.append(entry)
+        elif entry.get("eta") is not None:
+            record["eta"] = entry["eta"]  # a scheduled retry: when it runs next
+    found = [t for t in merged if flt.accepts(t)]
+    if sort_by:
+        key = sort_by.lstrip("-")
+        present = [t for t in found if t.get(key) is not None]
+        missing = [t for t in found if t.get(key) is None]
+        present.sort(key=lambda t: (isinstance(t[key], str), t[key]), reverse=sort_by.startswith("-"))
+        found = present + missing
+    else:
+        found.sort(key=lambda t: float(t.get("timestamp") or 0), reverse=True)
+    page = found[offset:offset + limit]
+    history = [t["uuid"] for t in page if t["uuid"] in known]
+    full = {r.get("uuid"): r for r in get_tasks(client, history)}
+    return len(found), [({**full[t["uuid"]], "eta": t.get("eta")} if t["uuid"] in full else t) for t in page
+                        if t["uuid"] not in known or t["uuid"] in full]
+
+
+def _newest_page(client: redis.Redis, queued: Sequence[dict[str, Any]], offset: int,
+                 limit: int) -> tuple[int, list[dict[str, Any]]]:
+    with client.pipeline(transaction=False) as pipe:
+        for entry in queued:
+            pipe.zscore(keys.task_index_key(), entry["uuid"])
+        pipe.zcard(keys.task_index_key())
+        pipe.zrevrange(keys.task_index_key(), 0, offset + limit - 1, withscores=True)
+        *scores, total_history, top = pipe.execute()
+    etas = {q["uuid"]: q["eta"] for q in queued if q.get("eta") is not None}
+    only_queued = [q for q, score in zip(queued, scores, strict=True) if score is None]
+    merged: list[tuple[float, str, Any]] = [(score / 1000, "history", raw_id) for raw_id, score in top]
+    merged += [(float(q.get("timestamp") or 0), "queued", q) for q in only_queued]
+    merged.sort(key=lambda item: item[0], reverse=True)
+    page = merged[offset:offset + limit]
+    records = {r.get("uuid"): r for r in get_tasks(client, _ids([i for _, kind, i in page if kind == "history"]))}
+    found = []
+    for _, kind, item in page:
+        if kind == "queued":
+            found.append(item)
+            continue
+        record = records.get(_ids([item])[0])
+        if record is not None:  # else it expired between the two reads
+            found.append({**record, "eta": etas.get(record.get("uuid"), record.get("eta"))})
+    return int(total_history) + len(only_queued), found
 
 
 def event_counts(client: redis.Redis) -> dict[tuple[str, str, str], int]:

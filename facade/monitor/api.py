@@ -87,7 +87,7 @@ class TaskList:
         self.sources = sources
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        limit = int_param(req, "limit", None, minimum=1)
+        limit = int_param(req, "limit", tasks.MAX_PAGE, minimum=1, maximum=tasks.MAX_PAGE) or tasks.MAX_PAGE
         offset = int_param(req, "offset", 0) or 0
         sort_by = req.get_param("sort_by")
         if sort_by and sort_by.lstrip("-") not in tasks.FLOWER_KEYS:

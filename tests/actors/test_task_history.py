@@ -106,3 +106,30 @@ def test_events_wait_in_the_buffer_while_redis_is_unreachable(make_broker):
     history._add(event("t1"))
     assert history.flush() == 0
     assert len(history._buffer) == 1
+
+
+def test_a_filtered_query_reads_full_records_only_for_its_page(redis_client, monkeypatch):
+    events = [event(f"t{n:02}", "task-failed" if n % 2 else "task-succeeded",
+                    state="FAILURE" if n % 2 else "SUCCESS", traceback="x" * 5000) for n in range(40)]
+    task_history.write_events(redis_client, events, max_tasks=100, ttl_s=60)
+    fetched = []
+    real = task_history.get_tasks
+
+    def counting(client, ids, **kw):
+        fetched.extend(ids)
+        return real(client, ids, **kw)
+
+    monkeypatch.setattr(task_history, "get_tasks", counting)
+    total, page = task_history.find(redis_client, task_history.TaskFilter(state="failure"), limit=5)
+    assert total == 20 and len(page) == 5
+    assert all(t["state"] == "FAILURE" and t["traceback"] == "x" * 5000 for t in page)
+    assert sorted(fetched) == sorted(t["uuid"] for t in page)
+    total, page = task_history.find(redis_client, task_history.TaskFilter(search="t3"), sort_by="uuid", limit=3)
+    assert total == 10 and [t["uuid"] for t in page] == ["t30", "t31", "t32"]
+
+
+def test_a_query_answers_at_most_max_page_tasks(redis_client):
+    task_history.write_events(redis_client, [event(f"t{n}") for n in range(task_history.MAX_PAGE + 5)],
+                              max_tasks=5000, ttl_s=60)
+    total, page = task_history.find(redis_client, task_history.TaskFilter(), limit=10 ** 6)
+    assert total == task_history.MAX_PAGE + 5 and len(page) == task_history.MAX_PAGE
