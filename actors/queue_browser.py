@@ -8,9 +8,8 @@ the whole list.
 
 from __future__ import annotations
 
-import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
@@ -20,11 +19,13 @@ from actors.names import celery_name
 from actors.task_history import clip
 from facade.api import from_dramatiq_priority
 
-__all__ = ["waiting", "delayed", "oldest_waiting_age_s", "AGE_SCAN_LIMIT", "ARG_CHARS"]
+if TYPE_CHECKING:
+    from actors.broker import RedisBroker
 
-#: Most waiting messages read to find the oldest one (a list is sorted by
-#: priority, so the oldest may sit anywhere).
-AGE_SCAN_LIMIT = 20_000
+__all__ = ["waiting", "delayed", "oldest_waiting_age_s", "AGE_TAIL_READ", "ARG_CHARS"]
+
+#: Messages read at the tail of each priority band to find the oldest one.
+AGE_TAIL_READ = 8
 
 #: Longest args/kwargs text shown per message, in characters.
 ARG_CHARS = 500
@@ -85,30 +86,15 @@ def delayed(client: redis.Redis, queue: str, *, offset: int = 0, limit: int = 50
     return int(total), [{**_describe(raw, queue, now_ms), "eta": score / 1000} for raw, score in entries]
 
 
-def oldest_waiting_age_s(client: redis.Redis, queue: str, *, now_ms: int | None = None,
-                         scan_limit: int = AGE_SCAN_LIMIT, chunk: int = 1000) -> float:
+def oldest_waiting_age_s(broker: RedisBroker, queue: str, *, now_ms: int | None = None,
+                         per_band: int = AGE_TAIL_READ) -> float:
     """Seconds the oldest waiting message of ``queue`` has waited (0 for an empty queue).
 
-    Only the ``scan_limit`` messages nearest the tail are read.
+    A queue list is sorted by priority and, within one priority, the
+    oldest message sits nearest the tail: only the last ``per_band``
+    messages of each priority band are read (``oldest.lua``, band edges by
+    binary search), never the whole list.
     """
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-    key = keys.queue_key(queue)
-    oldest: int | None = None
-    for start in range(0, scan_limit, chunk):
-        raws = client.lrange(key, -(start + chunk), -(start + 1))
-        for raw in raws:
-            stamp = _timestamp(raw)
-            if stamp is not None and (oldest is None or stamp < oldest):
-                oldest = stamp
-        if len(raws) < chunk:
-            break
-    return 0.0 if oldest is None else max(0.0, (now_ms - oldest) / 1000)
-
-
-def _timestamp(raw: bytes | str) -> int | None:
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        return None
-    value = data.get("message_timestamp") if isinstance(data, dict) else None
-    return value if isinstance(value, int) else None
+    oldest = broker.scripts["oldest"](keys=[keys.queue_key(queue)], args=[per_band])
+    return 0.0 if not oldest else max(0.0, (now_ms - int(oldest)) / 1000)

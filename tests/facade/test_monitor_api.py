@@ -334,3 +334,28 @@ def test_the_worker_page_shows_its_processes_and_running_tasks(client, redis_cli
     assert page.status_code == 200
     assert "<td>42</td>" in page.text and "task-1" in page.text and "&lt;conv&gt;" in page.text
     assert "prefork" in page.text and ">7<" in page.text
+
+
+def test_the_oldest_waiting_age_reads_each_priority_bands_tail(broker, redis_client):
+    import random
+
+    from actors import queue_browser
+    from actors.envelope import encode
+
+    rng = random.Random(7)
+    now_ms = int(time.time() * 1000)
+    for n in range(400):
+        priority = rng.choice([0, 3, 5, 9])
+        stamp = now_ms - 1_000_000 + n * 1000
+        message = dramatiq.Message(queue_name="default", actor_name="process_message_task", args=(n,), kwargs={},
+                                   options={}, message_timestamp=stamp)
+        broker.scripts["enqueue"](keys=[keys.queue_key("default")], args=[encode(message, priority)])
+    assert queue_browser.oldest_waiting_age_s(broker, "default", now_ms=now_ms) == pytest.approx(1000.0)
+    # without the oldest, another band's tail holds the oldest of the rest
+    for raw in redis_client.lrange(keys.queue_key("default"), 0, -1):
+        if json.loads(raw)["message_timestamp"] == now_ms - 1_000_000:
+            redis_client.lrem(keys.queue_key("default"), 0, raw)
+    expected = min(json.loads(r)["message_timestamp"] for r in redis_client.lrange(keys.queue_key("default"), 0, -1))
+    assert queue_browser.oldest_waiting_age_s(broker, "default", now_ms=now_ms) == pytest.approx(
+        (now_ms - expected) / 1000)
+    assert queue_browser.oldest_waiting_age_s(broker, "state", now_ms=now_ms) == 0.0
