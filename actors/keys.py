@@ -142,6 +142,11 @@ def task_runtime_key() -> str:
     return f"{MONITOR_PREFIX}:runtime"
 
 
+def task_workers_key() -> str:
+    """Sorted set of the worker names the history's counters hold, scored by their last event (ms)."""
+    return f"{MONITOR_PREFIX}:workers"
+
+
 def queue_samples_key(queue: str) -> str:
     """List of recent size samples of a queue (JSON), newest first, kept short by the monitor."""
     return f"{MONITOR_PREFIX}:samples:{canonical_queue(queue)}"

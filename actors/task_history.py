@@ -10,8 +10,11 @@ drops the oldest ids beyond the count bound (with their hashes), so it
 survives a monitor restart and never grows without bound.
 
 The counters behind Flower's ``/metrics`` (events by task, type and worker;
-the runtime histogram's buckets) are hashes that only grow, so the monitor
-exports monotonic counters across its own restarts.
+the runtime histogram's buckets) are hashes that only grow while their
+worker records events, so the monitor exports monotonic counters across
+its own restarts; a worker with no event within the age bound has its
+fields dropped (worker names change with every restart), so the hashes
+do not grow without bound either.
 
 A batch of events is written in one pipeline (one round trip), never one
 call per task: :class:`actors.middleware.TaskHistory` buffers them.
@@ -27,11 +30,12 @@ from typing import Any
 import redis
 
 from actors import keys
+from actors.lua import script_source
 from actors.names import celery_name
 
 __all__ = ["RUNTIME_BUCKETS_S", "TaskEvent", "write_events", "get_task", "get_tasks", "all_tasks", "event_counts",
            "runtime_histograms", "RuntimeHistogram", "bucket_of", "clip", "TaskFilter", "find", "columns",
-           "LIST_FIELDS", "MAX_PAGE"]
+           "LIST_FIELDS", "MAX_PAGE", "recent_workers"]
 
 #: The fields read to filter and sort the history: everything but the
 #: traceback (up to 20,000 characters each), which only a task's own page
@@ -47,24 +51,8 @@ MAX_PAGE = 1000
 #: defaults, which Flower uses too); +Inf is implied.
 RUNTIME_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 
-# KEYS[1] index zset.  ARGV[1] most tasks kept, ARGV[2] age bound in ms.
-# Drops ids older than the age bound and the oldest beyond the count, with
-# their records.  Returns how many went.
-_TRIM = """
-local t = redis.call("TIME")
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local gone = redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", now - tonumber(ARGV[2]))
-local n = redis.call("ZCARD", KEYS[1]) - #gone - tonumber(ARGV[1])
-if n > 0 then
-  local extra = redis.call("ZRANGE", KEYS[1], #gone, #gone + n - 1)
-  for i = 1, #extra do gone[#gone + 1] = extra[i] end
-end
-for i = 1, #gone do
-  redis.call("DEL", ARGV[3] .. gone[i])
-  redis.call("ZREM", KEYS[1], gone[i])
-end
-return #gone
-"""
+#: ``trim_history.lua`` with the shared helpers: run by EVALSHA in each batch's pipeline.
+_TRIM = script_source("trim_history")
 
 
 @dataclass
@@ -121,7 +109,10 @@ def write_events(client: redis.Redis, events: Sequence[TaskEvent], *, max_tasks:
                 base = [event.task, event.worker]
                 pipe.hincrby(keys.task_runtime_key(), json.dumps([*base, bucket_of(event.runtime_s)]), 1)
                 pipe.hincrbyfloat(keys.task_runtime_key(), json.dumps([*base, "sum"]), event.runtime_s)
-        pipe.eval(_TRIM, 1, keys.task_index_key(), max_tasks, ttl_ms, keys.task_record_key(""))
+        pipe.zadd(keys.task_workers_key(), {e.worker: int(e.at_s * 1000) for e in events}, gt=True)
+        trim = client.register_script(_TRIM)
+        trim(keys=[keys.task_index_key(), keys.task_workers_key(), keys.task_events_key(), keys.task_runtime_key()],
+             args=[max_tasks, ttl_ms, keys.task_record_key("")], client=pipe)
         pipe.execute()
 
 
@@ -270,6 +261,11 @@ def _newest_page(client: redis.Redis, queued: Sequence[dict[str, Any]], offset: 
         if record is not None:  # else it expired between the two reads
             found.append({**record, "eta": etas.get(record.get("uuid"), record.get("eta"))})
     return int(total_history) + len(only_queued), found
+
+
+def recent_workers(client: redis.Redis) -> set[str]:
+    """The workers with an event within the history's age bound (the counters hold only theirs)."""
+    return set(_ids(client.zrange(keys.task_workers_key(), 0, -1)))
 
 
 def event_counts(client: redis.Redis) -> dict[tuple[str, str, str], int]:

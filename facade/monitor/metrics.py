@@ -35,7 +35,8 @@ class MonitorCollector:
         client = self.sources.client
         events = CounterMetricFamily("flower_events", "Number of task events recorded by the workers.",
                                      labels=["task", "type", "worker"])
-        for (task, kind, worker), count in sorted(task_history.event_counts(client).items()):
+        counts = task_history.event_counts(client)
+        for (task, kind, worker), count in sorted(counts.items()):
             events.add_metric([task, kind, worker], count)
         yield events
 
@@ -51,7 +52,8 @@ class MonitorCollector:
         executing = GaugeMetricFamily("flower_worker_number_of_currently_executing_tasks",
                                       "Number of tasks currently executing on a worker.", labels=["worker"])
         live = {n.name for n in nodes}
-        seen = {worker for (_task, _kind, worker) in task_history.event_counts(client)}
+        # 0 only for workers that recorded an event within the history's age bound
+        seen = task_history.recent_workers(client)
         for name in sorted(live | seen):
             online.add_metric([name], 1 if name in live else 0)
         for node in nodes:

@@ -133,3 +133,18 @@ def test_a_query_answers_at_most_max_page_tasks(redis_client):
                               max_tasks=5000, ttl_s=60)
     total, page = task_history.find(redis_client, task_history.TaskFilter(), limit=10 ** 6)
     assert total == task_history.MAX_PAGE + 5 and len(page) == task_history.MAX_PAGE
+
+
+def test_a_renamed_workers_counters_go_once_it_has_been_silent_past_the_age_bound(redis_client):
+    task_history.write_events(redis_client, [event("a", worker="dramatiq.1@old", runtime_s=0.1),
+                                             event("b", worker="dramatiq.2@new", runtime_s=0.1)],
+                              max_tasks=10, ttl_s=60)
+    assert task_history.recent_workers(redis_client) == {"dramatiq.1@old", "dramatiq.2@new"}
+    # the old name's last event is now older than the bound: the next batch drops its fields
+    redis_client.zadd(keys.task_workers_key(), {"dramatiq.1@old": int(time.time() * 1000) - 61_000})
+    task_history.write_events(redis_client, [event("c", worker="dramatiq.2@new", runtime_s=0.1)],
+                              max_tasks=10, ttl_s=60)
+    assert task_history.recent_workers(redis_client) == {"dramatiq.2@new"}
+    assert {w for (_t, _k, w) in task_history.event_counts(redis_client)} == {"dramatiq.2@new"}
+    assert {w for (_t, w) in task_history.runtime_histograms(redis_client)} == {"dramatiq.2@new"}
+    assert task_history.event_counts(redis_client)[("process_message_task", "task-succeeded", "dramatiq.2@new")] == 2

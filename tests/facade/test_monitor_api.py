@@ -170,6 +170,15 @@ def test_metrics_use_flowers_names_and_the_queue_depths(client, broker, redis_cl
     assert value("assistant_queue_oldest_waiting_age_seconds", queue="default") >= 0
 
 
+def test_metrics_say_offline_only_for_workers_seen_within_the_age_bound(client, redis_client):
+    write(redis_client, record("t1", worker="gone@host"), record("t2", worker="recent@host"))
+    redis_client.zadd(keys.task_workers_key(), {"gone@host": int(time.time() * 1000) - 700_000})
+    write(redis_client, record("t3", worker="recent@host"))  # ttl 600 s: gone@host's fields go
+    text = client.simulate_get("/metrics").text
+    assert 'flower_worker_online{worker="recent@host"} 0.0' in text
+    assert "gone@host" not in text
+
+
 # -- pages ----------------------------------------------------------------------------------------------------
 
 
