@@ -34,6 +34,8 @@ def broker(make_broker):
 def make_client(broker):
     def make(**settings) -> falcon.testing.TestClient:
         settings.setdefault("unauthenticated_api", True)
+        # falcon.testing's requests name falconframework.org in Host
+        settings.setdefault("allowed_hosts", ("localhost", "127.0.0.1", "::1", "falconframework.org"))
         sources = Sources(broker=broker, registered=lambda: ["tasks.process_message_task"])
         return falcon.testing.TestClient(create_app(sources, MonitorSettings(**settings)))
 
@@ -274,6 +276,56 @@ def test_the_api_needs_auth_unless_flower_unauthenticated_api_is_set(make_client
     assert make_client(unauthenticated_api=True).simulate_get("/api/workers").status_code == 200
 
 
+@pytest.mark.parametrize("prefix, path", [("", "//api/workers"), ("/flower", "/flower//api/workers"),
+                                          ("/flower", "/flower/api//workers"), ("", "///api/task/info/x")])
+def test_repeated_slashes_do_not_open_the_api(make_client, prefix, path):
+    client = make_client(unauthenticated_api=False, url_prefix=prefix)
+    assert client.simulate_get(path).status_code == 401
+
+
+def test_actions_need_auth_as_strictly_as_the_api(make_client, broker, redis_client):
+    message = dead_letter(broker, redis_client)
+    closed = make_client(unauthenticated_api=False)
+    refused = closed.simulate_post(f"/broker/dead/default/{message.message_id}/retry", headers=ACTION)
+    assert refused.status_code == 401 and redis_client.zcard(keys.dead_key("default")) == 1
+    authed = make_client(unauthenticated_api=False, credentials=("admin:pw",))
+    assert authed.simulate_post(f"/broker/dead/default/{message.message_id}/retry",
+                                headers={**ACTION, **basic("admin", "pw")}).status_code == 200
+
+
+def test_a_host_name_outside_the_allowlist_is_refused_dns_rebinding(make_client, broker, redis_client):
+    client = make_client(allowed_hosts=("localhost", "127.0.0.1", "::1", "monitor.internal"))
+    rebound = client.simulate_get("/workers", headers={"Host": "evil.example:5555"})
+    assert rebound.status_code == 400 and "FLOWER_ALLOWED_HOSTS" in rebound.json["reason"]
+    assert client.simulate_get("/api/workers", headers={"Host": "evil.example"}).status_code == 400
+    for host in ("localhost:5555", "127.0.0.1", "[::1]:5555", "MONITOR.internal"):
+        assert client.simulate_get("/workers", headers={"Host": host}).status_code == 200, host
+    # probes and scrapers name whatever host they reach the monitor by
+    assert client.simulate_get("/metrics", headers={"Host": "monitor:5555"}).status_code == 200
+    message = dead_letter(broker, redis_client)
+    # same-origin after a rebinding: Origin and Host agree, but name the attacker's host
+    forged = client.simulate_post(f"/broker/dead/default/{message.message_id}/retry",
+                                  headers={**ACTION, "Host": "evil.example:5555", "Origin": "http://evil.example:5555"})
+    assert forged.status_code == 400 and redis_client.zcard(keys.dead_key("default")) == 1
+    # behind a proxy that rewrites Host, an allowed Origin is accepted
+    proxied = client.simulate_post(f"/broker/dead/default/{message.message_id}/retry",
+                                   headers={**ACTION, "Host": "127.0.0.1:5555", "Origin": "https://monitor.internal"})
+    assert proxied.status_code == 200
+    anywhere = make_client(allowed_hosts=("*",))
+    assert anywhere.simulate_get("/workers", headers={"Host": "evil.example"}).status_code == 200
+
+
+def test_allowed_host_names_follow_the_bind_address():
+    import socket
+
+    from facade.commands.flower import allowed_host_names
+
+    assert allowed_host_names("127.0.0.1", ()) == ("localhost", "127.0.0.1", "::1")
+    assert allowed_host_names("10.0.0.5", ("monitor.example",)) == (
+        "localhost", "127.0.0.1", "::1", "monitor.example", "10.0.0.5")
+    assert socket.gethostname().lower() in allowed_host_names("0.0.0.0", ())
+
+
 def test_the_url_prefix_serves_everything_under_it_links_too(make_client):
     client = make_client(url_prefix="/flower")
     page = client.simulate_get("/flower/workers")
@@ -293,6 +345,9 @@ def test_config_reads_the_monitors_settings():
                            "FLOWER_UNAUTHENTICATED_API": "true"})
     assert (cfg.monitor_max_tasks, cfg.monitor_task_ttl_s, cfg.flower_unauthenticated_api) == (50, 3600.0, True)
     assert Config.from_env({}).flower_unauthenticated_api is False
+    cfg = Config.from_env({"FLOWER_BASIC_AUTH": "admin:pw", "FLOWER_ALLOWED_HOSTS": "Monitor.example, ,x.org"})
+    assert cfg.flower_basic_auth == "admin:pw" and "admin:pw" not in repr(cfg)
+    assert cfg.flower_allowed_hosts == ("monitor.example", "x.org")
     with pytest.raises(ConfigError, match="FLOWER_UNAUTHENTICATED_API must be true or false"):
         Config.from_env({"FLOWER_UNAUTHENTICATED_API": "maybe"})
     with pytest.raises(ConfigError, match="MONITOR_MAX_TASKS"):
