@@ -133,13 +133,23 @@ class Healthcheck:
 
 
 class DeadLetterAction:
-    """``POST .../broker/dead/<queue>/<id>/retry`` and ``.../delete``: JSON answers, 404 for unknown ids."""
+    """``POST .../broker/dead/<queue>/<id>/retry`` and ``.../delete`` (or ``.../<queue>/retry?id=<id>``,
+    for any id): JSON answers, 404 for unknown ids."""
 
     def __init__(self, sources: Sources) -> None:
         self.sources = sources
 
-    def on_post(self, req: falcon.Request, resp: falcon.Response, queue: str, message_id: str, action: str) -> None:
+    def on_post(self, req: falcon.Request, resp: falcon.Response, queue: str, part: str, action: str) -> None:
+        self._act(req, resp, queue, action, part)
+
+    def _act(self, req: falcon.Request, resp: falcon.Response, queue: str, action: str,
+             message_id: str | None) -> None:
         name = queue_name(self.sources, queue)
+        if message_id is None:
+            # ``.../<action>?id=``: any id, '/' too (a WSGI server decodes %2F in the path)
+            message_id = req.get_param("id")
+            if not message_id:
+                raise falcon.HTTPBadRequest(title="Bad Request", description="id is required")
         try:
             if action == "retry":
                 self.sources.broker.retry_dead_letter(name, message_id)
@@ -155,6 +165,9 @@ class DeadLetterAction:
             raise falcon.HTTPNotFound(title="Not Found",
                                       description=f"no dead letter {message_id!r} in queue {name}") from None
 
+    def on_post_by_id(self, req: falcon.Request, resp: falcon.Response, queue: str, part: str) -> None:
+        self._act(req, resp, queue, part, None)
+
 
 def add_routes(app: falcon.App, sources: Sources) -> None:
     app.add_route("/api/workers", Workers(sources))
@@ -162,4 +175,7 @@ def add_routes(app: falcon.App, sources: Sources) -> None:
     app.add_route("/api/task/info/{task_id}", TaskInfo(sources))
     app.add_route("/api/queues/length", QueueLengths(sources))
     app.add_route("/healthcheck", Healthcheck())
-    app.add_route("/broker/dead/{queue}/{message_id}/{action}", DeadLetterAction(sources))
+    action = DeadLetterAction(sources)
+    # One field name per level (Falcon's rule): {part} is the id, or the action when ?id= names the id.
+    app.add_route("/broker/dead/{queue}/{part}/{action}", action)
+    app.add_route("/broker/dead/{queue}/{part}", action, suffix="by_id")

@@ -226,6 +226,27 @@ def test_retry_action_puts_the_message_back_and_answers_json(client, broker, red
     assert again.status_code == 404 and "no dead letter" in again.json["reason"]
 
 
+def test_a_dead_letter_whose_id_holds_a_slash_is_retried_from_its_pages_button(client, broker, redis_client):
+    import html
+    import re
+
+    message = dead_letter(broker, redis_client)
+    odd = "celery/one+two&x=1"
+    entry = json.loads(redis_client.hget(keys.dead_messages_key("default"), message.message_id))
+    entry["message_id"] = entry["message"]["message_id"] = odd
+    redis_client.delete(keys.dead_key("default"), keys.dead_messages_key("default"))
+    redis_client.zadd(keys.dead_key("default"), {odd: entry["failed_at"]})
+    redis_client.hset(keys.dead_messages_key("default"), odd, json.dumps(entry))
+    page = client.simulate_get("/broker/dead/default").text
+    retry = html.unescape(re.search(r'class="retry" data-action="([^"]+)"', page).group(1))
+    path, _, query = retry.partition("?")
+    response = client.simulate_post(path, query_string=query, headers=ACTION)
+    assert response.status_code == 200 and response.json["id"] == odd
+    assert json.loads(redis_client.lindex("celery", 0))["message_id"] == odd
+    missing = client.simulate_post("/broker/dead/default/retry", headers=ACTION)
+    assert missing.status_code == 400 and missing.json["reason"] == "id is required"
+
+
 def test_delete_action_forgets_the_message(client, broker, redis_client):
     message = dead_letter(broker, redis_client)
     response = client.simulate_post(f"/broker/dead/default/{message.message_id}/delete", headers=ACTION)
