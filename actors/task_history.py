@@ -309,8 +309,67 @@ def runtime_histograms(client: redis.Redis) -> dict[tuple[str, str], RuntimeHist
     return result
 
 
-def clip(value: Any, limit: int) -> str:
-    """``repr`` of ``value`` cut to ``limit`` characters (args, kwargs and results are untrusted and unbounded)."""
-    text = value if isinstance(value, str) else repr(value)
-    return text if len(text) <= limit else text[: max(0, limit - 1)] + "…"
+_BRACKETS: dict[type, tuple[str, str]] = {list: ("[", "]"), tuple: ("(", ")"), set: ("{", "}"),
+                                          frozenset: ("frozenset({", "})")}
 
+
+class _Full(Exception):
+    """The clipped text has reached its limit."""
+
+
+def _bounded_repr(value: Any, budget: int) -> str:
+    """``repr(value)`` up to about ``budget`` characters, built piece by piece and stopped there:
+    a 2 MB argument costs what its first ``budget`` characters cost."""
+    parts: list[str] = []
+    left = budget + 1
+
+    def emit(text: str) -> None:
+        nonlocal left
+        parts.append(text[:left])
+        left -= len(text)
+        if left <= 0:
+            raise _Full
+
+    def walk(v: Any, depth: int) -> None:
+        if isinstance(v, str):
+            emit(repr(v[:left]))
+        elif isinstance(v, bytes):
+            emit(repr(v[:left]))
+        elif type(v) in (list, tuple, set, frozenset) and depth < 20:
+            if not v:
+                emit(repr(v))
+                return
+            opening, closing = _BRACKETS[type(v)]
+            emit(opening)
+            for i, item in enumerate(v):
+                if i:
+                    emit(", ")
+                walk(item, depth + 1)
+            emit("," + closing if type(v) is tuple and len(v) == 1 else closing)
+        elif type(v) is dict and depth < 20:
+            emit("{")
+            for i, (k, item) in enumerate(v.items()):
+                if i:
+                    emit(", ")
+                walk(k, depth + 1)
+                emit(": ")
+                walk(item, depth + 1)
+            emit("}")
+        else:
+            emit(repr(v))
+
+    try:
+        walk(value, 0)
+    except _Full:
+        pass
+    return "".join(parts)
+
+
+def clip(value: Any, limit: int) -> str:
+    """``repr`` of ``value`` cut to ``limit`` characters (args, kwargs and results are untrusted and unbounded).
+
+    Only about ``limit`` characters are ever built (containers and strings
+    are walked and cut as they go), never the whole ``repr`` first.
+    """
+    text = value[: limit + 1] if isinstance(value, str) else _bounded_repr(value, limit)
+    return text if len(text) <= limit else text[: max(0, limit - 1)] + "…"

@@ -24,15 +24,20 @@ import redis
 from dramatiq import Middleware
 
 from actors import hard_exit, task_history
+from actors.busy import REQUEUED_AS
 from actors.task_history import TaskEvent, clip
 
-__all__ = ["TaskHistory", "FLUSH_INTERVAL_S", "MAX_BUFFERED", "ARG_CHARS", "ERROR_CHARS"]
+__all__ = ["TaskHistory", "FLUSH_INTERVAL_S", "MAX_BUFFERED", "MAX_BUFFERED_BYTES", "ARG_CHARS", "ERROR_CHARS",
+           "event_size"]
 
 #: Seconds between two writes of the buffered events.
 FLUSH_INTERVAL_S = 0.5
 
-#: Most events buffered while Redis cannot be reached.
+#: Most events buffered while Redis cannot be reached ...
 MAX_BUFFERED = 10_000
+
+#: ... and most bytes of their text (args, errors, tracebacks: up to ~40 KB an event).
+MAX_BUFFERED_BYTES = 32 * 1024 * 1024
 
 #: Longest args/kwargs/result text kept per task, in characters.
 ARG_CHARS = 1_000
@@ -41,6 +46,11 @@ ARG_CHARS = 1_000
 ERROR_CHARS = 20_000
 
 logger = logging.getLogger(__name__)
+
+
+def event_size(event: TaskEvent) -> int:
+    """About how many bytes an event holds (its text fields, plus a fixed part)."""
+    return 200 + sum(len(v) for v in event.fields.values() if isinstance(v, str))
 
 
 class TaskHistory(Middleware):
@@ -58,6 +68,8 @@ class TaskHistory(Middleware):
         self.flush_interval_s = float(flush_interval_s)
         self._lock = threading.Lock()
         self._buffer: list[TaskEvent] = []
+        self._buffer_bytes = 0
+        self._name: str | None = None
         self._started: dict[str, float] = {}
         self._client: redis.Redis | None = None
         self._broker: Any = None
@@ -72,6 +84,7 @@ class TaskHistory(Middleware):
 
     def after_worker_boot(self, broker, worker):
         self._client, self._broker = broker.client, broker
+        self._name = None
         self._stop.clear()
         # A cold shutdown or a replaced process leaves by os._exit, skipping
         # after_worker_shutdown: write what is buffered first, briefly.
@@ -116,7 +129,12 @@ class TaskHistory(Middleware):
             return
         runtime = None if began is None else time.monotonic() - began
         fields: dict[str, Any] = {"runtime": runtime}
-        if exception is None:
+        if exception is None and message.options.get(REQUEUED_AS):
+            # Its conversation was busy: sent again as a new message (actors.busy), which is no
+            # success (it would push real history out and skew the failure ratio).
+            kind = "task-requeued"
+            fields.update(state="REQUEUED", requeued=now, requeued_as=message.options[REQUEUED_AS])
+        elif exception is None:
             kind = "task-succeeded"
             fields.update(state="SUCCESS", succeeded=now, result=clip(result, ARG_CHARS))
         else:
@@ -168,21 +186,38 @@ class TaskHistory(Middleware):
     # -- buffer ------------------------------------------------------------
 
     def _worker_name(self, broker) -> str:
+        if self._name is not None:
+            return self._name
         from actors.middleware.node_state import NodeState
 
-        for m in broker.middleware:
-            if isinstance(m, NodeState) and m.node_name:
-                return m.node_name
+        node_states = [m for m in broker.middleware if isinstance(m, NodeState)]
+        for m in node_states:
+            if m.node_name:
+                self._name = m.node_name  # a node keeps its name: look it up once
+                return self._name
         # A Worker started by a program or a test is no node: name it by process.
-        return f"pid{os.getpid()}@{socket.gethostname()}"
+        name = f"pid{os.getpid()}@{socket.gethostname()}"
+        if not node_states:
+            self._name = name
+        return name
 
     def _add(self, event: TaskEvent) -> None:
         with self._lock:
             self._buffer.append(event)
-            overflow = len(self._buffer) - MAX_BUFFERED
-            if overflow > 0:
-                del self._buffer[:overflow]
-                self.dropped += overflow
+            self._buffer_bytes += event_size(event)
+            self._bound()
+
+    def _bound(self) -> None:
+        """Drop the oldest events beyond the count and byte bounds (the lock held)."""
+        drop = max(0, len(self._buffer) - MAX_BUFFERED)
+        freed = sum(event_size(e) for e in self._buffer[:drop])
+        while self._buffer_bytes - freed > MAX_BUFFERED_BYTES and drop < len(self._buffer) - 1:
+            freed += event_size(self._buffer[drop])
+            drop += 1
+        if drop:
+            del self._buffer[:drop]
+            self._buffer_bytes -= freed
+            self.dropped += drop
 
     def flush(self, *, client: redis.Redis | None = None, wait_s: float | None = None) -> int:
         """Write the buffered events in one pipeline; returns how many went (0 when Redis failed).
@@ -198,17 +233,21 @@ class TaskHistory(Middleware):
         try:
             with self._lock:
                 batch, self._buffer = self._buffer, []
+                batch_bytes, self._buffer_bytes = self._buffer_bytes, 0
             client = client or self._client
             if not batch or client is None:
                 with self._lock:
                     self._buffer[:0] = batch
+                    self._buffer_bytes += batch_bytes
                 return 0
             try:
                 task_history.write_events(client, batch, max_tasks=self.max_tasks, ttl_s=self.ttl_s)
             except redis.RedisError as e:
                 with self._lock:
-                    # Keep them for the next try, in order, within the bound.
-                    self._buffer[:0] = batch[-MAX_BUFFERED:]
+                    # Keep them for the next try, in order, within the bounds.
+                    self._buffer[:0] = batch
+                    self._buffer_bytes += batch_bytes
+                    self._bound()
                 if not self._failing:
                     logger.warning("Could not write the task history: %s; keeping %d event(s) for later.", e,
                                    len(batch))

@@ -26,7 +26,7 @@ FLOWER_KEYS = ("uuid", "name", "state", "received", "sent", "started", "rejected
                "children", "worker")
 
 #: Celery's task states the monitor shows.
-STATES = ("PENDING", "RECEIVED", "STARTED", "SUCCESS", "FAILURE", "RETRY", "REJECTED")
+STATES = ("PENDING", "RECEIVED", "STARTED", "SUCCESS", "FAILURE", "RETRY", "REJECTED", "REQUEUED")
 
 #: Most waiting (and delayed) messages per queue listed among the tasks;
 #: the queue's own page pages through all of them.

@@ -217,3 +217,74 @@ def test_flushes_never_overlap(make_broker, redis_client):
         assert history.flush(wait_s=0.05) == 0
     assert len(history._buffer) == 1
     assert history.flush() == 1 and task_history.get_task(redis_client, "t1")["state"] == "SUCCESS"
+
+
+class Costly:
+    calls = 0
+
+    def __repr__(self):
+        Costly.calls += 1
+        return "Costly()"
+
+
+def test_clip_builds_only_what_it_keeps():
+    for value in ([0], 2, {"a": 1, "b": [1, (2,), (3, 4)], "c": None}, (1,), (), {}, set(), {1},
+                  ["x'y", b"z", 1.5, True], frozenset({1})):
+        assert task_history.clip(value, 1000) == repr(value)
+    assert task_history.clip("abcdef", 4) == "abc…"
+    Costly.calls = 0
+    clipped = task_history.clip({"items": [Costly()] * 1_000_000, "text": "x" * 5_000_000}, 1000)
+    assert len(clipped) == 1000 and clipped.startswith("{'items': [Costly(), Costly()")
+    assert Costly.calls < 200
+
+
+def test_the_worker_name_is_looked_up_once(make_broker):
+    from actors.middleware.node_state import NodeState
+
+    broker = make_broker()
+    history = find(broker, TaskHistory)
+    node_state = find(broker, NodeState)
+    node_state.node_name = "celery@first"
+    assert history._worker_name(broker) == "celery@first"
+    node_state.node_name = "celery@second"
+    assert history._worker_name(broker) == "celery@first"
+
+
+def test_the_buffer_is_bounded_by_bytes_too(make_broker, monkeypatch):
+    from actors.middleware import task_history as middleware
+
+    monkeypatch.setattr(middleware, "MAX_BUFFERED_BYTES", 1_000_000)
+    broker = make_broker()
+    history = find(broker, TaskHistory)
+    for n in range(20):
+        history._add(event(f"t{n}", traceback="x" * 100_000))
+    assert len(history._buffer) == 9 and history._buffer[-1].task_id == "t19"
+    assert history._buffer_bytes == sum(middleware.event_size(e) for e in history._buffer) <= 1_000_000
+    assert history.dropped == 11
+
+
+def test_a_busy_conversations_requeue_is_recorded_as_requeued_not_succeeded(make_broker, redis_client,
+                                                                           start_worker):
+    from actors.busy import requeue_later
+
+    broker = make_broker()
+
+    def waits_once(n):
+        if n == 0:
+            requeue_later(actor, 1)
+
+    actor = dramatiq.actor(waits_once, actor_name="waits_once", queue_name="default", broker=broker)
+    start_worker(broker)
+    first = actor.send(0)
+
+    def ended():
+        record = task_history.get_task(redis_client, first.message_id)
+        return record if record and record["state"] not in ("STARTED",) else None
+
+    record = wait_for(ended)
+    assert record["state"] == "REQUEUED"
+    again = wait_for(lambda: (task_history.get_task(redis_client, record["requeued_as"]) or {}).get("state")
+                     == "SUCCESS")
+    assert again
+    kinds = {kind: n for (_t, kind, _w), n in task_history.event_counts(redis_client).items()}
+    assert kinds["task-requeued"] == 1 and kinds["task-succeeded"] == 1
