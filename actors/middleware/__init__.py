@@ -1,5 +1,7 @@
 """Worker policy, one concern per module."""
 
+from __future__ import annotations
+
 from typing import TypeVar
 
 from actors.middleware.child_limits import ChildLimits
@@ -12,7 +14,7 @@ from actors.middleware.task_log import TaskLog
 from actors.middleware.time_limits import TimeLimits
 
 __all__ = ["ChildLimits", "FixedRetries", "NodeState", "ParentLink", "TaskHistory", "TaskLog", "TaskMetrics",
-           "TimeLimits", "find", "is_transient"]
+           "TimeLimits", "find", "find_optional", "is_transient"]
 
 
 M = TypeVar("M")
@@ -21,3 +23,8 @@ M = TypeVar("M")
 def find(broker, kind: type[M]) -> M:
     """The broker's middleware of type ``kind`` (every worker's broker has one of each)."""
     return next(m for m in broker.middleware if isinstance(m, kind))
+
+
+def find_optional(broker, kind: type[M]) -> M | None:
+    """The broker's middleware of type ``kind``, or None (a broker built by a program may lack it)."""
+    return next((m for m in broker.middleware if isinstance(m, kind)), None)
