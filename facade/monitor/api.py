@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import falcon
 
-from actors import backlog, keys, registry
+from actors import keys, registry
 from actors.dead_letters import DeadLetterNotFound
 from facade import replies
 from facade.monitor import tasks
@@ -92,6 +92,11 @@ class TaskList:
         sort_by = req.get_param("sort_by")
         if sort_by and sort_by.lstrip("-") not in tasks.FLOWER_KEYS:
             raise falcon.HTTPBadRequest(title="Bad Request", description=f"cannot sort by {sort_by!r}")
+        for unsupported in ("received_start", "received_end", "started_start", "started_end"):
+            if req.get_param(unsupported):
+                raise falcon.HTTPBadRequest(title="Bad Request",
+                                            description=f"{unsupported} is not supported; filter by state, taskname, "
+                                                        "workername or search, and sort by received")
         state = req.get_param("state")
         if state and state.upper() not in tasks.STATES:
             raise falcon.HTTPBadRequest(title="Bad Request",
@@ -120,10 +125,33 @@ class QueueLengths:
         self.sources = sources
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        # Named by their Redis lists, as Flower names Celery's queues ("celery", "state").
+        # Named by their Redis lists, as Flower names Celery's queues ("celery", "state"); the
+        # waiting count the pages and /metrics show (the broker's sizes.lua).
         resp.media = {"active_queues": [{"name": keys.queue_key(q),
-                                         "messages": backlog.count_waiting(self.sources.client, q)}
+                                         "messages": int(self.sources.broker.queue_sizes(q)["waiting"])}
                                         for q in self.sources.queues]}
+
+
+class TaskTypes:
+    """``GET /api/task/types``: Flower's ``{"task-types": [...]}`` (the registered tasks)."""
+
+    def __init__(self, sources: Sources) -> None:
+        self.sources = sources
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = {"task-types": sorted(self.sources.registered())}
+
+
+class NotOffered:
+    """A Flower API endpoint this project does not offer: 501 JSON with the reason."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def _refuse(self, req: falcon.Request, resp: falcon.Response, **params: str) -> None:
+        raise falcon.HTTPNotImplemented(title="Not Implemented", description=self.reason)
+
+    on_get = on_post = _refuse
 
 
 class Healthcheck:
@@ -174,6 +202,10 @@ def add_routes(app: falcon.App, sources: Sources) -> None:
     app.add_route("/api/tasks", TaskList(sources))
     app.add_route("/api/task/info/{task_id}", TaskInfo(sources))
     app.add_route("/api/queues/length", QueueLengths(sources))
+    app.add_route("/api/task/types", TaskTypes(sources))
+    app.add_route("/api/task/revoke/{task_id}", NotOffered(
+        "revoke is not offered: Dramatiq cannot cancel a running task, and a waiting one is removed by deleting "
+        "it from its queue page or letting it run"))
     app.add_route("/healthcheck", Healthcheck())
     action = DeadLetterAction(sources)
     # One field name per level (Falcon's rule): {part} is the id, or the action when ?id= names the id.

@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from actors import registry, task_history
+from actors.names import CELERY_APP
 from actors.queue_samples import queue_stats
 
 if TYPE_CHECKING:
@@ -56,10 +57,20 @@ class MonitorCollector:
         seen = task_history.recent_workers(client)
         for name in sorted(live | seen):
             online.add_metric([name], 1 if name in live else 0)
+        prefetched = GaugeMetricFamily("flower_worker_prefetched_tasks",
+                                       "Number of tasks of given type prefetched at a worker.",
+                                       labels=["worker", "task"])
         for node in nodes:
             executing.add_metric([node.name], len(node.active))
+            reserved: dict[str, int] = {}
+            for task in node.reserved:
+                name = str(task.get("name") or "").removeprefix(CELERY_APP + ".")  # the runbook's name
+                reserved[name] = reserved.get(name, 0) + 1
+            for name, count in sorted(reserved.items()):
+                prefetched.add_metric([node.name, name], count)
         yield online
         yield executing
+        yield prefetched
 
         depth = GaugeMetricFamily("assistant_queue_messages", "Messages of a queue by state.",
                                   labels=["queue", "state"])

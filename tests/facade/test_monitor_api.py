@@ -145,6 +145,22 @@ def test_api_queue_lengths_count_waiting_messages_by_their_redis_list(client, br
         "active_queues": [{"name": "celery", "messages": 3}, {"name": "state", "messages": 1}]}
 
 
+def test_api_queue_lengths_agree_with_the_broker_page_counts(client, broker, redis_client):
+    broker.get_actor("process_message_task").send()
+    # a message the old Celery deployment left in a priority side list is not waiting in our list yet
+    redis_client.rpush("celery\x06\x163", b"{}")
+    lengths = {q["name"]: q["messages"] for q in client.simulate_get("/api/queues/length").json["active_queues"]}
+    assert lengths["celery"] == broker.queue_sizes("default")["waiting"] == 1
+
+
+def test_api_task_types_and_what_is_not_offered(client):
+    assert client.simulate_get("/api/task/types").json == {"task-types": ["tasks.process_message_task"]}
+    revoke = client.simulate_post("/api/task/revoke/abc", headers=ACTION)
+    assert revoke.status_code == 501 and "revoke is not offered" in revoke.json["reason"]
+    ranged = client.simulate_get("/api/tasks", params={"received_start": "2026-01-01 10:00"})
+    assert ranged.status_code == 400 and "received_start is not supported" in ranged.json["reason"]
+
+
 def test_healthcheck_answers_ok(client):
     response = client.simulate_get("/healthcheck")
     assert response.status_code == 200 and response.text == "OK"
@@ -153,7 +169,9 @@ def test_healthcheck_answers_ok(client):
 def test_metrics_use_flowers_names_and_the_queue_depths(client, broker, redis_client):
     write(redis_client, record("t1", state="SUCCESS", runtime=0.3), record("t2", state="SUCCESS", runtime=4.0))
     registry.beat(redis_client, "w1@host", info={"name": "w1@host"},
-                  processes={1: {"active": [{"id": "x"}], "reserved": []}})
+                  processes={1: {"active": [{"id": "x"}], "reserved": [
+                      {"id": "y", "name": "tasks.process_message_task"},
+                      {"id": "z", "name": "tasks.process_message_task"}]}})
     broker.get_actor("process_message_task").send()
     families = {f.name: f for f in text_string_to_metric_families(client.simulate_get("/metrics").text)}
 
@@ -167,6 +185,7 @@ def test_metrics_use_flowers_names_and_the_queue_depths(client, broker, redis_cl
     assert value("flower_task_runtime_seconds", "_bucket", le="0.5", **labels) == 1
     assert value("flower_worker_online", worker="w1@host") == 1
     assert value("flower_worker_number_of_currently_executing_tasks", worker="w1@host") == 1
+    assert value("flower_worker_prefetched_tasks", worker="w1@host", task="process_message_task") == 2
     assert value("assistant_queue_messages", queue="default", state="waiting") == 1
     assert value("assistant_queue_messages", queue="state", state="dead") == 0
     assert value("assistant_queue_oldest_waiting_age_seconds", queue="default") >= 0
