@@ -103,8 +103,13 @@ class TaskList:
                                         description=f"state must be one of {', '.join(tasks.STATES)}")
         flt = tasks.TaskFilter(state=state, taskname=req.get_param("taskname"),
                                workername=req.get_param("workername"), search=req.get_param("search"))
-        _total, found = tasks.find_tasks(self.sources.client, self.sources.queues, flt, sort_by=sort_by,
-                                         offset=offset, limit=limit)
+        omitted: dict[str, int] = {}
+        total, found = tasks.find_tasks(self.sources.client, self.sources.queues, flt, sort_by=sort_by,
+                                        offset=offset, limit=limit, omitted=omitted)
+        # Flower's body is {uuid: task}: what it leaves out goes in headers
+        resp.set_header("X-Total-Count", str(total))
+        if omitted:
+            resp.set_header("X-Queued-Not-Listed", ", ".join(f"{q}={n}" for q, n in sorted(omitted.items())))
         resp.media = {t["uuid"]: t for t in found}
 
 

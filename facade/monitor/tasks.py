@@ -44,11 +44,17 @@ def flower_task(record: dict[str, Any]) -> dict[str, Any]:
     return task
 
 
-def _queued(client: redis.Redis, queues: Iterable[str]) -> list[dict[str, Any]]:
+def _queued(client: redis.Redis, queues: Iterable[str],
+            omitted: dict[str, int] | None = None) -> list[dict[str, Any]]:
+    """The queued messages listed among the tasks; ``omitted`` gets, per queue, how many are not."""
     found = []
     for queue in queues:
-        _total, waiting = queue_browser.waiting(client, queue, limit=QUEUED_SCAN_LIMIT)
-        _total, delayed = queue_browser.delayed(client, queue, limit=QUEUED_SCAN_LIMIT)
+        waiting_total, waiting = queue_browser.waiting(client, queue, limit=QUEUED_SCAN_LIMIT)
+        delayed_total, delayed = queue_browser.delayed(client, queue, limit=QUEUED_SCAN_LIMIT)
+        if omitted is not None:
+            left = waiting_total - len(waiting) + delayed_total - len(delayed)
+            if left > 0:
+                omitted[queue] = left
         for entry, state in [*((w, "PENDING") for w in waiting), *((d, "RETRY" if d["retries"] else "PENDING")
                                                                     for d in delayed)]:
             if entry["id"] is None:
@@ -68,10 +74,16 @@ MAX_PAGE = task_history.MAX_PAGE
 
 
 def find_tasks(client: redis.Redis, queues: Iterable[str], flt: TaskFilter, *, sort_by: str | None = None,
-               offset: int = 0, limit: int = MAX_PAGE) -> tuple[int, list[dict[str, Any]]]:
-    """(how many tasks match, one page of them in Flower's shape): see :func:`actors.task_history.find`."""
-    total, found = task_history.find(client, flt, queued=_queued(client, queues), sort_by=sort_by, offset=offset,
-                                     limit=limit)
+               offset: int = 0, limit: int = MAX_PAGE,
+               omitted: dict[str, int] | None = None) -> tuple[int, list[dict[str, Any]]]:
+    """(how many tasks match, one page of them in Flower's shape): see :func:`actors.task_history.find`.
+
+    Of each queue only the :data:`QUEUED_SCAN_LIMIT` waiting and delayed
+    messages next to run are listed; ``omitted`` gets, per queue, how many
+    more there are (the queue's own page lists them all).
+    """
+    total, found = task_history.find(client, flt, queued=_queued(client, queues, omitted), sort_by=sort_by,
+                                     offset=offset, limit=limit)
     return total, [flower_task(t) for t in found]
 
 

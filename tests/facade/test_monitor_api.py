@@ -463,3 +463,16 @@ def test_the_oldest_waiting_age_reads_each_priority_bands_tail(broker, redis_cli
     assert queue_browser.oldest_waiting_age_s(broker, "default", now_ms=now_ms) == pytest.approx(
         (now_ms - expected) / 1000)
     assert queue_browser.oldest_waiting_age_s(broker, "state", now_ms=now_ms) == 0.0
+
+
+def test_the_tasks_page_and_api_say_how_many_queued_messages_they_leave_out(client, broker, monkeypatch):
+    from facade.monitor import tasks
+
+    monkeypatch.setattr(tasks, "QUEUED_SCAN_LIMIT", 2)
+    for n in range(5):
+        broker.get_actor("process_message_task").send(n)
+    page = client.simulate_get("/tasks").text
+    assert "3 more are not listed here" in page and 'href="/queue/default"' in page
+    response = client.simulate_get("/api/tasks")
+    assert len(response.json) == 2 and response.headers["X-Queued-Not-Listed"] == "default=3"
+    assert response.headers["X-Total-Count"] == "2"
