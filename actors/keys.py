@@ -127,6 +127,11 @@ def task_index_key() -> str:
     return f"{MONITOR_PREFIX}:tasks"
 
 
+def task_state_index_key(state: str) -> str:
+    """Sorted set of the history's task ids in one state (``SUCCESS`` ...), scored by their last change (ms)."""
+    return f"{MONITOR_PREFIX}:tasks:state:{state}"
+
+
 def task_record_key(task_id: str) -> str:
     """Hash of one task's history record (field -> JSON value); expires with the history's age bound."""
     return f"{MONITOR_PREFIX}:task:{task_id}"

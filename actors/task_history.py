@@ -31,7 +31,7 @@ import redis
 
 from actors import keys
 from actors.lua import script_source
-from actors.names import celery_name
+from actors.names import CELERY_APP, celery_name
 
 __all__ = ["RUNTIME_BUCKETS_S", "TaskEvent", "write_events", "get_task", "get_tasks", "all_tasks", "event_counts",
            "runtime_histograms", "RuntimeHistogram", "bucket_of", "clip", "TaskFilter", "find", "columns",
@@ -44,6 +44,12 @@ LIST_FIELDS = ("uuid", "name", "state", "received", "sent", "started", "rejected
                "revoked", "args", "kwargs", "eta", "expires", "retries", "result", "exception", "timestamp",
                "runtime", "routing_key", "queue", "worker")
 
+#: The states a worker records; each has an index of its ids, so a state filter reads one page.
+HISTORY_STATES = ("RECEIVED", "STARTED", "SUCCESS", "FAILURE", "RETRY", "REJECTED", "REQUEUED")
+
+#: The fields ``search`` looks in.
+SEARCHED_FIELDS = ("uuid", "name", "args", "kwargs", "result", "exception", "worker", "state")
+
 #: Most tasks one query answers (``/api/tasks`` without a limit answers this many).
 MAX_PAGE = 1000
 
@@ -53,6 +59,9 @@ RUNTIME_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0,
 
 #: ``trim_history.lua`` with the shared helpers: run by EVALSHA in each batch's pipeline.
 _TRIM = script_source("trim_history")
+
+#: ``history_search.lua``: filters the history in Redis.
+_SEARCH = script_source("history_search")
 
 
 @dataclass
@@ -104,6 +113,13 @@ def write_events(client: redis.Redis, events: Sequence[TaskEvent], *, max_tasks:
             pipe.hset(record, mapping={k: json.dumps(v, default=repr) for k, v in values.items()})
             pipe.pexpire(record, ttl_ms)
             pipe.zadd(keys.task_index_key(), {event.task_id: int(event.at_s * 1000)})
+            state = event.fields.get("state")
+            if state in HISTORY_STATES:
+                # the id moves to its new state's index
+                for other in HISTORY_STATES:
+                    if other != state:
+                        pipe.zrem(keys.task_state_index_key(other), event.task_id)
+                pipe.zadd(keys.task_state_index_key(state), {event.task_id: int(event.at_s * 1000)})
             pipe.hincrby(keys.task_events_key(), json.dumps([event.task, event.kind, event.worker]), 1)
             if event.runtime_s is not None:
                 base = [event.task, event.worker]
@@ -111,7 +127,8 @@ def write_events(client: redis.Redis, events: Sequence[TaskEvent], *, max_tasks:
                 pipe.hincrbyfloat(keys.task_runtime_key(), json.dumps([*base, "sum"]), event.runtime_s)
         pipe.zadd(keys.task_workers_key(), {e.worker: int(e.at_s * 1000) for e in events}, gt=True)
         trim = client.register_script(_TRIM)
-        trim(keys=[keys.task_index_key(), keys.task_workers_key(), keys.task_events_key(), keys.task_runtime_key()],
+        trim(keys=[keys.task_index_key(), keys.task_workers_key(), keys.task_events_key(), keys.task_runtime_key(),
+                   *(keys.task_state_index_key(state) for state in HISTORY_STATES)],
              args=[max_tasks, ttl_ms, keys.task_record_key("")], client=pipe)
         pipe.execute()
 
@@ -174,6 +191,21 @@ class TaskFilter:
     workername: str | None = None
     search: str | None = None
 
+    def fields(self, sort_by: str | None = None) -> tuple[str, ...]:
+        """The record fields this filter (and ``sort_by``) reads: only those are fetched for every task."""
+        wanted = ["uuid", "timestamp", "eta"]
+        if self.state:
+            wanted.append("state")
+        if self.taskname:
+            wanted.append("name")
+        if self.workername:
+            wanted.append("worker")
+        if self.search:
+            wanted += SEARCHED_FIELDS
+        if sort_by and sort_by.lstrip("-") in LIST_FIELDS:
+            wanted.append(sort_by.lstrip("-"))
+        return tuple(dict.fromkeys(wanted))
+
     def accepts(self, task: dict[str, Any]) -> bool:
         if self.state and str(task.get("state") or "") != self.state.upper():
             return False
@@ -185,8 +217,7 @@ class TaskFilter:
             return False
         if self.search:
             needle = self.search.lower()
-            haystack = " ".join(str(task.get(k) or "") for k in ("uuid", "name", "args", "kwargs", "result",
-                                                                 "exception", "worker", "state"))
+            haystack = " ".join(str(task.get(k) or "") for k in SEARCHED_FIELDS)
             if needle not in haystack.lower():
                 return False
         return True
@@ -211,8 +242,22 @@ def find(client: redis.Redis, flt: TaskFilter, *, queued: Sequence[dict[str, Any
     """
     limit = max(0, min(limit, MAX_PAGE))
     if not sort_by and flt == TaskFilter():
-        return _newest_page(client, queued, offset, limit)
-    rows = columns(client, _ids(client.zrevrange(keys.task_index_key(), 0, -1)))
+        return _newest_page(client, queued, offset, limit, keys.task_index_key())
+    state = flt.state.upper() if flt.state else None
+    if not sort_by and (state is None or state in HISTORY_STATES):
+        # filtered in Redis (history_search.lua): only the page's records travel
+        index = keys.task_state_index_key(state) if state else keys.task_index_key()
+        plain = flt == TaskFilter(state=flt.state)
+        return _newest_page(client, [q for q in queued if flt.accepts(q)], offset, limit, index,
+                            search=None if plain else flt)
+    # only the tasks in the filter's state (its index), when it names one the history holds
+    if state in HISTORY_STATES:
+        candidates = client.zrevrange(keys.task_state_index_key(state), 0, -1)
+    elif state:
+        candidates = []  # PENDING: only queued messages
+    else:
+        candidates = client.zrevrange(keys.task_index_key(), 0, -1)
+    rows = columns(client, _ids(candidates), fields=flt.fields(sort_by))
     known = {r["uuid"]: r for r in rows}
     merged = list(rows)
     for entry in queued:
@@ -237,14 +282,52 @@ def find(client: redis.Redis, flt: TaskFilter, *, queued: Sequence[dict[str, Any
                         if t["uuid"] not in known or t["uuid"] in full]
 
 
-def _newest_page(client: redis.Redis, queued: Sequence[dict[str, Any]], offset: int,
-                 limit: int) -> tuple[int, list[dict[str, Any]]]:
+#: Ids one call of ``history_search.lua`` reads (each call holds Redis for a few milliseconds).
+SEARCH_SLICE = 500
+
+
+def _search(client: redis.Redis, index: str, flt: TaskFilter, wanted: int) -> tuple[int, list[tuple[Any, float]]]:
+    """(how many ids of ``index`` match ``flt``'s name, worker and text, the first ``wanted`` with scores).
+
+    Run in Redis slice by slice; an id that moves while the walk goes on
+    may be seen twice (counted once) or missed: a monitor's view, not an audit.
+    """
+    script = client.register_script(_SEARCH)
+    args = [keys.task_record_key(""), flt.taskname or "", CELERY_APP + ".", flt.workername or "",
+            (flt.search or "").lower()]
+    total, seen = 0, set()
+    top: list[tuple[Any, float]] = []
+    first = 0
+    while True:
+        read, _matches, *flat = script(keys=[index], args=[*args, first, SEARCH_SLICE, SEARCH_SLICE,
+                                                           *SEARCHED_FIELDS])
+        for i in range(0, len(flat), 2):
+            if flat[i] not in seen:
+                seen.add(flat[i])
+                total += 1
+                if len(top) < wanted:
+                    top.append((flat[i], float(flat[i + 1])))
+        if int(read) < SEARCH_SLICE:
+            return total, top
+        first += SEARCH_SLICE
+
+
+def _newest_page(client: redis.Redis, queued: Sequence[dict[str, Any]], offset: int, limit: int,
+                 index: str, *, search: TaskFilter | None = None) -> tuple[int, list[dict[str, Any]]]:
+    """The newest page of ``index`` (the history's, or one state's) merged with ``queued``;
+    with ``search``, of the ids of ``index`` whose records match its name, worker and text."""
     with client.pipeline(transaction=False) as pipe:
         for entry in queued:
             pipe.zscore(keys.task_index_key(), entry["uuid"])
-        pipe.zcard(keys.task_index_key())
-        pipe.zrevrange(keys.task_index_key(), 0, offset + limit - 1, withscores=True)
-        *scores, total_history, top = pipe.execute()
+        if search is None:
+            pipe.zcard(index)
+            pipe.zrevrange(index, 0, offset + limit - 1, withscores=True)
+        results = pipe.execute()
+    scores = results[:len(queued)]
+    if search is None:
+        total_history, top = results[len(queued):]
+    else:
+        total_history, top = _search(client, index, search, offset + limit)
     etas = {q["uuid"]: q["eta"] for q in queued if q.get("eta") is not None}
     only_queued = [q for q, score in zip(queued, scores, strict=True) if score is None]
     merged: list[tuple[float, str, Any]] = [(score / 1000, "history", raw_id) for raw_id, score in top]

@@ -1,7 +1,7 @@
 -- Apply the monitor's task-history bounds (after a batch of events).
 -- KEYS[1] index zset (task id -> last event ms), KEYS[2] workers zset
 -- (worker -> last event ms), KEYS[3] event counters hash, KEYS[4] runtime
--- histogram hash.  ARGV[1] most tasks kept, ARGV[2] age bound in ms,
+-- histogram hash, KEYS[5..] the per-state indexes of task ids.  ARGV[1] most tasks kept, ARGV[2] age bound in ms,
 -- ARGV[3] prefix of a task's record key.
 -- Drops ids older than the age bound and the oldest beyond the count, with
 -- their records; and the counter fields of workers with no event within
@@ -18,6 +18,9 @@ end
 for i = 1, #gone do
   redis.call("DEL", ARGV[3] .. gone[i])
   redis.call("ZREM", KEYS[1], gone[i])
+  for k = 5, #KEYS do
+    redis.call("ZREM", KEYS[k], gone[i])
+  end
 end
 
 local workers = redis.call("ZRANGEBYSCORE", KEYS[2], "-inf", cutoff)

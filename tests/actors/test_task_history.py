@@ -288,3 +288,45 @@ def test_a_busy_conversations_requeue_is_recorded_as_requeued_not_succeeded(make
     assert again
     kinds = {kind: n for (_t, kind, _w), n in task_history.event_counts(redis_client).items()}
     assert kinds["task-requeued"] == 1 and kinds["task-succeeded"] == 1
+
+
+def test_a_state_filter_reads_its_states_index_which_follows_each_change_and_the_bounds(redis_client):
+    def states():
+        return {s: task_history.find(redis_client, task_history.TaskFilter(state=s))[0]
+                for s in ("STARTED", "SUCCESS", "FAILURE")}
+
+    task_history.write_events(redis_client, [event("t1", "task-started", state="STARTED"),
+                                             event("t2", "task-started", state="STARTED")], max_tasks=2, ttl_s=60)
+    assert states() == {"STARTED": 2, "SUCCESS": 0, "FAILURE": 0}
+    task_history.write_events(redis_client, [event("t1", state="SUCCESS")], max_tasks=2, ttl_s=60)
+    assert states() == {"STARTED": 1, "SUCCESS": 1, "FAILURE": 0}
+    assert [t["uuid"] for t in task_history.find(redis_client, task_history.TaskFilter(state="success"))[1]] == ["t1"]
+    time.sleep(0.002)
+    # a third task pushes the oldest (t2) out of the history and out of its state's index
+    task_history.write_events(redis_client, [event("t3", "task-failed", state="FAILURE")], max_tasks=2, ttl_s=60)
+    assert states() == {"STARTED": 0, "SUCCESS": 1, "FAILURE": 1}
+    assert redis_client.zcard(keys.task_state_index_key("STARTED")) == 0
+
+
+@pytest.mark.parametrize("flt", [
+    task_history.TaskFilter(taskname="check_buffer_task"), task_history.TaskFilter(taskname="tasks.check_buffer_task"),
+    task_history.TaskFilter(workername="w2@host"), task_history.TaskFilter(search="BOOM"),
+    task_history.TaskFilter(search="t1"), task_history.TaskFilter(state="FAILURE", search="boom", workername="w1@host"),
+    task_history.TaskFilter(state="success", taskname="process_message_task"),
+])
+def test_a_filter_run_in_redis_finds_what_the_filter_accepts(redis_client, flt, monkeypatch):
+    monkeypatch.setattr(task_history, "SEARCH_SLICE", 7)  # several slices
+    events = []
+    for n in range(30):
+        failed = n % 3 == 0
+        events.append(event(f"t{n}", "task-failed" if failed else "task-succeeded",
+                            task="check_buffer_task" if n % 2 else "process_message_task",
+                            worker="w2@host" if n % 5 == 0 else "w1@host", state="FAILURE" if failed else "SUCCESS",
+                            args=f"['arg {n}']", exception="ValueError('boom')" if failed else None))
+    for e in events:
+        task_history.write_events(redis_client, [e], max_tasks=100, ttl_s=60)
+        time.sleep(0.002)
+    expected = [t["uuid"] for t in task_history.all_tasks(redis_client) if flt.accepts(t)]
+    total, page = task_history.find(redis_client, flt, limit=4, offset=1)
+    assert expected and total == len(expected)
+    assert [t["uuid"] for t in page] == expected[1:5]
