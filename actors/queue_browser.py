@@ -22,7 +22,7 @@ from facade.api import from_dramatiq_priority
 if TYPE_CHECKING:
     from actors.broker import RedisBroker
 
-__all__ = ["waiting", "delayed", "oldest_waiting_age_s", "AGE_TAIL_READ", "ARG_CHARS"]
+__all__ = ["waiting", "delayed", "find", "oldest_waiting_age_s", "AGE_TAIL_READ", "ARG_CHARS"]
 
 #: Messages read at the tail of each priority band to find the oldest one.
 AGE_TAIL_READ = 8
@@ -84,6 +84,29 @@ def delayed(client: redis.Redis, queue: str, *, offset: int = 0, limit: int = 50
         pipe.zrange(key, offset, offset + limit - 1, withscores=True)
         total, entries = pipe.execute()
     return int(total), [{**_describe(raw, queue, now_ms), "eta": score / 1000} for raw, score in entries]
+
+
+def find(client: redis.Redis, queue: str, message_id: str, *, limit: int,
+         now_ms: int | None = None) -> tuple[str, dict[str, Any]] | None:
+    """("waiting" or "delayed", the entry) of ``message_id`` among the ``limit`` messages of
+    ``queue`` next to run, or None.  Only elements holding the id's text are decoded."""
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    needle = message_id.encode("utf-8")
+    with client.pipeline(transaction=False) as pipe:
+        pipe.lrange(keys.queue_key(queue), -limit, -1)
+        pipe.zrange(keys.delayed_key(queue), 0, limit - 1, withscores=True)
+        waiting_raws, delayed_entries = pipe.execute()
+    for raw in waiting_raws:
+        if needle in raw:
+            entry = _describe(raw, queue, now_ms)
+            if entry["id"] == message_id:
+                return "waiting", entry
+    for raw, score in delayed_entries:
+        if needle in raw:
+            entry = _describe(raw, queue, now_ms)
+            if entry["id"] == message_id:
+                return "delayed", {**entry, "eta": score / 1000}
+    return None
 
 
 def oldest_waiting_age_s(broker: RedisBroker, queue: str, *, now_ms: int | None = None,

@@ -59,11 +59,14 @@ def _queued(client: redis.Redis, queues: Iterable[str],
                                                                     for d in delayed)]:
             if entry["id"] is None:
                 continue
-            found.append({"uuid": entry["id"], "name": entry["name"], "state": state, "sent": entry.get("sent_at"),
-                          "args": entry["args"], "kwargs": entry["kwargs"], "retries": entry["retries"],
-                          "eta": entry.get("eta"), "routing_key": queue, "queue": queue,
-                          "timestamp": entry.get("sent_at"), "worker": None})
+            found.append(_as_task(entry, queue, state))
     return found
+
+
+def _as_task(entry: dict[str, Any], queue: str, state: str) -> dict[str, Any]:
+    return {"uuid": entry["id"], "name": entry["name"], "state": state, "sent": entry.get("sent_at"),
+            "args": entry["args"], "kwargs": entry["kwargs"], "retries": entry["retries"], "eta": entry.get("eta"),
+            "routing_key": queue, "queue": queue, "timestamp": entry.get("sent_at"), "worker": None}
 
 
 #: The filters of ``/tasks`` and ``/api/tasks`` (Flower's parameter names).
@@ -92,7 +95,10 @@ def task_info(client: redis.Redis, queues: Iterable[str], task_id: str) -> dict[
     record = task_history.get_task(client, task_id)
     if record is not None:
         return flower_task(record) | {"queue": record.get("queue")}
-    for queued in _queued(client, queues):
-        if queued["uuid"] == task_id:
-            return flower_task(queued) | {"queue": queued.get("queue")}
+    for queue in queues:
+        hit = queue_browser.find(client, queue, task_id, limit=QUEUED_SCAN_LIMIT)
+        if hit is not None:
+            where, entry = hit
+            queued = _as_task(entry, queue, "PENDING" if where == "waiting" or not entry["retries"] else "RETRY")
+            return flower_task(queued) | {"queue": queue}
     return None

@@ -476,3 +476,19 @@ def test_the_tasks_page_and_api_say_how_many_queued_messages_they_leave_out(clie
     response = client.simulate_get("/api/tasks")
     assert len(response.json) == 2 and response.headers["X-Queued-Not-Listed"] == "default=3"
     assert response.headers["X-Total-Count"] == "2"
+
+
+def test_task_info_of_a_queued_message_decodes_only_the_message_holding_its_id(client, broker, monkeypatch):
+    from actors import queue_browser
+
+    sent = [broker.get_actor("process_message_task").send(n) for n in range(30)]
+    retry = broker.get_actor("process_message_task").message(99).copy(options={"retries": 2})
+    broker.enqueue(retry, delay=60_000)
+    decoded = []
+    real = queue_browser._describe
+    monkeypatch.setattr(queue_browser, "_describe", lambda raw, *a, **kw: decoded.append(raw) or real(raw, *a, **kw))
+    assert client.simulate_get("/api/task/info/nope").status_code == 404 and decoded == []
+    info = client.simulate_get(f"/api/task/info/{sent[3].message_id}").json
+    assert info["state"] == "PENDING" and info["args"] == "[3]" and len(decoded) == 1
+    info = client.simulate_get(f"/api/task/info/{retry.message_id}").json
+    assert info["state"] == "RETRY" and info["eta"] is not None
