@@ -21,9 +21,8 @@ import logging
 from dramatiq import Message
 
 from actors.broker import RedisBroker
-from actors.middleware import FixedRetries, TaskHistory, TaskMetrics
+from actors.middleware import FixedRetries, TaskHistory, TaskMetrics, find_optional
 from actors.middleware import find as find_middleware
-from actors.middleware import find_optional as optional_middleware
 from app.errors import TransientError
 from facade.api import ms_to_seconds
 from facade.exceptions import TimeLimitExceeded
@@ -73,10 +72,10 @@ def fail_held(broker: RedisBroker, *, inflight_key: str, raw: bytes, message: Me
         )
         outcome = "failed" if dead else "gone"
     # The monitor's history: a task that was never allowed to return.
-    history = next((m for m in broker.middleware if isinstance(m, TaskHistory)), None)
+    history = find_optional(broker, TaskHistory)
     if history is not None:
         history.record_abandoned(broker, message, outcome, exception)
-    metrics = optional_middleware(broker, TaskMetrics)
+    metrics = find_optional(broker, TaskMetrics)
     if metrics is not None:
         metrics.count_outcome(message.actor_name, outcome)
     return outcome

@@ -7,12 +7,16 @@ import logging
 import dramatiq
 from dramatiq.middleware import CurrentMessage
 
-__all__ = ["requeue_later", "BUSY_DELAY_MS"]
+__all__ = ["requeue_later", "BUSY_DELAY_MS", "REQUEUED_AS"]
 
 logger = logging.getLogger(__name__)
 
 #: How long a task waits before trying a busy conversation again.
 BUSY_DELAY_MS = 1_000
+
+#: Option set on the current message naming the message that replaces it
+#: (the monitor's history records a requeue, not a success).
+REQUEUED_AS = "requeued_as"
 
 #: Options of the current message the re-sent one keeps: its retry count
 #: and what its sender chose for this call.
@@ -39,5 +43,7 @@ def requeue_later(actor: dramatiq.Actor, *args, **kwargs) -> None:
             if current.options.get(name) is not None:
                 message.options[name] = current.options[name]
     actor.broker.enqueue(message, delay=BUSY_DELAY_MS)
+    if current is not None:
+        current.options[REQUEUED_AS] = message.message_id
     logger.info("Conversation busy: %s sent again as %s in %d milliseconds.",
                 actor.actor_name, message.message_id, BUSY_DELAY_MS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import Callable
@@ -33,6 +34,12 @@ def record(scripts: dict, *, inflight: str, element: bytes, message_id: str, que
         "message": message,
         "raw": None if message is not None else element.decode("utf-8", "replace"),
     }
+    if message is None:
+        try:
+            element.decode("utf-8")
+        except UnicodeDecodeError:
+            # "raw" is for reading; a retry re-enqueues these exact bytes
+            entry["raw_b64"] = base64.b64encode(element).decode("ascii")
     return bool(scripts["dead_letter"](
         keys=[inflight, keys.dead_key(queue_name), keys.dead_messages_key(queue_name)],
         args=[element, message_id, json.dumps(entry, default=repr), ttl_ms],
@@ -72,6 +79,8 @@ def _element(entry: dict[str, Any], encode: Callable[[Message], bytes]) -> bytes
     if data is None:
         # A message no worker could read: it goes back as it was (and
         # comes back here if it still cannot be read).
+        if entry.get("raw_b64"):
+            return base64.b64decode(entry["raw_b64"])
         return str(entry.get("raw") or "").encode("utf-8")
     options = {k: v for k, v in (data.get("options") or {}).items() if k not in ("retries", "error", "traceback")}
     message: Message = Message(

@@ -127,6 +127,11 @@ def task_index_key() -> str:
     return f"{MONITOR_PREFIX}:tasks"
 
 
+def task_state_index_key(state: str) -> str:
+    """Sorted set of the history's task ids in one state (``SUCCESS`` ...), scored by their last change (ms)."""
+    return f"{MONITOR_PREFIX}:tasks:state:{state}"
+
+
 def task_record_key(task_id: str) -> str:
     """Hash of one task's history record (field -> JSON value); expires with the history's age bound."""
     return f"{MONITOR_PREFIX}:task:{task_id}"
@@ -140,6 +145,11 @@ def task_events_key() -> str:
 def task_runtime_key() -> str:
     """Hash of the runtime histogram: JSON ``[task, worker, bucket]`` -> count (bucket ``sum`` holds seconds)."""
     return f"{MONITOR_PREFIX}:runtime"
+
+
+def task_workers_key() -> str:
+    """Sorted set of the worker names the history's counters hold, scored by their last event (ms)."""
+    return f"{MONITOR_PREFIX}:workers"
 
 
 def queue_samples_key(queue: str) -> str:

@@ -6,7 +6,7 @@ from importlib import resources
 
 import redis
 
-__all__ = ["load_scripts"]
+__all__ = ["load_scripts", "script_source"]
 
 _LIB = "_lib.lua"
 
@@ -29,3 +29,10 @@ def load_scripts(client: redis.Redis) -> dict[str, redis.commands.core.Script]:
         body = entry.read_text(encoding="utf-8")
         scripts[name[: -len(".lua")]] = client.register_script(lib + "\n" + body)
     return scripts
+
+
+def script_source(name: str) -> str:
+    """The text of ``actors/broker/<name>.lua`` with the shared helpers in front (for a pipeline's Script)."""
+    folder = resources.files("actors").joinpath("broker")
+    return folder.joinpath(_LIB).read_text(encoding="utf-8") + "\n" + folder.joinpath(f"{name}.lua").read_text(
+        encoding="utf-8")

@@ -8,9 +8,8 @@ the whole list.
 
 from __future__ import annotations
 
-import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
@@ -20,11 +19,13 @@ from actors.names import celery_name
 from actors.task_history import clip
 from facade.api import from_dramatiq_priority
 
-__all__ = ["waiting", "delayed", "oldest_waiting_age_s", "AGE_SCAN_LIMIT", "ARG_CHARS"]
+if TYPE_CHECKING:
+    from actors.broker import RedisBroker
 
-#: Most waiting messages read to find the oldest one (a list is sorted by
-#: priority, so the oldest may sit anywhere).
-AGE_SCAN_LIMIT = 20_000
+__all__ = ["waiting", "delayed", "find", "oldest_waiting_age_s", "AGE_TAIL_READ", "ARG_CHARS"]
+
+#: Messages read at the tail of each priority band to find the oldest one.
+AGE_TAIL_READ = 8
 
 #: Longest args/kwargs text shown per message, in characters.
 ARG_CHARS = 500
@@ -85,30 +86,38 @@ def delayed(client: redis.Redis, queue: str, *, offset: int = 0, limit: int = 50
     return int(total), [{**_describe(raw, queue, now_ms), "eta": score / 1000} for raw, score in entries]
 
 
-def oldest_waiting_age_s(client: redis.Redis, queue: str, *, now_ms: int | None = None,
-                         scan_limit: int = AGE_SCAN_LIMIT, chunk: int = 1000) -> float:
+def find(client: redis.Redis, queue: str, message_id: str, *, limit: int,
+         now_ms: int | None = None) -> tuple[str, dict[str, Any]] | None:
+    """("waiting" or "delayed", the entry) of ``message_id`` among the ``limit`` messages of
+    ``queue`` next to run, or None.  Only elements holding the id's text are decoded."""
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    needle = message_id.encode("utf-8")
+    with client.pipeline(transaction=False) as pipe:
+        pipe.lrange(keys.queue_key(queue), -limit, -1)
+        pipe.zrange(keys.delayed_key(queue), 0, limit - 1, withscores=True)
+        waiting_raws, delayed_entries = pipe.execute()
+    for raw in waiting_raws:
+        if needle in raw:
+            entry = _describe(raw, queue, now_ms)
+            if entry["id"] == message_id:
+                return "waiting", entry
+    for raw, score in delayed_entries:
+        if needle in raw:
+            entry = _describe(raw, queue, now_ms)
+            if entry["id"] == message_id:
+                return "delayed", {**entry, "eta": score / 1000}
+    return None
+
+
+def oldest_waiting_age_s(broker: RedisBroker, queue: str, *, now_ms: int | None = None,
+                         per_band: int = AGE_TAIL_READ) -> float:
     """Seconds the oldest waiting message of ``queue`` has waited (0 for an empty queue).
 
-    Only the ``scan_limit`` messages nearest the tail are read.
+    A queue list is sorted by priority and, within one priority, the
+    oldest message sits nearest the tail: only the last ``per_band``
+    messages of each priority band are read (``oldest.lua``, band edges by
+    binary search), never the whole list.
     """
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-    key = keys.queue_key(queue)
-    oldest: int | None = None
-    for start in range(0, scan_limit, chunk):
-        raws = client.lrange(key, -(start + chunk), -(start + 1))
-        for raw in raws:
-            stamp = _timestamp(raw)
-            if stamp is not None and (oldest is None or stamp < oldest):
-                oldest = stamp
-        if len(raws) < chunk:
-            break
-    return 0.0 if oldest is None else max(0.0, (now_ms - oldest) / 1000)
-
-
-def _timestamp(raw: bytes | str) -> int | None:
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        return None
-    value = data.get("message_timestamp") if isinstance(data, dict) else None
-    return value if isinstance(value, int) else None
+    oldest = broker.scripts["oldest"](keys=[keys.queue_key(queue)], args=[per_band])
+    return 0.0 if not oldest else max(0.0, (now_ms - int(oldest)) / 1000)

@@ -29,7 +29,7 @@ def queue_stats(broker: RedisBroker, queue: str) -> dict[str, Any]:
     """A queue's waiting/delayed/inflight/dead counts (read atomically) and its oldest waiting age."""
     sizes = broker.queue_sizes(queue)
     return {**{k: int(v) for k, v in sizes.items()},
-            "oldest_age_s": queue_browser.oldest_waiting_age_s(broker.client, queue)}
+            "oldest_age_s": queue_browser.oldest_waiting_age_s(broker, queue)}
 
 
 def take_sample(broker: RedisBroker, queues: tuple[str, ...] | list[str], *, keep: int = KEEP) -> dict[str, Any]:

@@ -10,8 +10,11 @@ drops the oldest ids beyond the count bound (with their hashes), so it
 survives a monitor restart and never grows without bound.
 
 The counters behind Flower's ``/metrics`` (events by task, type and worker;
-the runtime histogram's buckets) are hashes that only grow, so the monitor
-exports monotonic counters across its own restarts.
+the runtime histogram's buckets) are hashes that only grow while their
+worker records events, so the monitor exports monotonic counters across
+its own restarts; a worker with no event within the age bound has its
+fields dropped (worker names change with every restart), so the hashes
+do not grow without bound either.
 
 A batch of events is written in one pipeline (one round trip), never one
 call per task: :class:`actors.middleware.TaskHistory` buffers them.
@@ -27,32 +30,38 @@ from typing import Any
 import redis
 
 from actors import keys
+from actors.lua import script_source
+from actors.names import CELERY_APP, celery_name
 
 __all__ = ["RUNTIME_BUCKETS_S", "TaskEvent", "write_events", "get_task", "get_tasks", "all_tasks", "event_counts",
-           "runtime_histograms", "RuntimeHistogram", "bucket_of", "clip"]
+           "runtime_histograms", "RuntimeHistogram", "bucket_of", "clip", "TaskFilter", "find", "columns",
+           "LIST_FIELDS", "MAX_PAGE", "recent_workers"]
+
+#: The fields read to filter and sort the history: everything but the
+#: traceback (up to 20,000 characters each), which only a task's own page
+#: and the page of results show.
+LIST_FIELDS = ("uuid", "name", "state", "received", "sent", "started", "rejected", "succeeded", "failed", "retried",
+               "revoked", "args", "kwargs", "eta", "expires", "retries", "result", "exception", "timestamp",
+               "runtime", "routing_key", "queue", "worker")
+
+#: The states a worker records; each has an index of its ids, so a state filter reads one page.
+HISTORY_STATES = ("RECEIVED", "STARTED", "SUCCESS", "FAILURE", "RETRY", "REJECTED", "REQUEUED")
+
+#: The fields ``search`` looks in.
+SEARCHED_FIELDS = ("uuid", "name", "args", "kwargs", "result", "exception", "worker", "state")
+
+#: Most tasks one query answers (``/api/tasks`` without a limit answers this many).
+MAX_PAGE = 1000
 
 #: Upper bounds of the runtime histogram's buckets, in seconds (prometheus_client's
 #: defaults, which Flower uses too); +Inf is implied.
 RUNTIME_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 
-# KEYS[1] index zset.  ARGV[1] most tasks kept, ARGV[2] age bound in ms.
-# Drops ids older than the age bound and the oldest beyond the count, with
-# their records.  Returns how many went.
-_TRIM = """
-local t = redis.call("TIME")
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local gone = redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", now - tonumber(ARGV[2]))
-local n = redis.call("ZCARD", KEYS[1]) - #gone - tonumber(ARGV[1])
-if n > 0 then
-  local extra = redis.call("ZRANGE", KEYS[1], #gone, #gone + n - 1)
-  for i = 1, #extra do gone[#gone + 1] = extra[i] end
-end
-for i = 1, #gone do
-  redis.call("DEL", ARGV[3] .. gone[i])
-  redis.call("ZREM", KEYS[1], gone[i])
-end
-return #gone
-"""
+#: ``trim_history.lua`` with the shared helpers: run by EVALSHA in each batch's pipeline.
+_TRIM = script_source("trim_history")
+
+#: ``history_search.lua``: filters the history in Redis.
+_SEARCH = script_source("history_search")
 
 
 @dataclass
@@ -104,12 +113,23 @@ def write_events(client: redis.Redis, events: Sequence[TaskEvent], *, max_tasks:
             pipe.hset(record, mapping={k: json.dumps(v, default=repr) for k, v in values.items()})
             pipe.pexpire(record, ttl_ms)
             pipe.zadd(keys.task_index_key(), {event.task_id: int(event.at_s * 1000)})
+            state = event.fields.get("state")
+            if state in HISTORY_STATES:
+                # the id moves to its new state's index
+                for other in HISTORY_STATES:
+                    if other != state:
+                        pipe.zrem(keys.task_state_index_key(other), event.task_id)
+                pipe.zadd(keys.task_state_index_key(state), {event.task_id: int(event.at_s * 1000)})
             pipe.hincrby(keys.task_events_key(), json.dumps([event.task, event.kind, event.worker]), 1)
             if event.runtime_s is not None:
                 base = [event.task, event.worker]
                 pipe.hincrby(keys.task_runtime_key(), json.dumps([*base, bucket_of(event.runtime_s)]), 1)
                 pipe.hincrbyfloat(keys.task_runtime_key(), json.dumps([*base, "sum"]), event.runtime_s)
-        pipe.eval(_TRIM, 1, keys.task_index_key(), max_tasks, ttl_ms, keys.task_record_key(""))
+        pipe.zadd(keys.task_workers_key(), {e.worker: int(e.at_s * 1000) for e in events}, gt=True)
+        trim = client.register_script(_TRIM)
+        trim(keys=[keys.task_index_key(), keys.task_workers_key(), keys.task_events_key(), keys.task_runtime_key(),
+                   *(keys.task_state_index_key(state) for state in HISTORY_STATES)],
+             args=[max_tasks, ttl_ms, keys.task_record_key("")], client=pipe)
         pipe.execute()
 
 
@@ -145,6 +165,190 @@ def get_tasks(client: redis.Redis, ids: Sequence[str], *, chunk: int = 500) -> l
                 pipe.hgetall(keys.task_record_key(task_id))
             tasks.extend(_decode_record(raw) for raw in pipe.execute() if raw)
     return tasks
+
+
+def columns(client: redis.Redis, ids: Sequence[str], *, fields: Sequence[str] = LIST_FIELDS,
+            chunk: int = 1000) -> list[dict[str, Any]]:
+    """The ``fields`` of the records of ``ids`` the history holds, in that order (``HMGET``, no traceback)."""
+    rows: list[dict[str, Any]] = []
+    for start in range(0, len(ids), chunk):
+        with client.pipeline(transaction=False) as pipe:
+            for task_id in ids[start:start + chunk]:
+                pipe.hmget(keys.task_record_key(task_id), list(fields))
+            for values in pipe.execute():
+                raw = {f: v for f, v in zip(fields, values, strict=True) if v is not None}
+                if raw.get("uuid") is not None:  # else it expired between the two reads
+                    rows.append(_decode_record(raw))
+    return rows
+
+
+@dataclass(frozen=True)
+class TaskFilter:
+    """The filters of ``/tasks`` and ``/api/tasks`` (Flower's parameter names)."""
+
+    state: str | None = None
+    taskname: str | None = None
+    workername: str | None = None
+    search: str | None = None
+
+    def fields(self, sort_by: str | None = None) -> tuple[str, ...]:
+        """The record fields this filter (and ``sort_by``) reads: only those are fetched for every task."""
+        wanted = ["uuid", "timestamp", "eta"]
+        if self.state:
+            wanted.append("state")
+        if self.taskname:
+            wanted.append("name")
+        if self.workername:
+            wanted.append("worker")
+        if self.search:
+            wanted += SEARCHED_FIELDS
+        if sort_by and sort_by.lstrip("-") in LIST_FIELDS:
+            wanted.append(sort_by.lstrip("-"))
+        return tuple(dict.fromkeys(wanted))
+
+    def accepts(self, task: dict[str, Any]) -> bool:
+        if self.state and str(task.get("state") or "") != self.state.upper():
+            return False
+        if self.taskname:
+            name = str(task.get("name") or "")
+            if self.taskname not in (name, celery_name(name)):
+                return False
+        if self.workername and task.get("worker") != self.workername:
+            return False
+        if self.search:
+            needle = self.search.lower()
+            haystack = " ".join(str(task.get(k) or "") for k in SEARCHED_FIELDS)
+            if needle not in haystack.lower():
+                return False
+        return True
+
+
+def _ids(raws: Sequence[Any]) -> list[str]:
+    return [i.decode() if isinstance(i, bytes) else str(i) for i in raws]
+
+
+def find(client: redis.Redis, flt: TaskFilter, *, queued: Sequence[dict[str, Any]] = (), sort_by: str | None = None,
+         offset: int = 0, limit: int = MAX_PAGE) -> tuple[int, list[dict[str, Any]]]:
+    """(how many tasks match, one page of their records).
+
+    ``queued`` are records of messages still in the broker (waiting or
+    delayed): those the history does not hold are listed too, and a
+    scheduled retry's ``eta`` is copied onto its record.  The default
+    order is newest first; ``sort_by`` names a field, with ``-`` in front
+    for descending.  The plain newest page reads only that page's records;
+    a filtered or sorted query reads the list columns of the history
+    (:data:`LIST_FIELDS`, bounded by ``MONITOR_MAX_TASKS``), and full
+    records only for the page it answers.  ``limit`` is at most :data:`MAX_PAGE`.
+    """
+    limit = max(0, min(limit, MAX_PAGE))
+    if not sort_by and flt == TaskFilter():
+        return _newest_page(client, queued, offset, limit, keys.task_index_key())
+    state = flt.state.upper() if flt.state else None
+    if not sort_by and (state is None or state in HISTORY_STATES):
+        # filtered in Redis (history_search.lua): only the page's records travel
+        index = keys.task_state_index_key(state) if state else keys.task_index_key()
+        plain = flt == TaskFilter(state=flt.state)
+        return _newest_page(client, [q for q in queued if flt.accepts(q)], offset, limit, index,
+                            search=None if plain else flt)
+    # only the tasks in the filter's state (its index), when it names one the history holds
+    if state in HISTORY_STATES:
+        candidates = client.zrevrange(keys.task_state_index_key(state), 0, -1)
+    elif state:
+        candidates = []  # PENDING: only queued messages
+    else:
+        candidates = client.zrevrange(keys.task_index_key(), 0, -1)
+    rows = columns(client, _ids(candidates), fields=flt.fields(sort_by))
+    known = {r["uuid"]: r for r in rows}
+    merged = list(rows)
+    for entry in queued:
+        record = known.get(entry["uuid"])
+        if record is None:
+            merged.append(entry)
+        elif entry.get("eta") is not None:
+            record["eta"] = entry["eta"]  # a scheduled retry: when it runs next
+    found = [t for t in merged if flt.accepts(t)]
+    if sort_by:
+        key = sort_by.lstrip("-")
+        present = [t for t in found if t.get(key) is not None]
+        missing = [t for t in found if t.get(key) is None]
+        present.sort(key=lambda t: (isinstance(t[key], str), t[key]), reverse=sort_by.startswith("-"))
+        found = present + missing
+    else:
+        found.sort(key=lambda t: float(t.get("timestamp") or 0), reverse=True)
+    page = found[offset:offset + limit]
+    history = [t["uuid"] for t in page if t["uuid"] in known]
+    full = {r.get("uuid"): r for r in get_tasks(client, history)}
+    return len(found), [({**full[t["uuid"]], "eta": t.get("eta")} if t["uuid"] in full else t) for t in page
+                        if t["uuid"] not in known or t["uuid"] in full]
+
+
+#: Ids one call of ``history_search.lua`` reads (each call holds Redis for a few milliseconds).
+SEARCH_SLICE = 500
+
+
+def _search(client: redis.Redis, index: str, flt: TaskFilter, wanted: int) -> tuple[int, list[tuple[Any, float]]]:
+    """(how many ids of ``index`` match ``flt``'s name, worker and text, the first ``wanted`` with scores).
+
+    Run in Redis slice by slice; an id that moves while the walk goes on
+    may be seen twice (counted once) or missed: a monitor's view, not an audit.
+    """
+    script = client.register_script(_SEARCH)
+    args = [keys.task_record_key(""), flt.taskname or "", CELERY_APP + ".", flt.workername or "",
+            (flt.search or "").lower()]
+    total, seen = 0, set()
+    top: list[tuple[Any, float]] = []
+    first = 0
+    while True:
+        read, _matches, *flat = script(keys=[index], args=[*args, first, SEARCH_SLICE, SEARCH_SLICE,
+                                                           *SEARCHED_FIELDS])
+        for i in range(0, len(flat), 2):
+            if flat[i] not in seen:
+                seen.add(flat[i])
+                total += 1
+                if len(top) < wanted:
+                    top.append((flat[i], float(flat[i + 1])))
+        if int(read) < SEARCH_SLICE:
+            return total, top
+        first += SEARCH_SLICE
+
+
+def _newest_page(client: redis.Redis, queued: Sequence[dict[str, Any]], offset: int, limit: int,
+                 index: str, *, search: TaskFilter | None = None) -> tuple[int, list[dict[str, Any]]]:
+    """The newest page of ``index`` (the history's, or one state's) merged with ``queued``;
+    with ``search``, of the ids of ``index`` whose records match its name, worker and text."""
+    with client.pipeline(transaction=False) as pipe:
+        for entry in queued:
+            pipe.zscore(keys.task_index_key(), entry["uuid"])
+        if search is None:
+            pipe.zcard(index)
+            pipe.zrevrange(index, 0, offset + limit - 1, withscores=True)
+        results = pipe.execute()
+    scores = results[:len(queued)]
+    if search is None:
+        total_history, top = results[len(queued):]
+    else:
+        total_history, top = _search(client, index, search, offset + limit)
+    etas = {q["uuid"]: q["eta"] for q in queued if q.get("eta") is not None}
+    only_queued = [q for q, score in zip(queued, scores, strict=True) if score is None]
+    merged: list[tuple[float, str, Any]] = [(score / 1000, "history", raw_id) for raw_id, score in top]
+    merged += [(float(q.get("timestamp") or 0), "queued", q) for q in only_queued]
+    merged.sort(key=lambda item: item[0], reverse=True)
+    page = merged[offset:offset + limit]
+    records = {r.get("uuid"): r for r in get_tasks(client, _ids([i for _, kind, i in page if kind == "history"]))}
+    found = []
+    for _, kind, item in page:
+        if kind == "queued":
+            found.append(item)
+            continue
+        record = records.get(_ids([item])[0])
+        if record is not None:  # else it expired between the two reads
+            found.append({**record, "eta": etas.get(record.get("uuid"), record.get("eta"))})
+    return int(total_history) + len(only_queued), found
+
+
+def recent_workers(client: redis.Redis) -> set[str]:
+    """The workers with an event within the history's age bound (the counters hold only theirs)."""
+    return set(_ids(client.zrange(keys.task_workers_key(), 0, -1)))
 
 
 def event_counts(client: redis.Redis) -> dict[tuple[str, str, str], int]:
@@ -188,8 +392,67 @@ def runtime_histograms(client: redis.Redis) -> dict[tuple[str, str], RuntimeHist
     return result
 
 
-def clip(value: Any, limit: int) -> str:
-    """``repr`` of ``value`` cut to ``limit`` characters (args, kwargs and results are untrusted and unbounded)."""
-    text = value if isinstance(value, str) else repr(value)
-    return text if len(text) <= limit else text[: max(0, limit - 1)] + "…"
+_BRACKETS: dict[type, tuple[str, str]] = {list: ("[", "]"), tuple: ("(", ")"), set: ("{", "}"),
+                                          frozenset: ("frozenset({", "})")}
 
+
+class _Full(Exception):
+    """The clipped text has reached its limit."""
+
+
+def _bounded_repr(value: Any, budget: int) -> str:
+    """``repr(value)`` up to about ``budget`` characters, built piece by piece and stopped there:
+    a 2 MB argument costs what its first ``budget`` characters cost."""
+    parts: list[str] = []
+    left = budget + 1
+
+    def emit(text: str) -> None:
+        nonlocal left
+        parts.append(text[:left])
+        left -= len(text)
+        if left <= 0:
+            raise _Full
+
+    def walk(v: Any, depth: int) -> None:
+        if isinstance(v, str):
+            emit(repr(v[:left]))
+        elif isinstance(v, bytes):
+            emit(repr(v[:left]))
+        elif type(v) in (list, tuple, set, frozenset) and depth < 20:
+            if not v:
+                emit(repr(v))
+                return
+            opening, closing = _BRACKETS[type(v)]
+            emit(opening)
+            for i, item in enumerate(v):
+                if i:
+                    emit(", ")
+                walk(item, depth + 1)
+            emit("," + closing if type(v) is tuple and len(v) == 1 else closing)
+        elif type(v) is dict and depth < 20:
+            emit("{")
+            for i, (k, item) in enumerate(v.items()):
+                if i:
+                    emit(", ")
+                walk(k, depth + 1)
+                emit(": ")
+                walk(item, depth + 1)
+            emit("}")
+        else:
+            emit(repr(v))
+
+    try:
+        walk(value, 0)
+    except _Full:
+        pass
+    return "".join(parts)
+
+
+def clip(value: Any, limit: int) -> str:
+    """``repr`` of ``value`` cut to ``limit`` characters (args, kwargs and results are untrusted and unbounded).
+
+    Only about ``limit`` characters are ever built (containers and strings
+    are walked and cut as they go), never the whole ``repr`` first.
+    """
+    text = value[: limit + 1] if isinstance(value, str) else _bounded_repr(value, limit)
+    return text if len(text) <= limit else text[: max(0, limit - 1)] + "…"

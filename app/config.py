@@ -245,6 +245,12 @@ class Config:
     monitor_task_ttl_s: float = 7 * 86400.0
     #: Flower 2's switch: the monitor's /api answers without --basic-auth only when this is true.
     flower_unauthenticated_api: bool = False
+    #: The monitor's ``user:password`` pairs (FLOWER_BASIC_AUTH, comma-separated), used when
+    #: ``--basic-auth`` is not given, as Flower does: kept out of argv (visible in ps).
+    flower_basic_auth: str | None = dataclasses.field(default=None, repr=False)
+    #: Host names the monitor answers to besides loopback and its bind address
+    #: (FLOWER_ALLOWED_HOSTS, comma-separated; ``*``: any), against DNS rebinding.
+    flower_allowed_hosts: tuple[str, ...] = ()
 
     #: Port on which each worker node serves its Prometheus metrics (0: none).
     worker_metrics_port: int = 9191
@@ -335,6 +341,9 @@ class Config:
             monitor_max_tasks=_int(env, "MONITOR_MAX_TASKS", cls.monitor_max_tasks, minimum=1),
             monitor_task_ttl_s=_float(env, "MONITOR_TASK_TTL_SECONDS", cls.monitor_task_ttl_s, minimum=1),
             flower_unauthenticated_api=_flag(env, "FLOWER_UNAUTHENTICATED_API"),
+            flower_basic_auth=env.get("FLOWER_BASIC_AUTH") or None,
+            flower_allowed_hosts=tuple(h.strip().lower() for h in (env.get("FLOWER_ALLOWED_HOSTS") or "").split(",")
+                                       if h.strip()),
             worker_metrics_port=_int(env, "WORKER_METRICS_PORT", cls.worker_metrics_port),
             worker_metrics_host=env.get("WORKER_METRICS_HOST") or cls.worker_metrics_host,
             worker_metrics_dir=env.get("WORKER_METRICS_DIR") or "",

@@ -1,5 +1,7 @@
 """Worker policy, one concern per module."""
 
+from __future__ import annotations
+
 from typing import TypeVar
 
 from actors.middleware.child_limits import ChildLimits

@@ -3,7 +3,8 @@
 The hooks only append an event to an in-process buffer; a background
 thread writes the buffer every :data:`FLUSH_INTERVAL_S` in one Redis
 pipeline (:func:`actors.task_history.write_events`), and once more when
-the worker shuts down.  A task never waits on Redis for its history.
+the worker shuts down (or, briefly, before a cold exit by
+:func:`actors.hard_exit.exit_now`).  Flushes never overlap.  A task never waits on Redis for its history.
 While Redis cannot be reached the buffer keeps at most
 :data:`MAX_BUFFERED` events and drops the oldest (the history is an
 operator's aid, never worth a worker's memory).
@@ -11,6 +12,7 @@ operator's aid, never worth a worker's memory).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -21,16 +23,21 @@ from typing import Any
 import redis
 from dramatiq import Middleware
 
-from actors import task_history
+from actors import hard_exit, task_history
+from actors.busy import REQUEUED_AS
 from actors.task_history import TaskEvent, clip
 
-__all__ = ["TaskHistory", "FLUSH_INTERVAL_S", "MAX_BUFFERED", "ARG_CHARS", "ERROR_CHARS"]
+__all__ = ["TaskHistory", "FLUSH_INTERVAL_S", "MAX_BUFFERED", "MAX_BUFFERED_BYTES", "ARG_CHARS", "ERROR_CHARS",
+           "event_size"]
 
 #: Seconds between two writes of the buffered events.
 FLUSH_INTERVAL_S = 0.5
 
-#: Most events buffered while Redis cannot be reached.
+#: Most events buffered while Redis cannot be reached ...
 MAX_BUFFERED = 10_000
+
+#: ... and most bytes of their text (args, errors, tracebacks: up to ~40 KB an event).
+MAX_BUFFERED_BYTES = 32 * 1024 * 1024
 
 #: Longest args/kwargs/result text kept per task, in characters.
 ARG_CHARS = 1_000
@@ -39,6 +46,11 @@ ARG_CHARS = 1_000
 ERROR_CHARS = 20_000
 
 logger = logging.getLogger(__name__)
+
+
+def event_size(event: TaskEvent) -> int:
+    """About how many bytes an event holds (its text fields, plus a fixed part)."""
+    return 200 + sum(len(v) for v in event.fields.values() if isinstance(v, str))
 
 
 class TaskHistory(Middleware):
@@ -56,28 +68,42 @@ class TaskHistory(Middleware):
         self.flush_interval_s = float(flush_interval_s)
         self._lock = threading.Lock()
         self._buffer: list[TaskEvent] = []
+        self._buffer_bytes = 0
+        self._name: str | None = None
         self._started: dict[str, float] = {}
         self._client: redis.Redis | None = None
         self._broker: Any = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._failing = False
+        self._flush_lock = threading.Lock()
+        self._exit_hooks: contextlib.ExitStack | None = None
         self.dropped = 0
 
     # -- hooks -------------------------------------------------------------
 
     def after_worker_boot(self, broker, worker):
         self._client, self._broker = broker.client, broker
+        self._name = None
         self._stop.clear()
+        # A cold shutdown or a replaced process leaves by os._exit, skipping
+        # after_worker_shutdown: write what is buffered first, briefly.
+        self._exit_hooks = contextlib.ExitStack()
+        self._exit_hooks.enter_context(hard_exit.registered(self._flush_before_exit))
         self._thread = threading.Thread(target=self._run, name="task-history", daemon=True)
         self._thread.start()
 
     def after_worker_shutdown(self, broker, worker):
         self._stop.set()
         if self._thread is not None:
+            # The thread writes the last batch itself; flushes never overlap
+            # (the flush lock), so a late one cannot overwrite a newer state.
             self._thread.join(5)
             self._thread = None
-        self.flush()
+        self.flush(wait_s=5)
+        if self._exit_hooks is not None:
+            self._exit_hooks.close()
+            self._exit_hooks = None
 
     def before_process_message(self, broker, message):
         now = time.time()
@@ -97,9 +123,18 @@ class TaskHistory(Middleware):
         now = time.time()
         with self._lock:
             began = self._started.pop(message.message_id, None)
+        if getattr(message, "abandoned", False):
+            # Given up at the hard limit and recorded then (record_abandoned): a late
+            # return of the blocked thread is no second outcome.
+            return
         runtime = None if began is None else time.monotonic() - began
         fields: dict[str, Any] = {"runtime": runtime}
-        if exception is None:
+        if exception is None and message.options.get(REQUEUED_AS):
+            # Its conversation was busy: sent again as a new message (actors.busy), which is no
+            # success (it would push real history out and skew the failure ratio).
+            kind = "task-requeued"
+            fields.update(state="REQUEUED", requeued=now, requeued_as=message.options[REQUEUED_AS])
+        elif exception is None:
             kind = "task-succeeded"
             fields.update(state="SUCCESS", succeeded=now, result=clip(result, ARG_CHARS))
         else:
@@ -143,53 +178,95 @@ class TaskHistory(Middleware):
         else:
             kind = "task-retried"
             fields.update(state="RETRY", retried=now, retries=int(message.options.get("retries", 0)))
-        event = TaskEvent(message.message_id, message.actor_name, kind, self._worker_name(broker), now, fields)
-        try:
-            task_history.write_events(broker.client, [event], max_tasks=self.max_tasks, ttl_s=self.ttl_s)
-        except redis.RedisError as e:
-            logger.warning("Could not record the end of task %s in the task history: %s", message.message_id, e)
+        # Written at once, behind whatever this process buffered for the task
+        # (its start), so the end is the last state written.
+        self._add(TaskEvent(message.message_id, message.actor_name, kind, self._worker_name(broker), now, fields))
+        self.flush(client=broker.client, wait_s=5)
 
     # -- buffer ------------------------------------------------------------
 
     def _worker_name(self, broker) -> str:
+        if self._name is not None:
+            return self._name
         from actors.middleware.node_state import NodeState
 
-        for m in broker.middleware:
-            if isinstance(m, NodeState) and m.node_name:
-                return m.node_name
+        node_states = [m for m in broker.middleware if isinstance(m, NodeState)]
+        for m in node_states:
+            if m.node_name:
+                self._name = m.node_name  # a node keeps its name: look it up once
+                return self._name
         # A Worker started by a program or a test is no node: name it by process.
-        return f"pid{os.getpid()}@{socket.gethostname()}"
+        name = f"pid{os.getpid()}@{socket.gethostname()}"
+        if not node_states:
+            self._name = name
+        return name
 
     def _add(self, event: TaskEvent) -> None:
         with self._lock:
             self._buffer.append(event)
-            overflow = len(self._buffer) - MAX_BUFFERED
-            if overflow > 0:
-                del self._buffer[:overflow]
-                self.dropped += overflow
+            self._buffer_bytes += event_size(event)
+            self._bound()
 
-    def flush(self) -> int:
-        """Write the buffered events in one pipeline; returns how many went (0 when Redis failed)."""
-        with self._lock:
-            batch, self._buffer = self._buffer, []
-        if not batch or self._client is None:
+    def _bound(self) -> None:
+        """Drop the oldest events beyond the count and byte bounds (the lock held)."""
+        drop = max(0, len(self._buffer) - MAX_BUFFERED)
+        freed = sum(event_size(e) for e in self._buffer[:drop])
+        while self._buffer_bytes - freed > MAX_BUFFERED_BYTES and drop < len(self._buffer) - 1:
+            freed += event_size(self._buffer[drop])
+            drop += 1
+        if drop:
+            del self._buffer[:drop]
+            self._buffer_bytes -= freed
+            self.dropped += drop
+
+    def flush(self, *, client: redis.Redis | None = None, wait_s: float | None = None) -> int:
+        """Write the buffered events in one pipeline; returns how many went (0 when Redis failed).
+
+        Flushes are serialised: two batches never race, so a later state
+        cannot be overwritten by an earlier one.  ``wait_s`` bounds the wait
+        for a flush under way (None: as long as it takes).  Counting is at
+        least once: a batch whose write failed after Redis applied it (a
+        connection lost before the answer) is written again.
+        """
+        if not self._flush_lock.acquire(timeout=-1 if wait_s is None else wait_s):
             return 0
         try:
-            task_history.write_events(self._client, batch, max_tasks=self.max_tasks, ttl_s=self.ttl_s)
-        except redis.RedisError as e:
             with self._lock:
-                # Keep them for the next try, in order, within the bound.
-                self._buffer[:0] = batch[-MAX_BUFFERED:]
-            if not self._failing:
-                logger.warning("Could not write the task history: %s; keeping %d event(s) for later.", e, len(batch))
-            self._failing = True
-            return 0
-        self._failing = False
-        return len(batch)
+                batch, self._buffer = self._buffer, []
+                batch_bytes, self._buffer_bytes = self._buffer_bytes, 0
+            client = client or self._client
+            if not batch or client is None:
+                with self._lock:
+                    self._buffer[:0] = batch
+                    self._buffer_bytes += batch_bytes
+                return 0
+            try:
+                task_history.write_events(client, batch, max_tasks=self.max_tasks, ttl_s=self.ttl_s)
+            except redis.RedisError as e:
+                with self._lock:
+                    # Keep them for the next try, in order, within the bounds.
+                    self._buffer[:0] = batch
+                    self._buffer_bytes += batch_bytes
+                    self._bound()
+                if not self._failing:
+                    logger.warning("Could not write the task history: %s; keeping %d event(s) for later.", e,
+                                   len(batch))
+                self._failing = True
+                return 0
+            self._failing = False
+            return len(batch)
+        finally:
+            self._flush_lock.release()
+
+    def _flush_before_exit(self) -> None:
+        self.flush(wait_s=1)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.flush_interval_s):
+        while True:
+            stopping = self._stop.wait(self.flush_interval_s)
             try:
                 self.flush()
             except Exception:
                 logger.critical("Unexpected failure of the task history writer.", exc_info=True)
+            if stopping:
+                return

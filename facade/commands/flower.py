@@ -3,7 +3,8 @@
 Flower's options: ``--address`` (default 127.0.0.1: loopback, where
 Flower listens on every interface), ``--port`` (default 5555; 0 picks a
 free one), ``--basic-auth=user:pass`` (repeatable and comma-separated),
-``--url-prefix``, ``-l/--loglevel``; the Tornado spellings
+``--url-prefix``, ``-l/--loglevel``; without ``--basic-auth`` the pairs of
+FLOWER_BASIC_AUTH are used, as Flower does; the Tornado spellings
 ``--basic_auth``/``--url_prefix`` work too.  Flower options this project
 does not offer are refused by name.  Served by waitress (threads);
 SIGTERM and SIGINT stop it cleanly.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import socket
 import sys
 import threading
 from typing import Any
@@ -24,7 +26,7 @@ from app.config import mask_url
 from facade import connection
 from facade.cli import LEVELS, CliError, refuse_options
 
-__all__ = ["configure", "run", "NOT_OFFERED", "SAMPLE_INTERVAL_S", "THREADS"]
+__all__ = ["configure", "run", "NOT_OFFERED", "SAMPLE_INTERVAL_S", "THREADS", "allowed_host_names"]
 
 #: Seconds between two samples of the queues' sizes (the broker page's chart).
 SAMPLE_INTERVAL_S = 5.0
@@ -82,6 +84,24 @@ def configure(parser: argparse.ArgumentParser) -> None:
     refuse_options(parser, "flower", NOT_OFFERED)
 
 
+#: Bind addresses meaning every interface.
+WILDCARD_ADDRESSES = ("0.0.0.0", "::", "")
+
+
+def allowed_host_names(address: str, configured: tuple[str, ...]) -> tuple[str, ...]:
+    """The host names requests may name: loopback, the bind address (or, on every interface, this
+    machine's names) and ``FLOWER_ALLOWED_HOSTS``."""
+    from facade.monitor.auth import LOOPBACK_HOSTS
+
+    names = [*LOOPBACK_HOSTS, *configured]
+    address = address.strip().strip("[]").lower()
+    if address in WILDCARD_ADDRESSES:
+        names += [socket.gethostname().lower(), socket.getfqdn().lower()]
+    else:
+        names.append(address)
+    return tuple(dict.fromkeys(names))
+
+
 class _Stop(SystemExit):
     """Raised in the main thread by SIGTERM/SIGINT: waitress shuts down on SystemExit."""
 
@@ -109,14 +129,17 @@ def run(args: argparse.Namespace) -> int:
     from facade.monitor.app import normalise_prefix
     from facade.monitor.auth import parse_credentials
 
+    cfg = connection.config()
     try:
-        credentials = tuple(parse_credentials(args.basic_auth))
+        # Flower reads FLOWER_BASIC_AUTH when --basic-auth is not given: a unit keeps it out of argv.
+        credentials = tuple(parse_credentials(args.basic_auth or ([cfg.flower_basic_auth]
+                                                                   if cfg.flower_basic_auth else [])))
         prefix = normalise_prefix(args.url_prefix)
     except ValueError as e:
         raise CliError(str(e)) from None
     if args.address.strip() == "":
         raise CliError("--address must not be empty")
-    cfg = connection.config()
+    allowed_hosts = allowed_host_names(args.address, cfg.flower_allowed_hosts)
     connection.connect(cfg).close()  # fail now, as Celery does, if Redis is down
 
     logging.basicConfig(level=args.loglevel, stream=sys.stderr,
@@ -134,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
     sources = Sources(broker=actors.broker, queues=("default", "state"),
                       registered=lambda: sorted(celery_name(n) for n in actors.TASKS))
     settings = MonitorSettings(credentials=credentials, url_prefix=prefix,
-                               unauthenticated_api=cfg.flower_unauthenticated_api)
+                               unauthenticated_api=cfg.flower_unauthenticated_api, allowed_hosts=allowed_hosts)
     try:
         server: Any = waitress.create_server(create_app(sources, settings), host=args.address, port=args.port,
                                              threads=THREADS, ident="monitor", clear_untrusted_proxy_headers=True)
@@ -150,8 +173,10 @@ def run(args: argparse.Namespace) -> int:
     log.info("Registered tasks: \n%s", replies.app_tasks())
     log.info("Connected to %s", mask_url(cfg.redis_uri))
     if not credentials and not cfg.flower_unauthenticated_api:
-        log.warning("The API (/api/...) answers 401 without --basic-auth; set FLOWER_UNAUTHENTICATED_API=true "
-                    "to open it.")
+        log.warning("The API (/api/...) and the dead-letter actions answer 401 without --basic-auth; set "
+                    "FLOWER_UNAUTHENTICATED_API=true to open them.")
+    if "*" not in allowed_hosts:
+        log.info("Answering to host names: %s (more with FLOWER_ALLOWED_HOSTS)", ", ".join(allowed_hosts))
 
     stop = threading.Event()
     sampler = threading.Thread(target=_sample_forever, args=(actors.broker, sources.queues, stop),

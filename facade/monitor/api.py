@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import falcon
 
-from actors import backlog, keys, registry
+from actors import keys, registry
 from actors.dead_letters import DeadLetterNotFound
 from facade import replies
 from facade.monitor import tasks
@@ -87,19 +87,29 @@ class TaskList:
         self.sources = sources
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        limit = int_param(req, "limit", None, minimum=1)
+        limit = int_param(req, "limit", tasks.MAX_PAGE, minimum=1, maximum=tasks.MAX_PAGE) or tasks.MAX_PAGE
         offset = int_param(req, "offset", 0) or 0
         sort_by = req.get_param("sort_by")
         if sort_by and sort_by.lstrip("-") not in tasks.FLOWER_KEYS:
             raise falcon.HTTPBadRequest(title="Bad Request", description=f"cannot sort by {sort_by!r}")
+        for unsupported in ("received_start", "received_end", "started_start", "started_end"):
+            if req.get_param(unsupported):
+                raise falcon.HTTPBadRequest(title="Bad Request",
+                                            description=f"{unsupported} is not supported; filter by state, taskname, "
+                                                        "workername or search, and sort by received")
         state = req.get_param("state")
         if state and state.upper() not in tasks.STATES:
             raise falcon.HTTPBadRequest(title="Bad Request",
                                         description=f"state must be one of {', '.join(tasks.STATES)}")
         flt = tasks.TaskFilter(state=state, taskname=req.get_param("taskname"),
                                workername=req.get_param("workername"), search=req.get_param("search"))
-        _total, found = tasks.find_tasks(self.sources.client, self.sources.queues, flt, sort_by=sort_by,
-                                         offset=offset, limit=limit)
+        omitted: dict[str, int] = {}
+        total, found = tasks.find_tasks(self.sources.client, self.sources.queues, flt, sort_by=sort_by,
+                                        offset=offset, limit=limit, omitted=omitted)
+        # Flower's body is {uuid: task}: what it leaves out goes in headers
+        resp.set_header("X-Total-Count", str(total))
+        if omitted:
+            resp.set_header("X-Queued-Not-Listed", ", ".join(f"{q}={n}" for q, n in sorted(omitted.items())))
         resp.media = {t["uuid"]: t for t in found}
 
 
@@ -120,10 +130,33 @@ class QueueLengths:
         self.sources = sources
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        # Named by their Redis lists, as Flower names Celery's queues ("celery", "state").
+        # Named by their Redis lists, as Flower names Celery's queues ("celery", "state"); the
+        # waiting count the pages and /metrics show (the broker's sizes.lua).
         resp.media = {"active_queues": [{"name": keys.queue_key(q),
-                                         "messages": backlog.count_waiting(self.sources.client, q)}
+                                         "messages": int(self.sources.broker.queue_sizes(q)["waiting"])}
                                         for q in self.sources.queues]}
+
+
+class TaskTypes:
+    """``GET /api/task/types``: Flower's ``{"task-types": [...]}`` (the registered tasks)."""
+
+    def __init__(self, sources: Sources) -> None:
+        self.sources = sources
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = {"task-types": sorted(self.sources.registered())}
+
+
+class NotOffered:
+    """A Flower API endpoint this project does not offer: 501 JSON with the reason."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def _refuse(self, req: falcon.Request, resp: falcon.Response, **params: str) -> None:
+        raise falcon.HTTPNotImplemented(title="Not Implemented", description=self.reason)
+
+    on_get = on_post = _refuse
 
 
 class Healthcheck:
@@ -133,13 +166,23 @@ class Healthcheck:
 
 
 class DeadLetterAction:
-    """``POST .../broker/dead/<queue>/<id>/retry`` and ``.../delete``: JSON answers, 404 for unknown ids."""
+    """``POST .../broker/dead/<queue>/<id>/retry`` and ``.../delete`` (or ``.../<queue>/retry?id=<id>``,
+    for any id): JSON answers, 404 for unknown ids."""
 
     def __init__(self, sources: Sources) -> None:
         self.sources = sources
 
-    def on_post(self, req: falcon.Request, resp: falcon.Response, queue: str, message_id: str, action: str) -> None:
+    def on_post(self, req: falcon.Request, resp: falcon.Response, queue: str, part: str, action: str) -> None:
+        self._act(req, resp, queue, action, part)
+
+    def _act(self, req: falcon.Request, resp: falcon.Response, queue: str, action: str,
+             message_id: str | None) -> None:
         name = queue_name(self.sources, queue)
+        if message_id is None:
+            # ``.../<action>?id=``: any id, '/' too (a WSGI server decodes %2F in the path)
+            message_id = req.get_param("id")
+            if not message_id:
+                raise falcon.HTTPBadRequest(title="Bad Request", description="id is required")
         try:
             if action == "retry":
                 self.sources.broker.retry_dead_letter(name, message_id)
@@ -155,11 +198,21 @@ class DeadLetterAction:
             raise falcon.HTTPNotFound(title="Not Found",
                                       description=f"no dead letter {message_id!r} in queue {name}") from None
 
+    def on_post_by_id(self, req: falcon.Request, resp: falcon.Response, queue: str, part: str) -> None:
+        self._act(req, resp, queue, part, None)
+
 
 def add_routes(app: falcon.App, sources: Sources) -> None:
     app.add_route("/api/workers", Workers(sources))
     app.add_route("/api/tasks", TaskList(sources))
     app.add_route("/api/task/info/{task_id}", TaskInfo(sources))
     app.add_route("/api/queues/length", QueueLengths(sources))
+    app.add_route("/api/task/types", TaskTypes(sources))
+    app.add_route("/api/task/revoke/{task_id}", NotOffered(
+        "revoke is not offered: Dramatiq cannot cancel a running task, and a waiting one is removed by deleting "
+        "it from its queue page or letting it run"))
     app.add_route("/healthcheck", Healthcheck())
-    app.add_route("/broker/dead/{queue}/{message_id}/{action}", DeadLetterAction(sources))
+    action = DeadLetterAction(sources)
+    # One field name per level (Falcon's rule): {part} is the id, or the action when ?id= names the id.
+    app.add_route("/broker/dead/{queue}/{part}/{action}", action)
+    app.add_route("/broker/dead/{queue}/{part}", action, suffix="by_id")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import falcon
 
 from facade.monitor import api, metrics, pages
-from facade.monitor.auth import AuthMiddleware
+from facade.monitor.auth import LOOPBACK_HOSTS, AuthMiddleware
 
 if TYPE_CHECKING:
     from actors.broker import RedisBroker
@@ -32,11 +32,13 @@ class MonitorSettings:
       credentials: ``user:password`` pairs of ``--basic-auth`` (empty: none).
       url_prefix: ``""`` or ``/name`` (``--url-prefix``).
       unauthenticated_api: ``FLOWER_UNAUTHENTICATED_API``.
+      allowed_hosts: host names ``Host`` and ``Origin`` may name (``*``: any).
     """
 
     credentials: tuple[str, ...] = ()
     url_prefix: str = ""
     unauthenticated_api: bool = False
+    allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
 
 
 @dataclass
@@ -77,8 +79,8 @@ def _json_errors(req: falcon.Request, resp: falcon.Response, exc: falcon.HTTPErr
 
 def create_app(sources: Sources, settings: MonitorSettings) -> Callable:
     """The monitor as a WSGI callable, every route under ``settings.url_prefix``."""
-    app = falcon.App(middleware=[AuthMiddleware(settings.credentials,
-                                                unauthenticated_api=settings.unauthenticated_api)])
+    app = falcon.App(middleware=[AuthMiddleware(settings.credentials, unauthenticated_api=settings.unauthenticated_api,
+                                                allowed_hosts=settings.allowed_hosts)])
     app.set_error_serializer(lambda req, resp, exc: _json_errors(req, resp, exc))
     app.req_options.strip_url_path_trailing_slash = True
     pages.add_routes(app, sources, settings.url_prefix)

@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from actors import registry, task_history
+from actors.names import CELERY_APP
 from actors.queue_samples import queue_stats
 
 if TYPE_CHECKING:
@@ -35,7 +36,8 @@ class MonitorCollector:
         client = self.sources.client
         events = CounterMetricFamily("flower_events", "Number of task events recorded by the workers.",
                                      labels=["task", "type", "worker"])
-        for (task, kind, worker), count in sorted(task_history.event_counts(client).items()):
+        counts = task_history.event_counts(client)
+        for (task, kind, worker), count in sorted(counts.items()):
             events.add_metric([task, kind, worker], count)
         yield events
 
@@ -51,13 +53,24 @@ class MonitorCollector:
         executing = GaugeMetricFamily("flower_worker_number_of_currently_executing_tasks",
                                       "Number of tasks currently executing on a worker.", labels=["worker"])
         live = {n.name for n in nodes}
-        seen = {worker for (_task, _kind, worker) in task_history.event_counts(client)}
+        # 0 only for workers that recorded an event within the history's age bound
+        seen = task_history.recent_workers(client)
         for name in sorted(live | seen):
             online.add_metric([name], 1 if name in live else 0)
+        prefetched = GaugeMetricFamily("flower_worker_prefetched_tasks",
+                                       "Number of tasks of given type prefetched at a worker.",
+                                       labels=["worker", "task"])
         for node in nodes:
             executing.add_metric([node.name], len(node.active))
+            reserved: dict[str, int] = {}
+            for task in node.reserved:
+                name = str(task.get("name") or "").removeprefix(CELERY_APP + ".")  # the runbook's name
+                reserved[name] = reserved.get(name, 0) + 1
+            for name, count in sorted(reserved.items()):
+                prefetched.add_metric([node.name, name], count)
         yield online
         yield executing
+        yield prefetched
 
         depth = GaugeMetricFamily("assistant_queue_messages", "Messages of a queue by state.",
                                   labels=["queue", "state"])

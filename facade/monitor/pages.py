@@ -137,9 +137,11 @@ class TasksPage(_Page):
                                         description=f"state must be one of {', '.join(tasks.STATES)}")
         flt = tasks.TaskFilter(state=state, taskname=req.get_param("name") or None,
                                workername=req.get_param("worker") or None, search=req.get_param("search") or None)
+        omitted: dict[str, int] = {}
         total, found = tasks.find_tasks(self.sources.client, self.sources.queues, flt,
-                                        offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE)
-        self.render(req, resp, title="Tasks", tasks=found, total=total, page=page,
+                                        offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE, omitted=omitted)
+        self.render(req, resp, title="Tasks", tasks=found, total=total, page=page, omitted=omitted,
+                    scan_limit=tasks.QUEUED_SCAN_LIMIT,
                     pages=max(1, math.ceil(total / PAGE_SIZE)), states=tasks.STATES, filters=flt,
                     names=self.sources.registered())
 

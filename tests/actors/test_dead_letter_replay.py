@@ -101,3 +101,14 @@ def test_page_lists_the_newest_dead_letters_first(make_broker, redis_client):
     total, page = dead_letters.page(redis_client, "default", offset=0, limit=2)
     assert total == 3
     assert [r["message_id"] for r in page] == [sent[2], sent[1]]
+
+
+def test_an_undecodable_dead_letter_is_retried_byte_for_byte(make_broker, redis_client):
+    broker = make_broker()
+    raw = b'{"priority":0,"oops":"\xff\xfe\x80 not utf-8"}'
+    redis_client.rpush("test:inflight", raw)
+    assert broker.dead_letter("test:inflight", raw, "bad-1", queue_name="default", error="undecodable", tb=None,
+                              message=None)
+    assert "\ufffd" in dead_letters.get(redis_client, "default", "bad-1")["raw"]  # readable text for the page
+    broker.retry_dead_letter("default", "bad-1")
+    assert redis_client.lrange("celery", 0, -1) == [raw]

@@ -100,7 +100,10 @@ def test_each_role_has_a_health_check_that_fits_it():
 def test_the_monitor_is_published_on_the_hosts_loopback_only():
     monitor = compose()["services"]["monitor"]
     assert monitor["ports"] == ["127.0.0.1:5555:5555"]
-    assert "--basic-auth=${FLOWER_BASIC_AUTH:?set FLOWER_BASIC_AUTH}" in monitor["command"]
+    # basic auth from the environment, never argv; the app's variables stay
+    assert not any("basic" in arg for arg in monitor["command"])
+    assert monitor["environment"]["FLOWER_BASIC_AUTH"] == "${FLOWER_BASIC_AUTH:?set FLOWER_BASIC_AUTH}"
+    assert monitor["environment"]["REDIS_URI"] == compose()["services"]["web"]["environment"]["REDIS_URI"]
 
 
 def test_the_image_is_slim_unprivileged_and_checks_the_web_apps_health():

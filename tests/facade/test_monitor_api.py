@@ -34,6 +34,8 @@ def broker(make_broker):
 def make_client(broker):
     def make(**settings) -> falcon.testing.TestClient:
         settings.setdefault("unauthenticated_api", True)
+        # falcon.testing's requests name falconframework.org in Host
+        settings.setdefault("allowed_hosts", ("localhost", "127.0.0.1", "::1", "falconframework.org"))
         sources = Sources(broker=broker, registered=lambda: ["tasks.process_message_task"])
         return falcon.testing.TestClient(create_app(sources, MonitorSettings(**settings)))
 
@@ -143,6 +145,22 @@ def test_api_queue_lengths_count_waiting_messages_by_their_redis_list(client, br
         "active_queues": [{"name": "celery", "messages": 3}, {"name": "state", "messages": 1}]}
 
 
+def test_api_queue_lengths_agree_with_the_broker_page_counts(client, broker, redis_client):
+    broker.get_actor("process_message_task").send()
+    # a message the old Celery deployment left in a priority side list is not waiting in our list yet
+    redis_client.rpush("celery\x06\x163", b"{}")
+    lengths = {q["name"]: q["messages"] for q in client.simulate_get("/api/queues/length").json["active_queues"]}
+    assert lengths["celery"] == broker.queue_sizes("default")["waiting"] == 1
+
+
+def test_api_task_types_and_what_is_not_offered(client):
+    assert client.simulate_get("/api/task/types").json == {"task-types": ["tasks.process_message_task"]}
+    revoke = client.simulate_post("/api/task/revoke/abc", headers=ACTION)
+    assert revoke.status_code == 501 and "revoke is not offered" in revoke.json["reason"]
+    ranged = client.simulate_get("/api/tasks", params={"received_start": "2026-01-01 10:00"})
+    assert ranged.status_code == 400 and "received_start is not supported" in ranged.json["reason"]
+
+
 def test_healthcheck_answers_ok(client):
     response = client.simulate_get("/healthcheck")
     assert response.status_code == 200 and response.text == "OK"
@@ -151,7 +169,9 @@ def test_healthcheck_answers_ok(client):
 def test_metrics_use_flowers_names_and_the_queue_depths(client, broker, redis_client):
     write(redis_client, record("t1", state="SUCCESS", runtime=0.3), record("t2", state="SUCCESS", runtime=4.0))
     registry.beat(redis_client, "w1@host", info={"name": "w1@host"},
-                  processes={1: {"active": [{"id": "x"}], "reserved": []}})
+                  processes={1: {"active": [{"id": "x"}], "reserved": [
+                      {"id": "y", "name": "tasks.process_message_task"},
+                      {"id": "z", "name": "tasks.process_message_task"}]}})
     broker.get_actor("process_message_task").send()
     families = {f.name: f for f in text_string_to_metric_families(client.simulate_get("/metrics").text)}
 
@@ -165,9 +185,19 @@ def test_metrics_use_flowers_names_and_the_queue_depths(client, broker, redis_cl
     assert value("flower_task_runtime_seconds", "_bucket", le="0.5", **labels) == 1
     assert value("flower_worker_online", worker="w1@host") == 1
     assert value("flower_worker_number_of_currently_executing_tasks", worker="w1@host") == 1
+    assert value("flower_worker_prefetched_tasks", worker="w1@host", task="process_message_task") == 2
     assert value("assistant_queue_messages", queue="default", state="waiting") == 1
     assert value("assistant_queue_messages", queue="state", state="dead") == 0
     assert value("assistant_queue_oldest_waiting_age_seconds", queue="default") >= 0
+
+
+def test_metrics_say_offline_only_for_workers_seen_within_the_age_bound(client, redis_client):
+    write(redis_client, record("t1", worker="gone@host"), record("t2", worker="recent@host"))
+    redis_client.zadd(keys.task_workers_key(), {"gone@host": int(time.time() * 1000) - 700_000})
+    write(redis_client, record("t3", worker="recent@host"))  # ttl 600 s: gone@host's fields go
+    text = client.simulate_get("/metrics").text
+    assert 'flower_worker_online{worker="recent@host"} 0.0' in text
+    assert "gone@host" not in text
 
 
 # -- pages ----------------------------------------------------------------------------------------------------
@@ -213,6 +243,27 @@ def test_retry_action_puts_the_message_back_and_answers_json(client, broker, red
     assert json.loads(redis_client.lindex("celery", 0))["message_id"] == message.message_id
     again = client.simulate_post(f"/broker/dead/default/{message.message_id}/retry", headers=ACTION)
     assert again.status_code == 404 and "no dead letter" in again.json["reason"]
+
+
+def test_a_dead_letter_whose_id_holds_a_slash_is_retried_from_its_pages_button(client, broker, redis_client):
+    import html
+    import re
+
+    message = dead_letter(broker, redis_client)
+    odd = "celery/one+two&x=1"
+    entry = json.loads(redis_client.hget(keys.dead_messages_key("default"), message.message_id))
+    entry["message_id"] = entry["message"]["message_id"] = odd
+    redis_client.delete(keys.dead_key("default"), keys.dead_messages_key("default"))
+    redis_client.zadd(keys.dead_key("default"), {odd: entry["failed_at"]})
+    redis_client.hset(keys.dead_messages_key("default"), odd, json.dumps(entry))
+    page = client.simulate_get("/broker/dead/default").text
+    retry = html.unescape(re.search(r'class="retry" data-action="([^"]+)"', page).group(1))
+    path, _, query = retry.partition("?")
+    response = client.simulate_post(path, query_string=query, headers=ACTION)
+    assert response.status_code == 200 and response.json["id"] == odd
+    assert json.loads(redis_client.lindex("celery", 0))["message_id"] == odd
+    missing = client.simulate_post("/broker/dead/default/retry", headers=ACTION)
+    assert missing.status_code == 400 and missing.json["reason"] == "id is required"
 
 
 def test_delete_action_forgets_the_message(client, broker, redis_client):
@@ -265,6 +316,56 @@ def test_the_api_needs_auth_unless_flower_unauthenticated_api_is_set(make_client
     assert make_client(unauthenticated_api=True).simulate_get("/api/workers").status_code == 200
 
 
+@pytest.mark.parametrize("prefix, path", [("", "//api/workers"), ("/flower", "/flower//api/workers"),
+                                          ("/flower", "/flower/api//workers"), ("", "///api/task/info/x")])
+def test_repeated_slashes_do_not_open_the_api(make_client, prefix, path):
+    client = make_client(unauthenticated_api=False, url_prefix=prefix)
+    assert client.simulate_get(path).status_code == 401
+
+
+def test_actions_need_auth_as_strictly_as_the_api(make_client, broker, redis_client):
+    message = dead_letter(broker, redis_client)
+    closed = make_client(unauthenticated_api=False)
+    refused = closed.simulate_post(f"/broker/dead/default/{message.message_id}/retry", headers=ACTION)
+    assert refused.status_code == 401 and redis_client.zcard(keys.dead_key("default")) == 1
+    authed = make_client(unauthenticated_api=False, credentials=("admin:pw",))
+    assert authed.simulate_post(f"/broker/dead/default/{message.message_id}/retry",
+                                headers={**ACTION, **basic("admin", "pw")}).status_code == 200
+
+
+def test_a_host_name_outside_the_allowlist_is_refused_dns_rebinding(make_client, broker, redis_client):
+    client = make_client(allowed_hosts=("localhost", "127.0.0.1", "::1", "monitor.internal"))
+    rebound = client.simulate_get("/workers", headers={"Host": "evil.example:5555"})
+    assert rebound.status_code == 400 and "FLOWER_ALLOWED_HOSTS" in rebound.json["reason"]
+    assert client.simulate_get("/api/workers", headers={"Host": "evil.example"}).status_code == 400
+    for host in ("localhost:5555", "127.0.0.1", "[::1]:5555", "MONITOR.internal"):
+        assert client.simulate_get("/workers", headers={"Host": host}).status_code == 200, host
+    # probes and scrapers name whatever host they reach the monitor by
+    assert client.simulate_get("/metrics", headers={"Host": "monitor:5555"}).status_code == 200
+    message = dead_letter(broker, redis_client)
+    # same-origin after a rebinding: Origin and Host agree, but name the attacker's host
+    forged = client.simulate_post(f"/broker/dead/default/{message.message_id}/retry",
+                                  headers={**ACTION, "Host": "evil.example:5555", "Origin": "http://evil.example:5555"})
+    assert forged.status_code == 400 and redis_client.zcard(keys.dead_key("default")) == 1
+    # behind a proxy that rewrites Host, an allowed Origin is accepted
+    proxied = client.simulate_post(f"/broker/dead/default/{message.message_id}/retry",
+                                   headers={**ACTION, "Host": "127.0.0.1:5555", "Origin": "https://monitor.internal"})
+    assert proxied.status_code == 200
+    anywhere = make_client(allowed_hosts=("*",))
+    assert anywhere.simulate_get("/workers", headers={"Host": "evil.example"}).status_code == 200
+
+
+def test_allowed_host_names_follow_the_bind_address():
+    import socket
+
+    from facade.commands.flower import allowed_host_names
+
+    assert allowed_host_names("127.0.0.1", ()) == ("localhost", "127.0.0.1", "::1")
+    assert allowed_host_names("10.0.0.5", ("monitor.example",)) == (
+        "localhost", "127.0.0.1", "::1", "monitor.example", "10.0.0.5")
+    assert socket.gethostname().lower() in allowed_host_names("0.0.0.0", ())
+
+
 def test_the_url_prefix_serves_everything_under_it_links_too(make_client):
     client = make_client(url_prefix="/flower")
     page = client.simulate_get("/flower/workers")
@@ -284,6 +385,9 @@ def test_config_reads_the_monitors_settings():
                            "FLOWER_UNAUTHENTICATED_API": "true"})
     assert (cfg.monitor_max_tasks, cfg.monitor_task_ttl_s, cfg.flower_unauthenticated_api) == (50, 3600.0, True)
     assert Config.from_env({}).flower_unauthenticated_api is False
+    cfg = Config.from_env({"FLOWER_BASIC_AUTH": "admin:pw", "FLOWER_ALLOWED_HOSTS": "Monitor.example, ,x.org"})
+    assert cfg.flower_basic_auth == "admin:pw" and "admin:pw" not in repr(cfg)
+    assert cfg.flower_allowed_hosts == ("monitor.example", "x.org")
     with pytest.raises(ConfigError, match="FLOWER_UNAUTHENTICATED_API must be true or false"):
         Config.from_env({"FLOWER_UNAUTHENTICATED_API": "maybe"})
     with pytest.raises(ConfigError, match="MONITOR_MAX_TASKS"):
@@ -334,3 +438,57 @@ def test_the_worker_page_shows_its_processes_and_running_tasks(client, redis_cli
     assert page.status_code == 200
     assert "<td>42</td>" in page.text and "task-1" in page.text and "&lt;conv&gt;" in page.text
     assert "prefork" in page.text and ">7<" in page.text
+
+
+def test_the_oldest_waiting_age_reads_each_priority_bands_tail(broker, redis_client):
+    import random
+
+    from actors import queue_browser
+    from actors.envelope import encode
+
+    rng = random.Random(7)
+    now_ms = int(time.time() * 1000)
+    for n in range(400):
+        priority = rng.choice([0, 3, 5, 9])
+        stamp = now_ms - 1_000_000 + n * 1000
+        message = dramatiq.Message(queue_name="default", actor_name="process_message_task", args=(n,), kwargs={},
+                                   options={}, message_timestamp=stamp)
+        broker.scripts["enqueue"](keys=[keys.queue_key("default")], args=[encode(message, priority)])
+    assert queue_browser.oldest_waiting_age_s(broker, "default", now_ms=now_ms) == pytest.approx(1000.0)
+    # without the oldest, another band's tail holds the oldest of the rest
+    for raw in redis_client.lrange(keys.queue_key("default"), 0, -1):
+        if json.loads(raw)["message_timestamp"] == now_ms - 1_000_000:
+            redis_client.lrem(keys.queue_key("default"), 0, raw)
+    expected = min(json.loads(r)["message_timestamp"] for r in redis_client.lrange(keys.queue_key("default"), 0, -1))
+    assert queue_browser.oldest_waiting_age_s(broker, "default", now_ms=now_ms) == pytest.approx(
+        (now_ms - expected) / 1000)
+    assert queue_browser.oldest_waiting_age_s(broker, "state", now_ms=now_ms) == 0.0
+
+
+def test_the_tasks_page_and_api_say_how_many_queued_messages_they_leave_out(client, broker, monkeypatch):
+    from facade.monitor import tasks
+
+    monkeypatch.setattr(tasks, "QUEUED_SCAN_LIMIT", 2)
+    for n in range(5):
+        broker.get_actor("process_message_task").send(n)
+    page = client.simulate_get("/tasks").text
+    assert "3 more are not listed here" in page and 'href="/queue/default"' in page
+    response = client.simulate_get("/api/tasks")
+    assert len(response.json) == 2 and response.headers["X-Queued-Not-Listed"] == "default=3"
+    assert response.headers["X-Total-Count"] == "2"
+
+
+def test_task_info_of_a_queued_message_decodes_only_the_message_holding_its_id(client, broker, monkeypatch):
+    from actors import queue_browser
+
+    sent = [broker.get_actor("process_message_task").send(n) for n in range(30)]
+    retry = broker.get_actor("process_message_task").message(99).copy(options={"retries": 2})
+    broker.enqueue(retry, delay=60_000)
+    decoded = []
+    real = queue_browser._describe
+    monkeypatch.setattr(queue_browser, "_describe", lambda raw, *a, **kw: decoded.append(raw) or real(raw, *a, **kw))
+    assert client.simulate_get("/api/task/info/nope").status_code == 404 and decoded == []
+    info = client.simulate_get(f"/api/task/info/{sent[3].message_id}").json
+    assert info["state"] == "PENDING" and info["args"] == "[3]" and len(decoded) == 1
+    info = client.simulate_get(f"/api/task/info/{retry.message_id}").json
+    assert info["state"] == "RETRY" and info["eta"] is not None

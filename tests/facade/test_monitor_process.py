@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -105,6 +106,17 @@ def test_basic_auth_and_url_prefix_on_the_real_server(celery_worker):
     assert "flower_worker_online" in monitor.get("/metrics").text
     page = monitor.get("/workers", auth=("admin", "pw1"))
     assert 'href="/flower/broker"' in page.text and "authed@" in page.text
+
+
+def test_basic_auth_from_flower_basic_auth_when_no_option_names_it(celery_worker):
+    monitor = start_monitor(celery_worker, FLOWER_BASIC_AUTH="admin:envpw,ops:other")
+    assert monitor.get("/api/workers").status == 401
+    assert monitor.get("/workers").status == 401
+    assert monitor.get("/api/workers", auth=("admin", "envpw")).status == 200
+    assert monitor.get("/api/workers", auth=("ops", "other")).status == 200
+    # DNS rebinding: the attacker's host name in Host is refused, even with credentials
+    assert monitor.get("/workers", auth=("admin", "envpw"), headers={"Host": "evil.example"}).status == 400
+    assert b"envpw" not in Path(f"/proc/{monitor.process.pid}/cmdline").read_bytes()
 
 
 def test_a_task_whose_process_died_shows_as_retried_with_the_reason(celery_worker, redis_client):
