@@ -205,11 +205,12 @@ def run(config: Config, *, worker_threads: int) -> int:
     procs = [("web", web, 30.0)]
     monitor = None
     if config.monitor_port:
-        # Loopback only and without credentials: this is one person's machine.
+        # Loopback only and without credentials, its API and dead-letter buttons
+        # included: this is one person's machine.
         monitor = subprocess.Popen(
             [python, "-m", "facade", "-A", "tasks", "flower", f"--port={config.monitor_port}",
              "--address=127.0.0.1", "-l", "info"],
-            env=env,
+            env={**env, "FLOWER_UNAUTHENTICATED_API": "true"},
             start_new_session=True,
         )
         procs.append(("monitor", monitor, 30.0))

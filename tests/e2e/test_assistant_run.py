@@ -317,3 +317,5 @@ def test_assistant_run_reports_itself_as_the_runbook_checks_it(local_stack):
     status, page = stack.http("GET", f"{stack.monitor_url}/workers")
     assert status == 200
     assert re.search(rb"dramatiq\.\d+@", page) and b"Online" in page, page
+    status, workers = stack.http("GET", f"{stack.monitor_url}/api/workers?status=1")
+    assert status == 200 and list(json.loads(workers).values()) == [True]
