@@ -22,7 +22,7 @@ from typing import NoReturn
 
 from app.config import set_environment
 
-__all__ = ["main", "CliError", "ArgumentParser", "EX_USAGE", "EX_UNAVAILABLE", "LEVELS"]
+__all__ = ["main", "CliError", "ArgumentParser", "EX_USAGE", "EX_UNAVAILABLE", "LEVELS", "log_level"]
 
 #: Celery's exit codes (click's usage error, and sysexits' EX_UNAVAILABLE).
 EX_USAGE = 2
@@ -31,6 +31,15 @@ EX_UNAVAILABLE = 69
 #: Celery's log level names for ``-l`` (FATAL is CRITICAL, WARN is WARNING).
 LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING, "WARN": logging.WARNING,
           "ERROR": logging.ERROR, "CRITICAL": logging.CRITICAL, "FATAL": logging.CRITICAL}
+
+
+def log_level(value: str) -> int:
+    """The argparse type of ``-l/--loglevel``: one of :data:`LEVELS`, in any case."""
+    try:
+        return LEVELS[value.upper()]
+    except KeyError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL, FATAL") from None
 
 #: The only app ``-A`` may name: the module that holds the five tasks.
 APP_MODULE = "tasks"

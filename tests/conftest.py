@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 import time
 import uuid
 
@@ -92,6 +93,33 @@ def redis_client(redis_url):
     yield client
     client.flushdb()
     client.close()
+
+
+@pytest.fixture
+def beating(redis_client):
+    """``beating(name, info=..., processes=...)``: a worker node that keeps beating, as a live one
+    does, until the test ends (one beat expires after 3 intervals, and a subprocess can take longer
+    than that to start on a loaded machine)."""
+    from actors import registry
+
+    stop = threading.Event()
+    threads = []
+
+    def start(name, **state):
+        registry.beat(redis_client, name, **state)
+
+        def keep():
+            while not stop.wait(registry.INTERVAL_S / 2):
+                registry.beat(redis_client, name, **state)
+
+        thread = threading.Thread(target=keep, daemon=True)
+        thread.start()
+        threads.append(thread)
+
+    yield start
+    stop.set()
+    for thread in threads:
+        thread.join(10)
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ from datetime import datetime
 
 from app.config import mask_url
 from facade import connection, pidfile
-from facade.cli import LEVELS, CliError, project_version, refuse_options
+from facade.cli import CliError, log_level, project_version, refuse_options
 
 __all__ = ["configure", "run", "NOT_OFFERED"]
 
@@ -36,16 +36,8 @@ NOT_OFFERED: list[tuple[tuple[str, ...], bool, str]] = [
 ]
 
 
-def _level(value: str) -> int:
-    try:
-        return LEVELS[value.upper()]
-    except KeyError:
-        raise argparse.ArgumentTypeError(
-            f"{value!r} is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL, FATAL") from None
-
-
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-l", "--loglevel", type=_level, default=logging.WARNING,
+    parser.add_argument("-l", "--loglevel", type=log_level, default=logging.WARNING,
                         help="DEBUG, INFO, WARNING, ERROR, CRITICAL or FATAL (default WARNING)")
     parser.add_argument("-f", "--logfile", help="log destination (default: stderr)")
     parser.add_argument("--pidfile", help="PID file path (default: none)")

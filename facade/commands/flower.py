@@ -24,7 +24,7 @@ import redis
 
 from app.config import mask_url
 from facade import connection
-from facade.cli import LEVELS, CliError, refuse_options
+from facade.cli import CliError, log_level, refuse_options
 
 __all__ = ["configure", "run", "NOT_OFFERED", "SAMPLE_INTERVAL_S", "THREADS", "allowed_host_names"]
 
@@ -53,14 +53,6 @@ NOT_OFFERED: list[tuple[tuple[str, ...], bool, str]] = [
 ]
 
 
-def _level(value: str) -> int:
-    try:
-        return LEVELS[value.upper()]
-    except KeyError:
-        raise argparse.ArgumentTypeError(
-            f"{value!r} is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL, FATAL") from None
-
-
 def _port(value: str) -> int:
     try:
         port = int(value)
@@ -79,7 +71,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         metavar="USER:PASSWORD", help="require these credentials (repeatable, comma-separated)")
     parser.add_argument("--url-prefix", "--url_prefix", dest="url_prefix", default="",
                         help="serve everything under this path (behind a proxy)")
-    parser.add_argument("-l", "--loglevel", "--logging", type=_level, default=logging.INFO,
+    parser.add_argument("-l", "--loglevel", "--logging", type=log_level, default=logging.INFO,
                         help="DEBUG, INFO, WARNING, ERROR, CRITICAL or FATAL (default INFO)")
     refuse_options(parser, "flower", NOT_OFFERED)
 

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import textwrap
-import threading
 
 import pytest
 
-from actors import registry
 from tests.support.cli import run_celery
 from tests.support.redis_server import free_port
 
@@ -22,31 +20,6 @@ INFO = {"name": "worker1@vm", "hostname": "vm", "pid": 100, "pool": "prefork", "
         "queues": ["default", "state"], "started_at": 1795478000.0, "sw_ident": "facade", "sw_ver": "0.1.0",
         "max_tasks_per_child": 3, "max_memory_per_child": None, "time_limit": 300.0, "soft_time_limit": 240.0,
         "prefetch_count": 8, "broker": "redis://:**@127.0.0.1:6379/5"}
-
-
-@pytest.fixture
-def beating(redis_client):
-    """``beating(name, info=..., processes=...)``: a node that keeps beating, as a live one does,
-    until the test ends (one beat expires after 3 intervals, and a ``celery`` process can take
-    longer than that to start on a loaded machine)."""
-    stop = threading.Event()
-    threads = []
-
-    def start(name, **state):
-        registry.beat(redis_client, name, **state)
-
-        def keep():
-            while not stop.wait(registry.INTERVAL_S / 2):
-                registry.beat(redis_client, name, **state)
-
-        thread = threading.Thread(target=keep, daemon=True)
-        thread.start()
-        threads.append(thread)
-
-    yield start
-    stop.set()
-    for thread in threads:
-        thread.join(10)
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import threading
 
 import falcon.testing
 import pytest
@@ -60,31 +59,6 @@ def make_client(redis_client, enqueue, web_config, db):
 @pytest.fixture
 def client(make_client):
     return make_client()
-
-
-@pytest.fixture
-def beating(redis_client):
-    """``beating(name, info=..., processes=...)``: a worker node that keeps beating until the test ends."""
-    from actors import registry
-
-    stop = threading.Event()
-    threads = []
-
-    def start(name, **state):
-        registry.beat(redis_client, name, **state)
-
-        def keep():
-            while not stop.wait(registry.INTERVAL_S / 2):
-                registry.beat(redis_client, name, **state)
-
-        thread = threading.Thread(target=keep, daemon=True)
-        thread.start()
-        threads.append(thread)
-
-    yield start
-    stop.set()
-    for thread in threads:
-        thread.join(10)
 
 
 @pytest.fixture
