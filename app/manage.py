@@ -233,12 +233,20 @@ def run(config: Config, *, worker_threads: int) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     code = 0
     while not stopping:
-        for name, proc, _ in procs:
-            if proc.poll() is not None:
-                _say(f"{name} exited with code {proc.returncode}; stopping everything")
-                code = proc.returncode or 1
-                stopping = True
+        for entry in procs:
+            name, proc, _ = entry
+            if proc.poll() is None:
+                continue
+            if name == "monitor":
+                # Only a view (its port may be taken): the system runs on without it.
+                _say(f"monitor exited with code {proc.returncode}; the rest runs on "
+                     "(MONITOR_PORT picks another port, 0 starts none)")
+                procs.remove(entry)
                 break
+            _say(f"{name} exited with code {proc.returncode}; stopping everything")
+            code = proc.returncode or 1
+            stopping = True
+            break
         time.sleep(0.2)
     _stop(procs)
     if standin_proc is not None:

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -55,12 +56,12 @@ ASSISTANT = str(Path(sys.executable).with_name("assistant"))
 class LocalStack:
     """``assistant run`` as a process, and what its output says about it."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, *, monitor_port: int | None = None) -> None:
         self.env = {k: v for k, v in os.environ.items()
                     if k not in ("REDIS_URI", "DB_URL", "GOOGLE_API_KEY", "OPERATOR_TOKEN")
                     and not k.startswith(("WHATSAPP_", "BUFFER_"))}
         self.port = free_port()
-        self.monitor_port = free_port()
+        self.monitor_port = monitor_port or free_port()
         self.worker_metrics_port = free_port()
         self.data_dir = tmp_path / "data"
         self.env.update(DATA_DIR=str(self.data_dir), WEB_PORT=str(self.port), MONITOR_PORT=str(self.monitor_port),
@@ -75,7 +76,8 @@ class LocalStack:
         self.standin_url = self.find(r"WhatsApp: local stand-in at (http://127\.0\.0\.1:\d+)")[1]
         self.find(r"Worker process is ready for action")
         self.find(rf"Listening at: http://127\.0\.0\.1:{self.port}")
-        self.find(rf"Visit me at http://127\.0\.0\.1:{self.monitor_port}")
+        if monitor_port is None:
+            self.find(rf"Visit me at http://127\.0\.0\.1:{self.monitor_port}")
         self.redis = redis.Redis.from_url(self.redis_url)
         self.broker = RedisBroker(client=self.redis, middleware=[])
         self.sessions = make_session_factory(make_engine(f"sqlite:///{self.data_dir / 'assistant.sqlite3'}"))
@@ -319,3 +321,20 @@ def test_assistant_run_reports_itself_as_the_runbook_checks_it(local_stack):
     assert re.search(rb"dramatiq\.\d+@", page) and b"Online" in page, page
     status, workers = stack.http("GET", f"{stack.monitor_url}/api/workers?status=1")
     assert status == 200 and list(json.loads(workers).values()) == [True]
+
+
+def test_a_taken_monitor_port_costs_only_the_monitor(tmp_path):
+    # Given something else on the monitor's port
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        stack = LocalStack(tmp_path, monitor_port=taken.getsockname()[1])
+        try:
+            # Then assistant run says so and runs on: the web app answers and the worker beats
+            stack.find(r"monitor exited with code 1; the rest runs on")
+            status, body = wait_for(lambda: (answer := stack.http("GET", f"{stack.url}/health"))[0] == 200
+                                    and answer, timeout_s=60)
+            assert json.loads(body)["celery"] == "1 worker(s) active"
+        finally:
+            code = stack.stop()
+    assert code == 0, stack.output()
