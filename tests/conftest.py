@@ -242,3 +242,27 @@ def start_worker():
     yield start
     for worker in workers:
         worker.stop()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The chaos suite's figures (tests/chaos/conftest.py ``figures``), printed and kept."""
+    import json
+    from pathlib import Path
+
+    rows = []
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            if getattr(report, "when", None) != "call":
+                continue
+            for name, values in getattr(report, "user_properties", ()):
+                if name == "chaos_figures":
+                    rows.append({"test": report.nodeid, "outcome": report.outcome, **values})
+    if not rows:
+        return
+    terminalreporter.section("chaos figures")
+    for row in rows:
+        values = ", ".join(f"{k}={v}" for k, v in row.items() if k not in ("test", "outcome"))
+        terminalreporter.write_line(f"{row['test']} [{row['outcome']}]: {values}")
+    out = Path(__file__).resolve().parents[1] / ".run" / "chaos-figures.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(rows, indent=1, default=str))
