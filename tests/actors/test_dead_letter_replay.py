@@ -103,6 +103,26 @@ def test_page_lists_the_newest_dead_letters_first(make_broker, redis_client):
     assert [r["message_id"] for r in page] == [sent[2], sent[1]]
 
 
+def test_dead_letters_of_the_same_millisecond_keep_their_order(make_broker, redis_client):
+    # Many letters in a row share milliseconds (the set's scores are times in ms); ties
+    # must not fall back to the ids' (random) order.
+    broker = make_broker()
+    ids = []
+    for n in range(30):
+        element = f'{{"priority":0,"n":{n}}}'.encode()
+        redis_client.rpush("test:inflight", element)
+        ids.append(f"id-{99 - n:02d}")  # ids sorting against the order of their deaths
+    with redis_client.pipeline(transaction=False) as pipe:
+        for n, message_id in enumerate(ids):
+            broker.scripts["dead_letter"](keys=[
+                "test:inflight", keys.dead_key("default"), keys.dead_messages_key("default")],
+                args=[f'{{"priority":0,"n":{n}}}', message_id, json.dumps({"message_id": message_id}),
+                      86_400_000], client=pipe)
+        pipe.execute()
+    _, page = dead_letters.page(redis_client, "default", offset=0, limit=30)
+    assert [r["message_id"] for r in page] == ids[::-1]
+
+
 def test_an_undecodable_dead_letter_is_retried_byte_for_byte(make_broker, redis_client):
     broker = make_broker()
     raw = b'{"priority":0,"oops":"\xff\xfe\x80 not utf-8"}'
