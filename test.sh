@@ -15,4 +15,8 @@ ensure_postgres
 ensure_promtool
 ensure_chromium
 ensure_wrk
-exec .venv/bin/python -m pytest "$@"
+# Two test processes (pytest-xdist; TEST_PROCESSES=0 runs in this one): most tests wait on
+# real workers, web servers and Redis rather than compute, so two halve the run's wall time on
+# 2 cores. Every process claims its own Redis database and PostgreSQL database (tests/conftest.py).
+# A "-n N" among the arguments wins.
+exec .venv/bin/python -m pytest -n "${TEST_PROCESSES:-2}" --dist worksteal "$@"
