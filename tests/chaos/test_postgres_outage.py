@@ -20,20 +20,21 @@ In the end every customer has exactly one reply, and nothing is lost.
 from __future__ import annotations
 
 import os
-import re
 import time
 from collections import Counter
+from dataclasses import dataclass
 
 import pytest
 from sqlalchemy.engine import make_url
 
 from tests.support.celery_worker import CeleryWorker
-from tests.support.cuttable_proxy import CuttableProxy
 from tests.support.customer_bodies import text_from
+from tests.support.cuttable_proxy import CuttableProxy
 from tests.support.fixtures import OFFLINE
 from tests.support.monitor import Monitor
 from tests.support.stack import Stack, claim_redis_db, release_redis_db
 from tests.support.waiting import wait_for
+from tests.support.worker_log import retries
 
 #: The machine's Redis (the stack claims a database of its own on it).
 REDIS_BASE = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
@@ -46,8 +47,6 @@ WAVE = 8
 #: The monitor's credentials (its API and actions need some).
 MONITOR_AUTH = ("ops", "chaos-monitor-password")
 
-_RETRY_LINE = re.compile(r"Task (?:tasks\.)?process_message_task\[(?P<id>[^\]]+)\] retry: Retry in (?P<delay>[\d.]+)s")
-
 
 def _proxied(db_url: str, port: int) -> str:
     return make_url(db_url).set(host="127.0.0.1", port=port).render_as_string(hide_password=False)
@@ -59,38 +58,43 @@ def postgres_proxy():
         yield proxy
 
 
+@dataclass
+class Outage:
+    stack: Stack
+    monitor: Monitor
+
+
 @pytest.fixture(scope="module")
-def outage_stack(engine, checkpoints, postgres_proxy, tmp_path_factory):
-    """The stack, with PostgreSQL behind the proxy."""
+def outage(engine, checkpoints, postgres_proxy, tmp_path_factory):
+    """The stack, with PostgreSQL behind the proxy, and the monitor (``celery -A tasks
+    flower``, with credentials) on the stack's Redis, started alongside it."""
     n = claim_redis_db(REDIS_BASE)
+    log_dir = tmp_path_factory.mktemp("postgres-outage")
+    redis_url = f"{REDIS_BASE}/{n}"
+    monitor = CeleryWorker(["flower", "--port=0"], log_dir / "monitor.log",
+                           env={"REDIS_URI": redis_url, "FLOWER_BASIC_AUTH": ":".join(MONITOR_AUTH)})
     try:
-        stack = Stack(redis_url=f"{REDIS_BASE}/{n}", db_url=_proxied(os.environ["DB_URL"], postgres_proxy.port),
-                      env={"RETRY_DELAYS_SECONDS": ",".join(f"{d:g}" for d in RETRY_DELAYS_S)},
-                      log_dir=tmp_path_factory.mktemp("postgres-outage"))
+        stack = Stack(redis_url=redis_url, db_url=_proxied(os.environ["DB_URL"], postgres_proxy.port),
+                      env={"RETRY_DELAYS_SECONDS": ",".join(f"{d:g}" for d in RETRY_DELAYS_S)}, log_dir=log_dir)
         try:
-            yield stack
+            yield Outage(stack, Monitor(monitor))
         finally:
             stack.stop()
     finally:
+        monitor.kill_all()
         release_redis_db(REDIS_BASE, n)
 
 
-@pytest.fixture(scope="module")
-def monitor(outage_stack):
-    """``celery -A tasks flower`` on the stack's Redis, with credentials."""
-    process = CeleryWorker(["flower", "--port=0"], outage_stack.log_dir / "monitor.log",
-                           env={**outage_stack.env, "FLOWER_BASIC_AUTH": ":".join(MONITOR_AUTH)})
-    try:
-        yield Monitor(process)
-    finally:
-        process.kill_all()
+@pytest.fixture
+def monitor(outage):
+    return outage.monitor
 
 
 @pytest.fixture
-def stack(outage_stack, db):
-    outage_stack.reset()
-    yield outage_stack
-    outage_stack.wait_idle()
+def stack(outage, db):
+    outage.stack.reset()
+    yield outage.stack
+    outage.stack.wait_idle()
 
 
 def _customer(wave: str, i: int) -> str:
@@ -110,8 +114,7 @@ def _post_wave(stack: Stack, wave: str) -> list[str]:
 
 def _retries(stack: Stack) -> list[tuple[str, float]]:
     """(task id, delay in s) of every retry of process_message_task the worker logged."""
-    log = (stack.log_dir / "worker.log").read_text(errors="replace")
-    return [(m["id"], float(m["delay"])) for m in _RETRY_LINE.finditer(log)]
+    return retries(stack.log_dir)
 
 
 def _replies(stack: Stack) -> Counter[str]:
