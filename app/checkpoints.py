@@ -86,6 +86,12 @@ def open_checkpoints(db_url: str) -> Checkpoints:
         min_size=1,
         max_size=POOL_MAX_SIZE,
         timeout=CONNECT_TIMEOUT_S,
+        # A connection is checked (one round trip) before it is handed out,
+        # as the SQLAlchemy engine's pool_pre_ping does: after a database
+        # outage or restart the pool still holds connections the outage
+        # killed, and without the check the first task to draw one fails on
+        # a database that is back (dead-lettered, if it was its last retry).
+        check=ConnectionPool.check_connection,
         # What PostgresSaver requires: autocommit (its setup() creates
         # indexes concurrently), dict rows, no server-side prepared
         # statements (safe behind PgBouncer).

@@ -6,13 +6,15 @@ A real HTTP server (``assistant whatsapp-standin --port N``) that
   token: a text send is answered as Meta does
   (``{"messaging_product": "whatsapp", "contacts": [...], "messages":
   [{"id": "wamid.<unique>"}]}``), a mark-read with ``{"success": true}``;
-- records every such request (JSON) with what it answered:
-  ``GET /_standin/requests``; ``DELETE /_standin/requests`` clears them
-  and any pending failures;
+- records every such request (JSON) with what it answered and when
+  (``at``, seconds since the epoch): ``GET /_standin/requests``;
+  ``DELETE /_standin/requests`` clears them and any pending failures;
 - fails on request: ``POST /_standin/fail`` with ``{"code": 131056,
   "http_status": 400, "times": 2}`` makes the next 2 sends answer Meta's
   error JSON with that code (``"kind": "read"`` or ``"any"`` for
-  mark-reads too);
+  mark-reads too); with ``"to": "16505551234"``, only the sends to that
+  customer (its ``to`` or ``recipient``), so each conversation can be
+  given its own sequence of answers (failures queue up in order);
 - answers chosen wamids on request: ``POST /_standin/ids`` with
   ``{"ids": ["wamid.X"]}`` makes the next sends return those ids, in
   order, so a test can post statuses for a reply before or after it is
@@ -25,6 +27,7 @@ import argparse
 import itertools
 import re
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -60,12 +63,21 @@ class WhatsAppStandin(StandinServer):
         self._counter = itertools.count(1)
         self._next_ids: list[str] = []
 
-    def fail(self, *, code: int, http_status: int = 400, times: int = 1, kind: str = "send") -> None:
-        """Make the next ``times`` requests of ``kind`` (send, read, any) fail with ``code``."""
+    def fail(self, *, code: int, http_status: int = 400, times: int = 1, kind: str = "send",
+             to: str | None = None) -> None:
+        """Make the next ``times`` requests of ``kind`` (send, read, any) fail with ``code``.
+
+        Parameters:
+          to: only sends to this customer (their ``to`` or ``recipient``) fail;
+            the others go through.
+        """
         if kind not in ("send", "read", "any"):
             raise ValueError("kind must be send, read or any")
+        if to is not None and (kind != "send" or not isinstance(to, str) or not to):
+            raise ValueError("to names a customer (a non-empty string), for sends only")
         with self._failures_lock:
-            self._failures.extend({"code": code, "http_status": http_status, "kind": kind} for _ in range(times))
+            self._failures.extend({"code": code, "http_status": http_status, "kind": kind, "to": to}
+                                  for _ in range(times))
 
     def use_ids(self, ids: list[str]) -> None:
         """Answer the next ``len(ids)`` successful sends with these wamids, in order."""
@@ -84,10 +96,11 @@ class WhatsAppStandin(StandinServer):
                 return self._next_ids.pop(0)
         return f"wamid.STANDIN{next(self._counter):06d}{uuid.uuid4().hex[:12].upper()}"
 
-    def _next_failure(self, kind: str) -> dict[str, Any] | None:
+    def _next_failure(self, kind: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        customer = body.get("to") or body.get("recipient")
         with self._failures_lock:
             for i, failure in enumerate(self._failures):
-                if failure["kind"] in (kind, "any"):
+                if failure["kind"] in (kind, "any") and failure["to"] in (None, customer):
                     return self._failures.pop(i)
         return None
 
@@ -113,10 +126,11 @@ class WhatsAppStandin(StandinServer):
 
     def _set_failure(self, body: Any) -> Reply:
         if not isinstance(body, dict) or not isinstance(body.get("code"), int):
-            return 400, {"error": "send {\"code\": int, \"http_status\": int, \"times\": int, \"kind\": str}"}
+            return 400, {"error": "send {\"code\": int, \"http_status\": int, \"times\": int, \"kind\": str, "
+                                  "\"to\": str}"}
         try:
             self.fail(code=body["code"], http_status=int(body.get("http_status", 400)),
-                      times=int(body.get("times", 1)), kind=str(body.get("kind", "send")))
+                      times=int(body.get("times", 1)), kind=str(body.get("kind", "send")), to=body.get("to"))
         except (TypeError, ValueError) as e:
             return 400, {"error": str(e)}
         return 200, {"failing": body}
@@ -124,7 +138,7 @@ class WhatsAppStandin(StandinServer):
     def _messages(self, phone_number_id: str, headers: dict[str, str], body: Any) -> Reply:
         kind = "read" if isinstance(body, dict) and body.get("status") == "read" else "send"
         record = {"kind": kind, "phone_number_id": phone_number_id, "body": body,
-                  "authorization": headers.get("authorization", "")}
+                  "authorization": headers.get("authorization", ""), "at": time.time()}
         reply = self._answer(kind, headers, body)
         record["response"] = {"status": reply[0], "body": reply[1]}
         self.record(record)
@@ -136,7 +150,7 @@ class WhatsAppStandin(StandinServer):
             return meta_error(190, 401)
         if not isinstance(body, dict) or body.get("messaging_product") != "whatsapp":
             return meta_error(100, 400, "messaging_product must be whatsapp")
-        failure = self._next_failure(kind)
+        failure = self._next_failure(kind, body)
         if failure is not None:
             return meta_error(failure["code"], failure["http_status"])
         if kind == "read":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import urllib.error
 import urllib.request
 
 import pytest
@@ -98,6 +99,36 @@ def test_failures_last_the_asked_number_of_sends_then_sending_works(standin, cli
         with pytest.raises(WhatsAppTransientError):
             client.send_text(to="1", recipient=None, text="hi")
     assert client.send_text(to="1", recipient=None, text="hi").startswith("wamid.")
+
+
+def test_failures_for_one_customer_leave_the_others_alone_in_the_order_they_were_asked(standin, client):
+    # Given a 429 then a 500 for one customer (by phone number), and a 401 for a username-only one
+    standin.fail(code=130429, http_status=429, to="111")
+    standin.fail(code=2, http_status=500, to="111")
+    standin.fail(code=190, http_status=401, to="US.222")
+    # When three customers are written to
+    assert client.send_text(to="333", recipient=None, text="hi").startswith("wamid.")
+    answers = []
+    for to, recipient in (("111", None), ("111", None), (None, "US.222"), ("111", None)):
+        try:
+            client.send_text(to=to, recipient=recipient, text="hi")
+            answers.append(200)
+        except (WhatsAppTransientError, WhatsAppPermanentError) as e:
+            answers.append((type(e).__name__, e.http_status, e.code))
+    # Then only the named ones failed, each with its own answers in order
+    assert answers == [("WhatsAppTransientError", 429, 130429), ("WhatsAppTransientError", 500, 2),
+                       ("WhatsAppPermanentError", 401, 190), 200]
+    assert all(isinstance(r["at"], float) for r in standin.requests())
+
+
+def test_a_failure_for_one_customer_is_set_over_http_and_a_bad_one_refused(standin, client):
+    assert _http("POST", f"{standin.url}/_standin/fail", {"code": 131026, "to": "111"})["failing"]["to"] == "111"
+    assert client.send_text(to="222", recipient=None, text="hi").startswith("wamid.")
+    with pytest.raises(WhatsAppPermanentError):
+        client.send_text(to="111", recipient=None, text="hi")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        _http("POST", f"{standin.url}/_standin/fail", {"code": 131026, "to": "111", "kind": "read"})
+    assert refused.value.code == 400
 
 
 def test_mark_read_errors_are_classified_too(standin, client):
