@@ -23,11 +23,12 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
+from app.devtools.whatsapp_standin import WhatsAppStandin
 from tests.support.celery_worker import CELERY, ROOT, CeleryWorker
 from tests.support.fixtures import sign, text_body, value_of
 from tests.support.monitor import Monitor, http
 from tests.support.redis_server import PrivateRedis, free_port
-from tests.support.stack import Stack
+from tests.support.stack import PHONE_NUMBER_ID, Stack
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
@@ -77,7 +78,8 @@ def environment(redis_uri: str, **more: str) -> dict[str, str]:
     return {**{k: v for k, v in os.environ.items() if k != "GOOGLE_API_KEY"},
             "REDIS_URI": redis_uri, "DB_URL": db_url(), "WHATSAPP_TOKEN": WHATSAPP_TOKEN,
             "WHATSAPP_APP_SECRET": APP_SECRET, "WHATSAPP_VERIFY_TOKEN": VERIFY_TOKEN, "OPERATOR_TOKEN": OPERATOR_TOKEN,
-            "FLOWER_BASIC_AUTH": f"{FLOWER_USER}:{FLOWER_PASSWORD}", **more}
+            "FLOWER_BASIC_AUTH": f"{FLOWER_USER}:{FLOWER_PASSWORD}", "WHATSAPP_PHONE_NUMBER_ID": PHONE_NUMBER_ID,
+            "BUFFER_WINDOW_SECONDS": "0.3", "RETRY_DELAYS_SECONDS": "0.5,1,2", **more}
 
 
 def message(n: int) -> bytes:
@@ -98,19 +100,28 @@ def test_with_the_password_everything_works_and_no_secret_shows_anywhere(server,
     # Given the web app, both kinds of worker and the monitor on a Redis with a password
     (tmp_path / "stack").mkdir()
     url = redis_url(server, REDIS_PASSWORD)
-    env = environment(url)
-    stack = Stack(redis_url=url, db_url=db_url(), log_dir=tmp_path / "stack",
-                  env={k: env[k] for k in ("WHATSAPP_TOKEN", "WHATSAPP_APP_SECRET", "WHATSAPP_VERIFY_TOKEN",
-                                           "OPERATOR_TOKEN", "FLOWER_BASIC_AUTH")}
-                  | {"WORKER_METRICS_PORT": str(free_port())})
-    processes: list[CeleryWorker] = []
+    standin = WhatsAppStandin().start()
+    env = environment(url, WHATSAPP_API_BASE=f"{standin.url}/v21.0")
+    # (the worker and the monitor start first: they load while the stack starts)
+    worker_env = env | {"WORKER_METRICS_PORT": str(free_port())}
+    processes = [CeleryWorker(["worker", "-l", "info", "-P", "solo"], tmp_path / "celery-worker.log", worker_env),
+                 CeleryWorker(["flower", "--port=0"], tmp_path / "monitor.log", env)]
+    worker, monitor_process = processes
     stopped = False
     try:
-        worker_env = stack.env | {"WORKER_METRICS_PORT": str(free_port())}
-        worker = CeleryWorker(["worker", "-l", "info", "-P", "solo"], tmp_path / "celery-worker.log", worker_env)
-        processes.append(worker)
-        monitor_process = CeleryWorker(["flower", "--port=0"], tmp_path / "monitor.log", stack.env)
-        processes.append(monitor_process)
+        stack = Stack(redis_url=url, db_url=db_url(), log_dir=tmp_path / "stack",
+                      env={k: env[k] for k in ("WHATSAPP_TOKEN", "WHATSAPP_APP_SECRET", "WHATSAPP_VERIFY_TOKEN",
+                                               "OPERATOR_TOKEN", "FLOWER_BASIC_AUTH", "WHATSAPP_API_BASE")}
+                      | {"WORKER_METRICS_PORT": str(free_port())})
+    except BaseException:
+        standin.stop()
+        for process in processes:
+            process.kill_all()
+        raise
+    # One stand-in for both workers (stopped with the stack)
+    stack.whatsapp.stop()
+    stack.whatsapp = standin
+    try:
         monitor = Monitor(monitor_process)
         worker.wait_ready()
         health = wait_for(lambda: (lambda r: r if r.status_code == 200 and
@@ -131,6 +142,19 @@ def test_with_the_password_everything_works_and_no_secret_shows_anywhere(server,
         stack.whatsapp.fail(code=190, http_status=401)
         assert post(message(2)).status_code == 200
         wait_for(lambda: any(r["response"]["status"] == 401 for r in stack.whatsapp.requests()), timeout_s=60)
+        # (both workers take part: more customers write until each has run a task)
+        written = [2]
+
+        def both_ran() -> bool:
+            logs = [worker.output(), (tmp_path / "stack" / "worker.log").read_text(errors="replace")]
+            if all(" succeeded in " in log for log in logs):
+                return True
+            assert written[0] < 20, "a worker never ran a task"
+            written[0] += 1
+            assert post(message(written[0])).status_code == 200
+            return False
+
+        wait_for(both_ran, timeout_s=120, interval_s=1)
         stack.wait_idle()
         customer = "18880000001"
         assert stack.operator("GET", customer, token=OPERATOR_TOKEN).status_code == 200
@@ -163,16 +187,19 @@ def test_with_the_password_everything_works_and_no_secret_shows_anywhere(server,
             answers[f"{name} worker /metrics"] = metrics.text
         # (the search finds a secret where one belongs: the stand-in saw the token of each send)
         assert leaks({"stand-in": json.dumps(stack.whatsapp.requests())})
+        replies = len(stack.sends())
+        for process in processes:
+            process.signal(signal.SIGTERM)
         stack.stop()
         stopped = True
         for process in processes:
-            process.signal(signal.SIGTERM)
             process.wait(60)
         outputs = answers | {f"log {p.name}": p.read_text(errors="replace") for p in tmp_path.rglob("*.log")}
         # (the logs saw the WhatsApp 401)
         assert "190" in outputs["log worker.log"] + outputs["log celery-worker.log"]
-        figures(secrets=len(SECRETS), forms_searched=len(secret_forms()), outputs_searched=len(outputs),
-                bytes_searched=sum(len(t) for t in outputs.values()), leaks=len(leaks(outputs)))
+        figures(messages=written[0], replies=replies, secrets=len(SECRETS), forms_searched=len(secret_forms()),
+                outputs_searched=len(outputs), bytes_searched=sum(len(t) for t in outputs.values()),
+                leaks=len(leaks(outputs)))
         assert leaks(outputs) == []
     finally:
         if not stopped:
