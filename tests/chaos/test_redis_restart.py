@@ -112,8 +112,9 @@ def outage(server: PrivateRedis, load: MetaLoad, stack: Stack, end: Callable[[],
     end()
     # The load keeps posting: a few seconds, and enough 503s seen.
     wait_for(lambda: load.count(503, since=began) >= 10, timeout_s=60)
-    health = stack.http.get("/health")
-    assert health.status_code == 503 and health.json()["redis"].startswith("unavailable"), health.text
+    # (/health says so too, once its one-second cached answer is gone)
+    wait_for(lambda: (lambda r: r.status_code == 503 and r.json()["redis"].startswith("unavailable"))(
+        stack.http.get("/health")), timeout_s=30, interval_s=0.2)
     wait_for(lambda: time.monotonic() - began >= OUTAGE_S, timeout_s=60)
     server.start()
     length = time.monotonic() - began
