@@ -46,6 +46,8 @@ from actors.middleware.time_limits import Stuck
 from actors.names import celery_name
 from actors.worker_logging import say_shutdown
 from actors.worker_spec import WorkerSpec
+from app.errors import ConfigError
+from app.redis_access import auth_failure
 from facade.api import seconds_to_ms
 
 __all__ = ["NodeProcess", "load_broker", "wait_for_redis", "EX_REPLACE", "EX_COLD"]
@@ -64,7 +66,12 @@ MAX_CONNECT_WAIT_S = 32.0
 def wait_for_redis(client, shown: str, give_up: Callable[[], bool] = lambda: False) -> bool:
     """Return True once Redis answers, saying so as Celery does meanwhile (a node started
     before Redis starts consuming when it comes, instead of claiming to be connected);
-    False as soon as ``give_up()`` says so (a shutdown signal came while waiting)."""
+    False as soon as ``give_up()`` says so (a shutdown signal came while waiting).
+
+    Raises:
+      ConfigError: Redis refused the credentials of REDIS_URI (``shown``, masked):
+        that does not go away by waiting.
+    """
     import redis
 
     wait_s = 1.0
@@ -73,6 +80,9 @@ def wait_for_redis(client, shown: str, give_up: Callable[[], bool] = lambda: Fal
             client.ping()
             return True
         except redis.RedisError as e:
+            refused = auth_failure(e, shown)
+            if refused is not None:
+                raise ConfigError(refused) from None
             logging.getLogger("celery.worker.consumer.consumer").error(
                 "consumer: Cannot connect to %s: %s.\nTrying again in %.2f seconds...", shown, e, wait_s)
         deadline = time.monotonic() + wait_s

@@ -7,7 +7,7 @@ from typing import Any
 from dramatiq.middleware import AgeLimit, Callbacks, CurrentMessage, Pipelines
 
 from actors.broker import RedisBroker
-from actors.middleware import FixedRetries, NodeState, TaskHistory, TaskLog, TaskMetrics, TimeLimits
+from actors.middleware import FixedRetries, NodeState, RedisAccessCheck, TaskHistory, TaskLog, TaskMetrics, TimeLimits
 from actors.worker_logging import install_log_filters
 from app.config import Config
 from facade.api import seconds_to_ms
@@ -30,6 +30,8 @@ def build_broker(config: Config, **overrides: Any) -> RedisBroker:
     )
     time_limits.on_limit = metrics.count_limit_hit
     middleware = [
+        # First, so that its after_process_boot runs last, once logging goes to dramatiq's pipe.
+        RedisAccessCheck(config.redis_uri),
         AgeLimit(),
         CurrentMessage(),
         Callbacks(),

@@ -10,6 +10,7 @@ import redis
 from dramatiq.logging import get_logger
 
 from actors import keys
+from app.lock import release_unreleased
 
 if TYPE_CHECKING:
     from actors.broker import RedisBroker
@@ -36,8 +37,12 @@ class Upkeep(threading.Thread):
     interval, after starting and after every Redis failure: when Redis
     comes back from an outage, the other live workers (which retry
     sooner than that) have beaten again before anyone judges them dead.
-    It also drops dead letters past their time to keep, and moves what the
-    old Celery deployment left in its priority side lists into the queues.
+    It also drops dead letters past their time to keep, moves what the
+    old Celery deployment left in its priority side lists into the queues,
+    and releases the conversation locks whose release a Redis failure
+    interrupted in this process (:func:`app.lock.release_unreleased`), so
+    a conversation is free soon after an outage even when no further task
+    of this process takes a lock.
 
     In between it moves delayed messages into their queues
     when they are due: it waits on a Redis list that ``schedule.lua``
@@ -83,6 +88,7 @@ class Upkeep(threading.Thread):
                         elif now - connected_since >= self.interval_ms:
                             self.broker.sweep()
                         self.broker.release_closed_inflight()
+                        release_unreleased()
                         self.broker.trim_dead_letters()
                         self.broker.adopt_celery_side_lists()
                         next_beat = now + self.interval_ms

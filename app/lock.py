@@ -22,12 +22,24 @@ Three things end a lock, and each keeps the one-writer rule:
   sizes it to outlast the running task's effective hard time limit,
   whatever set that limit (see :mod:`actors.conversation_locks`), so it
   never expires under a task that is still allowed to run.
+
+A release that cannot reach Redis (an outage, a restart) is not given up:
+the lock would stay taken for its whole TTL, minutes in which every task
+of that conversation, the retry of the very task that held it included,
+finds it busy.  The process keeps such a lock as unreleased and releases
+it as soon as Redis answers again (:func:`release_unreleased`, called
+before each take and by the worker's upkeep thread).  So does a take whose
+answer was lost: Redis may have taken the lock without the holder knowing.
+A late release is safe: it deletes the lock only while it still holds the
+holder's token, and the holder's block has ended.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import secrets
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -35,7 +47,9 @@ import redis
 
 from app.errors import AppError
 
-__all__ = ["ConversationBusy", "LockTerms", "conversation_lock", "lock_key"]
+__all__ = ["ConversationBusy", "LockTerms", "conversation_lock", "lock_key", "release_unreleased"]
+
+logger = logging.getLogger(__name__)
 
 # KEYS: lock[, held].  ARGV: token, TTL in ms.  Takes the lock and records
 # it for the holder's process in one step: a holder that dies right after
@@ -112,12 +126,67 @@ def conversation_lock(client: redis.Redis, conversation: str, *, ttl_s: float,
     Raises:
       ConversationBusy: someone else holds it.
     """
+    release_unreleased()
     token = secrets.token_hex(16)
     key = lock_key(conversation)
     keys = [key] if held_in is None else [key, held_in]
-    if not client.eval(_TAKE, len(keys), *keys, token, max(1, int(ttl_s * 1000))):
+    try:
+        taken = client.eval(_TAKE, len(keys), *keys, token, max(1, int(ttl_s * 1000)))
+    except redis.RedisError:
+        # Redis may have taken it and lost only its answer.
+        _UNRELEASED.add(client, keys, token)
+        raise
+    if not taken:
         raise ConversationBusy(conversation)
     try:
         yield token
     finally:
-        client.eval(_RELEASE, len(keys), *keys, token)
+        try:
+            client.eval(_RELEASE, len(keys), *keys, token)
+        except redis.RedisError as e:
+            # The block's own outcome stands; the lock is released when Redis answers again.
+            logger.warning("Could not release the lock of conversation %s (%r); it is released as soon as "
+                           "Redis answers again.", conversation, e)
+            _UNRELEASED.add(client, keys, token)
+
+
+class _Unreleased:
+    """The locks of this process whose release did not reach Redis: (client, keys, token)."""
+
+    def __init__(self) -> None:
+        self._entries: list[tuple[redis.Redis, list[str], str]] = []
+        self._mutex = threading.Lock()
+
+    def add(self, client: redis.Redis, keys: list[str], token: str) -> None:
+        with self._mutex:
+            self._entries.append((client, keys, token))
+
+    def release(self) -> int:
+        """Release what Redis accepts now; the rest is kept for the next call."""
+        with self._mutex:
+            entries, self._entries = self._entries, []
+        kept = []
+        for client, keys, token in entries:
+            try:
+                client.eval(_RELEASE, len(keys), *keys, token)
+            except redis.RedisError:
+                kept.append((client, keys, token))
+        with self._mutex:
+            self._entries.extend(kept)
+        done = len(entries) - len(kept)
+        if done:
+            logger.info("Released %d conversation lock(s) a Redis failure had left taken.", done)
+        return done
+
+
+_UNRELEASED = _Unreleased()
+
+
+def release_unreleased() -> int:
+    """Release the locks of this process that a Redis failure left taken (see the
+    module docstring); those Redis still cannot take are kept for the next call.
+
+    Returns:
+      How many were released (or found already gone or taken by another holder).
+    """
+    return _UNRELEASED.release()

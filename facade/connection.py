@@ -2,7 +2,9 @@
 
 Celery's ``status``, ``inspect`` and ``purge`` say ``Could not connect to
 the message broker. ...`` and exit 69 (EX_UNAVAILABLE) when the broker is
-down; a bad ``REDIS_URI`` is a usage error (exit 2).
+down; a bad ``REDIS_URI`` is a usage error (exit 2).  A Redis that refuses
+REDIS_URI's password gets a line that says so (:func:`app.redis_access.auth_failure`),
+with the same exit code.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import redis
 
 from app.config import Config
 from app.errors import ConfigError
+from app.redis_access import auth_failure
 from facade.cli import EX_UNAVAILABLE, CliError
 
 __all__ = ["connect", "unavailable", "CONNECT_TIMEOUT_S"]
@@ -19,8 +22,12 @@ __all__ = ["connect", "unavailable", "CONNECT_TIMEOUT_S"]
 CONNECT_TIMEOUT_S = 5.0
 
 
-def unavailable(exc: BaseException) -> CliError:
-    """Celery's broker-down error (``handle_remote_command_error``), exit 69."""
+def unavailable(exc: BaseException, redis_uri: str | None = None) -> CliError:
+    """Celery's broker-down error (``handle_remote_command_error``), exit 69; with
+    ``redis_uri``, a refused password is named as such."""
+    refused = auth_failure(exc, redis_uri) if redis_uri is not None else None
+    if refused is not None:
+        return CliError(refused, EX_UNAVAILABLE)
     return CliError(
         "Could not connect to the message broker. Please make sure your broker (e.g., RabbitMQ or Redis) "
         f"is running and the connection settings are correct. Reason: {exc}",
@@ -52,5 +59,5 @@ def connect(cfg: Config | None = None) -> redis.Redis:
         client.ping()
     except redis.RedisError as e:
         client.close()
-        raise unavailable(e) from None
+        raise unavailable(e, cfg.redis_uri) from None
     return client

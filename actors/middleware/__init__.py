@@ -8,13 +8,14 @@ from actors.middleware.child_limits import ChildLimits
 from actors.middleware.metrics import TaskMetrics
 from actors.middleware.node_state import NodeState
 from actors.middleware.parent_link import ParentLink
+from actors.middleware.redis_access import RedisAccessCheck
 from actors.middleware.retries import FixedRetries, is_transient
 from actors.middleware.task_history import TaskHistory
 from actors.middleware.task_log import TaskLog
 from actors.middleware.time_limits import TimeLimits
 
-__all__ = ["ChildLimits", "FixedRetries", "NodeState", "ParentLink", "TaskHistory", "TaskLog", "TaskMetrics",
-           "TimeLimits", "find", "find_optional", "is_transient"]
+__all__ = ["ChildLimits", "FixedRetries", "NodeState", "ParentLink", "RedisAccessCheck", "TaskHistory", "TaskLog",
+           "TaskMetrics", "TimeLimits", "find", "find_optional", "is_transient"]
 
 
 M = TypeVar("M")

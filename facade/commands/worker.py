@@ -233,7 +233,15 @@ def _start(args, spec, queue_names, broker) -> int:
             print(banner.banner(spec, app=app, queue_names=queue_names, task_names=tasks,
                                 dramatiq_version=dramatiq.__version__), flush=True)
         setup_logging(spec.loglevel, spec.logfile, index=0, log_format=spec.log_format)
-        if not wait_for_redis(broker.client, spec.broker_shown, give_up=early_signals.pending):
+        from app.errors import ConfigError
+        from facade.cli import EX_UNAVAILABLE
+
+        try:
+            connected = wait_for_redis(broker.client, spec.broker_shown, give_up=early_signals.pending)
+        except ConfigError as e:
+            # A refused password: one line and exit 69, as the other commands (waiting would not help).
+            raise CliError(str(e), EX_UNAVAILABLE) from None
+        if not connected:
             say_shutdown("Warm")
             return 0
         spec = _serve_metrics(spec)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+import redis
 
-from app.lock import ConversationBusy, conversation_lock, lock_key
+from app.lock import ConversationBusy, conversation_lock, lock_key, release_unreleased
+from tests.support.redis_server import PrivateRedis
 
 
 def test_a_held_lock_refuses_a_second_holder_until_released(redis_client):
@@ -60,3 +62,39 @@ def test_a_holder_whose_lock_was_freed_and_taken_again_leaves_the_new_record_alo
         redis_client.hset("dramatiq:held.p1", lock_key("c1"), "p1's newer token")
     assert redis_client.get(lock_key("c1")) == b"p2's token"
     assert redis_client.hget("dramatiq:held.p1", lock_key("c1")) == b"p1's newer token"
+
+
+@pytest.fixture
+def restartable_redis(tmp_path):
+    """A private redis-server that keeps its data across a crash, and a client of it."""
+    server = PrivateRedis(tmp_path, password="pw")
+    client = redis.Redis.from_url(server.url, socket_connect_timeout=2)
+    yield server, client
+    client.close()
+    if server.proc.poll() is None:
+        server.stop()
+
+
+def test_a_release_that_cannot_reach_redis_is_done_once_redis_answers_again(restartable_redis):
+    server, client = restartable_redis
+    # Given a holder whose block ends while Redis is down (its outcome stands: no error from the release)
+    with conversation_lock(client, "c1", ttl_s=300, held_in="dramatiq:held.p1"):
+        server.kill()
+    # When Redis comes back, with the lock still taken (it has minutes to live)
+    server.start()
+    assert client.exists(lock_key("c1")) == 1
+    # Then the process releases it at the next chance, record included
+    assert release_unreleased() == 1
+    assert client.exists(lock_key("c1"), "dramatiq:held.p1") == 0
+    assert release_unreleased() == 0
+
+
+def test_the_next_take_in_the_process_first_releases_what_an_outage_left_taken(restartable_redis):
+    server, client = restartable_redis
+    with conversation_lock(client, "c1", ttl_s=300):
+        server.kill()
+    server.start()
+    # (the retry of the task that held it, for example: not "busy" for the lock's whole TTL)
+    with conversation_lock(client, "c1", ttl_s=300):
+        pass
+    assert client.exists(lock_key("c1")) == 0

@@ -46,7 +46,13 @@ def self_signed_cert(folder: Path) -> tuple[Path, Path]:
 
 
 class PrivateRedis:
-    """redis-server on free loopback ports, with a password, a TLS port and an append-only file."""
+    """redis-server on free loopback ports, with a password, a TLS port and an append-only file.
+
+    The append-only file is fsynced before each write is answered
+    (``appendfsync always``): a server killed with SIGKILL (``kill()``) comes
+    back by ``start()`` (same port, same folder) with every write it had
+    acknowledged, as a clean ``stop()`` does (Redis flushes the file on SIGTERM).
+    """
 
     def __init__(self, folder: Path, password: str) -> None:
         self.binary = shutil.which("redis-server")
@@ -91,5 +97,11 @@ class PrivateRedis:
         return f"rediss://:{self.password}@127.0.0.1:{self.tls_port}/0?ssl_ca_certs={self.cert}&ssl_check_hostname=false"
 
     def stop(self) -> None:
+        """A clean shutdown (SIGTERM): Redis finishes its append-only file and exits."""
         self.proc.terminate()
+        self.proc.wait(10)
+
+    def kill(self) -> None:
+        """A crash (SIGKILL): only what the append-only file already holds survives."""
+        self.proc.kill()
         self.proc.wait(10)
