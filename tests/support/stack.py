@@ -62,13 +62,17 @@ class Stack:
       db_url: the (migrated) database.
       env: further environment of both processes (BUFFER_WINDOW_SECONDS...).
       worker_processes: ``dramatiq --processes``.
+      worker: the worker's argv instead of ``python -m dramatiq actors ...``; ``[]``
+        starts none (the test starts, kills and stops its workers itself, with :attr:`env`).
+      whatsapp: a stand-in of the test's own (a subclass that holds or fails requests), started here.
     """
 
     def __init__(self, *, redis_url: str, db_url: str, env: dict[str, str] | None = None,
-                 worker_processes: int = 1, log_dir: Path) -> None:
+                 worker_processes: int = 1, log_dir: Path, worker: list[str] | None = None,
+                 whatsapp: WhatsAppStandin | None = None) -> None:
         self.redis_url = redis_url
         self.redis = redis.Redis.from_url(redis_url)
-        self.whatsapp = WhatsAppStandin().start()
+        self.whatsapp = (WhatsAppStandin() if whatsapp is None else whatsapp).start()
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         base = {k: v for k, v in os.environ.items() if k != "GOOGLE_API_KEY"}
@@ -96,8 +100,11 @@ class Stack:
         try:
             self._start("web", [sys.executable, "-m", "gunicorn", "wsgi:app", "--bind", f"127.0.0.1:{self.port}",
                                 "--workers", "2", "--timeout", "60", "--access-logfile", "-"])
-            self._start("worker", [sys.executable, "-m", "dramatiq", "actors", "--processes",
-                                   str(worker_processes), "--threads", "2"])
+            if worker is None:
+                worker = [sys.executable, "-m", "dramatiq", "actors", "--processes", str(worker_processes),
+                          "--threads", "2"]
+            if worker:
+                self._start("worker", worker)
             wait_for(self._answers, timeout_s=START_TIMEOUT_S, interval_s=0.1)
         except BaseException:
             self.stop()
