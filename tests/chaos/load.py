@@ -1,6 +1,6 @@
 """Customers writing, and Meta confirming sends: signed webhook POSTs to a running stack.
 
-Every inbound text is a unique token (``k3c017m04``: run, conversation,
+Every inbound text is a unique token (``kc017m04``: run, conversation,
 message), so the offline model's reply, which repeats the customer's
 turn, says which messages it answers.
 """
@@ -50,30 +50,37 @@ def make_load(run: str, *, conversations: int, per_conversation: int, first_wa_i
     })
 
 
-def _body(wa_id: str, message: Inbound) -> bytes:
-    value = {
-        "messaging_product": "whatsapp",
-        "metadata": {"display_phone_number": "15550783881", "phone_number_id": PHONE_NUMBER_ID},
-        "contacts": [{"profile": {"name": f"Customer {wa_id}"}, "wa_id": wa_id}],
-        "messages": [{"from": wa_id, "id": message.wamid, "timestamp": str(int(time.time())), "type": "text",
-                      "text": {"body": message.text}}],
-    }
+def _notification(value: dict) -> bytes:
     return json.dumps({"object": "whatsapp_business_account",
                        "entry": [{"id": "102290129340398", "changes": [{"field": "messages", "value": value}]}]
                        }).encode()
 
 
-def post(stack: Stack, load: Load, part: slice) -> int:
-    """POST messages ``part`` of every conversation, one notification each: a conversation's
-    in order, one after the other (so they arrive within its buffer window), conversations
-    at once.  Each must be accepted with a 200.  Returns how many were posted."""
+def _messages_body(wa_id: str, messages: list[Inbound]) -> bytes:
+    """One notification with ``messages`` of one customer, as Meta batches them."""
+    now = str(int(time.time()))
+    return _notification({
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15550783881", "phone_number_id": PHONE_NUMBER_ID},
+        "contacts": [{"profile": {"name": f"Customer {wa_id}"}, "wa_id": wa_id}],
+        "messages": [{"from": wa_id, "id": m.wamid, "timestamp": now, "type": "text", "text": {"body": m.text}}
+                     for m in messages],
+    })
+
+
+def post(stack: Stack, load: Load, part: slice, *, per_body: int = 1) -> int:
+    """POST messages ``part`` of every conversation, ``per_body`` to a notification (Meta
+    batches several when it has them): a conversation's in order, one after the other
+    (so they arrive within its buffer window), conversations at once.  Each must be
+    accepted with a 200.  Returns how many messages were posted."""
 
     def one_customer(wa_id: str) -> int:
         messages = load.conversations[wa_id][part]
-        for message in messages:
-            response = stack.post(_body(wa_id, message))
-            assert response.status_code == 200 and response.json()["messages"] == 1, \
-                f"{message.wamid}: {response.status_code} {response.text}"
+        for start in range(0, len(messages), per_body):
+            chunk = messages[start:start + per_body]
+            response = stack.post(_messages_body(wa_id, chunk))
+            assert response.status_code == 200 and response.json()["messages"] == len(chunk), \
+                f"{chunk[0].wamid}: {response.status_code} {response.text}"
         return len(messages)
 
     with ThreadPoolExecutor(POSTERS) as pool:
@@ -87,12 +94,9 @@ def confirm_sends(stack: Stack, sends: Iterable[dict]) -> int:
                  "recipient_id": send["to"], "biz_opaque_callback_data": send["biz_opaque_callback_data"]}
                 for send in sends]
     for start in range(0, len(statuses), STATUSES_PER_BODY):
-        value = {"messaging_product": "whatsapp",
-                 "metadata": {"display_phone_number": "15550783881", "phone_number_id": PHONE_NUMBER_ID},
-                 "statuses": statuses[start:start + STATUSES_PER_BODY]}
-        body = json.dumps({"object": "whatsapp_business_account",
-                           "entry": [{"id": "102290129340398", "changes": [{"field": "messages", "value": value}]}]
-                           }).encode()
-        response = stack.post(body)
+        response = stack.post(_notification({
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550783881", "phone_number_id": PHONE_NUMBER_ID},
+            "statuses": statuses[start:start + STATUSES_PER_BODY]}))
         assert response.status_code == 200, response.text
     return len(statuses)
