@@ -153,10 +153,11 @@ def test_kill_9_of_workers_under_2000_messages_leaves_every_customer_one_reply_p
         nodes.append(celery_node(stack, "replacement", "-P", "prefork", "-c", "1"))
 
         # Then the survivor's sweep gives back everything the victim's processes held once
-        # their heartbeats stopped (all of them are gone but the survivor's one process)
+        # their heartbeats stopped (all of them are gone but the survivor's one process,
+        # which a very busy machine may keep from beating for a moment)
         def recovered() -> set[str]:
             gone = processes - beating(stack)
-            return gone if len(gone) == len(processes) - 1 and not still_held(stack, gone) else set()
+            return gone if len(gone) >= len(processes) - 1 and not still_held(stack, gone) else set()
 
         wait_for(recovered, timeout_s=RECOVERY_TIMEOUT_S, interval_s=0.05)
         recovery_s = time.monotonic() - killed_at
