@@ -28,7 +28,8 @@ the lock would stay taken for its whole TTL, minutes in which every task
 of that conversation, the retry of the very task that held it included,
 finds it busy.  The process keeps such a lock as unreleased and releases
 it as soon as Redis answers again (:func:`release_unreleased`, called
-before each take and by the worker's upkeep thread).  So does a take whose
+before each take and by the worker's upkeep thread), or forgets it once its
+TTL has passed (Redis dropped it then).  So does a take whose
 answer was lost: Redis may have taken the lock without the holder knowing.
 A late release is safe: it deletes the lock only while it still holds the
 holder's token, and the holder's block has ended.
@@ -40,6 +41,7 @@ import contextlib
 import logging
 import secrets
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -134,7 +136,7 @@ def conversation_lock(client: redis.Redis, conversation: str, *, ttl_s: float,
         taken = client.eval(_TAKE, len(keys), *keys, token, max(1, int(ttl_s * 1000)))
     except redis.RedisError:
         # Redis may have taken it and lost only its answer.
-        _UNRELEASED.add(client, keys, token)
+        _UNRELEASED.add(client, keys, token, ttl_s)
         raise
     if not taken:
         raise ConversationBusy(conversation)
@@ -147,33 +149,62 @@ def conversation_lock(client: redis.Redis, conversation: str, *, ttl_s: float,
             # The block's own outcome stands; the lock is released when Redis answers again.
             logger.warning("Could not release the lock of conversation %s (%r); it is released as soon as "
                            "Redis answers again.", conversation, e)
-            _UNRELEASED.add(client, keys, token)
+            _UNRELEASED.add(client, keys, token, ttl_s)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    client: redis.Redis
+    keys: list[str]
+    token: str
+    #: When (monotonic s) the lock has expired in Redis anyway: no later than
+    #: ``ttl_s`` after the failed call, which came after the lock was set.
+    gone_at: float
 
 
 class _Unreleased:
-    """The locks of this process whose release did not reach Redis: (client, keys, token)."""
+    """The locks of this process whose release did not reach Redis.
+
+    Each is kept until Redis accepts its release or its TTL has passed (Redis
+    dropped it then), so a Redis that stays away does not make the list grow
+    for good.  A round stops trying a client at its first connection error or
+    timeout: each attempt would wait for the same socket timeout, and the
+    worker's upkeep thread, which beats for the process, runs these rounds.
+    """
 
     def __init__(self) -> None:
-        self._entries: list[tuple[redis.Redis, list[str], str]] = []
+        self._entries: list[_Entry] = []
         self._mutex = threading.Lock()
 
-    def add(self, client: redis.Redis, keys: list[str], token: str) -> None:
+    def add(self, client: redis.Redis, keys: list[str], token: str, ttl_s: float) -> None:
         with self._mutex:
-            self._entries.append((client, keys, token))
+            self._entries.append(_Entry(client, keys, token, time.monotonic() + ttl_s))
 
     def release(self) -> int:
         """Release what Redis accepts now; the rest is kept for the next call."""
         with self._mutex:
             entries, self._entries = self._entries, []
+        now = time.monotonic()
         kept = []
-        for client, keys, token in entries:
+        unreachable: list[redis.Redis] = []
+        done = 0
+        for entry in entries:
+            if entry.gone_at <= now:
+                continue
+            if any(entry.client is c for c in unreachable):
+                kept.append(entry)
+                continue
             try:
-                client.eval(_RELEASE, len(keys), *keys, token)
+                entry.client.eval(_RELEASE, len(entry.keys), *entry.keys, entry.token)
+            except (redis.ConnectionError, redis.TimeoutError):
+                unreachable.append(entry.client)
+                kept.append(entry)
             except redis.RedisError:
-                kept.append((client, keys, token))
+                kept.append(entry)
+            else:
+                done += 1
         with self._mutex:
             self._entries.extend(kept)
-        done = len(entries) - len(kept)
         if done:
             logger.info("Released %d conversation lock(s) a Redis failure had left taken.", done)
         return done

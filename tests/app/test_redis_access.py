@@ -46,3 +46,13 @@ def test_a_wrong_password_is_named_as_such_and_masked(server):
 def test_a_redis_that_is_down_is_not_an_authentication_failure():
     url = f"redis://:pw@127.0.0.1:{free_port()}/0"
     assert auth_failure(error_of(url), url) is None
+
+
+@pytest.mark.parametrize("error", [
+    redis.BusyLoadingError("Redis is loading the dataset in memory"),
+    redis.TimeoutError("Timeout connecting to server"),
+    redis.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused."),
+])
+def test_a_redis_that_is_loading_or_slow_is_waited_for_not_refused(error):
+    # (the errors redis-py raises for them, as words: a loading Redis cannot be held still for a test)
+    assert auth_failure(error, "redis://:pw@127.0.0.1:6379/0") is None
