@@ -53,10 +53,24 @@ def _create_pg_database() -> tuple[str, str]:
     return name, f"{base}/{name}"
 
 
-REDIS_DB = _claim_redis_db()
-PG_DB_NAME, PG_URL = _create_pg_database()
-os.environ["REDIS_URI"] = f"{REDIS_BASE}/{REDIS_DB}"
-os.environ["DB_URL"] = PG_URL
+#: This process's Redis database and PostgreSQL database (None in a pytest-xdist controller,
+#: which runs no test: only the processes that run tests claim them).
+REDIS_DB: int | None = None
+PG_DB_NAME: str | None = None
+
+
+def pytest_configure(config):
+    """Claim this process's Redis database and PostgreSQL database before any test module
+    (and so :mod:`actors`) is imported."""
+    global REDIS_DB, PG_DB_NAME
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        return
+    REDIS_DB = _claim_redis_db()
+    PG_DB_NAME, pg_url = _create_pg_database()
+    os.environ["REDIS_URI"] = f"{REDIS_BASE}/{REDIS_DB}"
+    os.environ["DB_URL"] = pg_url
+
+
 os.environ.pop("GOOGLE_API_KEY", None)
 os.environ["LANGGRAPH_STRICT_MSGPACK"] = "true"
 # Workers started by tests serve no metrics unless a test asks (a free port each):
@@ -66,6 +80,8 @@ os.environ.pop("LOG_FORMAT", None)
 
 
 def pytest_sessionfinish(session, exitstatus):
+    if REDIS_DB is None:
+        return
     redis.Redis.from_url(f"{REDIS_BASE}/{REDIS_DB}").flushdb()
     redis.Redis.from_url(REDIS_BASE + "/0").delete(f"tests:whatsapp-tasks:db-lock:{REDIS_DB}")
     try:
