@@ -125,3 +125,15 @@ def test_free_text_longer_than_its_column_is_cut_and_stored(db):
         store_inbound(session, conversation, message)
     with session_scope(db) as session:
         assert session.scalars(select(Message.wamid).where(Message.wamid == "w4")).one() == "w4"
+
+
+@pytest.mark.parametrize(("fields", "reason"), [
+    ({"timestamp": float("inf")}, "message.timestamp: a timestamp must be seconds, got inf"),
+    ({"timestamp": 10**30}, "message.timestamp: a timestamp must be seconds from 0 to 2\\*\\*63-1"),
+    ({"text": "hi \udfff"}, "message.text is not valid Unicode text"),
+    ({"wa_id": "1555\ud800"}, "message.wa_id is not valid Unicode text"),
+])
+def test_an_inbound_message_postgresql_cannot_store_is_refused_by_the_tasks_check(fields, reason):
+    # (it failed deep in the task, with OverflowError, DataError or UnicodeEncodeError)
+    with pytest.raises(InvalidTaskArguments, match=reason):
+        InboundMessage.parse({"wamid": "w5", "text": "hi", "wa_id": "15550001111", **fields})
