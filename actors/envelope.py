@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -74,7 +75,7 @@ def _decode(raw: bytes, queue_name: str, now_ms: int | None) -> Decoded:
     if not isinstance(data, dict):
         raise UndecodableMessage(f"expected a JSON object, got {type(data).__name__}")
     if "actor_name" in data:
-        return Decoded(_ours(data, queue_name))
+        return _ours(data, queue_name, now_ms if now_ms is not None else int(time.time() * 1000))
     if isinstance(data.get("headers"), dict) and "body" in data:
         return _celery(data, queue_name, now_ms if now_ms is not None else int(time.time() * 1000))
     raise UndecodableMessage("neither a Dramatiq nor a Celery protocol 2 message")
@@ -84,7 +85,7 @@ def _decode(raw: bytes, queue_name: str, now_ms: int | None) -> Decoded:
 _FIELDS = ("actor_name", "args", "kwargs", "options", "message_id", "message_timestamp")
 
 
-def _ours(data: dict[str, Any], queue_name: str) -> Message:
+def _ours(data: dict[str, Any], queue_name: str, now_ms: int) -> Decoded:
     """Our envelope as a message of ``queue_name``, the list it was read from.
 
     The envelope's own ``queue_name`` is not trusted: the worker hands a
@@ -104,7 +105,9 @@ def _ours(data: dict[str, Any], queue_name: str) -> Message:
     except (TypeError, ValueError, OverflowError):
         raise UndecodableMessage(f"malformed message: message_timestamp must be milliseconds, "
                                  f"got {data['message_timestamp']!r:.40}") from None
-    return Message(
+    options = _checked_options(options)
+    eta = options.pop("eta", None)
+    message: Message = Message(
         queue_name=keys.canonical_queue(queue_name),
         actor_name=_identifier("actor_name", data["actor_name"]),
         args=tuple(args),
@@ -113,6 +116,44 @@ def _ours(data: dict[str, Any], queue_name: str) -> Message:
         message_id=_identifier("message_id", data["message_id"]),
         message_timestamp=timestamp,
     )
+    # Dramatiq's worker would hold a message with an eta in memory, in flight,
+    # until then: it waits in the delayed set instead, as a Celery eta does.
+    return Decoded(message, int(eta) if eta is not None and eta > now_ms else None)
+
+
+#: Options the worker's middleware reads, and what each must be.
+_WHOLE_OPTIONS = ("retries", "max_retries", "priority")
+_NUMBER_OPTIONS = ("eta", "max_age", "time_limit", "soft_time_limit")
+
+
+def _checked_options(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` when the ones the middleware reads have their types.
+
+    The middleware reads them after the task ran, where a failure is only
+    logged: a message with ``"retries": "many"`` was acknowledged as if
+    it had succeeded.
+
+    Raises:
+      UndecodableMessage: an option of the wrong type.
+    """
+    for name in _WHOLE_OPTIONS:
+        value = options.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or (name != "priority" and value < 0)):
+            raise UndecodableMessage(f"malformed message: options.{name} must be a whole number, got {value!r:.40}")
+    for name in _NUMBER_OPTIONS:
+        if options.get(name) is not None and not _finite(options[name]):
+            raise UndecodableMessage(f"malformed message: options.{name} must be milliseconds, "
+                                     f"got {options[name]!r:.40}")
+    delays = options.get("retry_delays")
+    if delays is not None and not (isinstance(delays, list) and all(_finite(d) and d >= 0 for d in delays)):
+        raise UndecodableMessage(f"malformed message: options.retry_delays must be a list of milliseconds, "
+                                 f"got {delays!r:.40}")
+    return dict(options)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _identifier(name: str, value: Any) -> str:

@@ -46,3 +46,30 @@ def test_a_celery_task_id_that_redis_cannot_store_is_undecodable():
                       "headers": {"task": "tasks.check_buffer_task", "id": "t-\ud800"}}).encode()
     with pytest.raises(UndecodableMessage, match="headers.id is not valid Unicode text"):
         decode(raw, "default")
+
+
+@pytest.mark.parametrize(("options", "reason"), [
+    ({"retries": "many"}, "options.retries must be a whole number, got 'many'"),
+    ({"retries": -1}, "options.retries must be a whole number"),
+    ({"max_retries": [3]}, "options.max_retries must be a whole number"),
+    ({"priority": 1.5}, "options.priority must be a whole number"),
+    ({"time_limit": "long"}, "options.time_limit must be milliseconds, got 'long'"),
+    ({"eta": float("nan")}, "options.eta must be milliseconds"),
+    ({"retry_delays": [5, "x"]}, "options.retry_delays must be a list of milliseconds"),
+])
+def test_options_the_middleware_reads_must_have_their_types(options, reason):
+    # (read after the task ran, where a failure is only logged: "retries": "many" was acked as a success)
+    with pytest.raises(UndecodableMessage, match=reason):
+        decode(element(options=options), "default")
+
+
+def test_an_eta_in_the_options_waits_in_the_delayed_set_not_in_a_workers_memory():
+    decoded = decode(element(options={"eta": 5_000, "retries": 1}), "default", now_ms=1_000)
+    assert decoded.eta_ms == 5_000 and decoded.message.options == {"retries": 1}
+    assert decode(element(options={"eta": 500}), "default", now_ms=1_000).eta_ms is None  # due: runs now
+
+
+def test_options_of_the_right_types_are_kept():
+    options = {"retries": 2, "max_retries": 3, "priority": -5, "time_limit": 900_000, "retry_delays": [50, 100.5],
+               "max_age": None, "celery_task": "tasks.check_buffer_task"}
+    assert decode(element(options=options), "default").message.options == options
