@@ -3,13 +3,12 @@ Redis holds of the queues, and raw HTTP for requests httpx will not send."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from actors import keys
 from tests.support.stack import Stack, claim_redis_db, release_redis_db
@@ -62,7 +61,7 @@ def inflight_elements(stack: Stack) -> int:
     return sum(stack.redis.llen(k) for k in stack.redis.scan_iter(f"{keys.NAMESPACE}:*.inflight.*"))
 
 
-def raw_request(port: int, head: bytes, body_parts: list[bytes] = (), timeout_s: float = 30) -> tuple[int, bytes]:
+def raw_request(port: int, head: bytes, body_parts: Sequence[bytes] = (), timeout_s: float = 30) -> tuple[int, bytes]:
     """Send ``head`` and ``body_parts`` as they are on a fresh connection; (status, body) of the answer.
 
     The server may answer (and close) before the body is all sent: a refused
@@ -111,14 +110,13 @@ def env_seed(default: int) -> int:
     return int(os.environ.get("CHAOS_FUZZ_SEED", default))
 
 
-@pytest.fixture(scope="module")
-def chaos_stack(engine, checkpoints, tmp_path_factory) -> Iterator[Stack]:
-    """A stack of its own for the module (gunicorn, one worker node of one
-    process and two threads), on a Redis database of its own."""
+@contextlib.contextmanager
+def running_stack(log_dir: Path) -> Iterator[Stack]:
+    """A stack (gunicorn, one worker node of one process and two threads) on a
+    Redis database of its own, stopped and the database freed on exit."""
     n = claim_redis_db(REDIS_BASE)
     try:
-        stack = Stack(redis_url=f"{REDIS_BASE}/{n}", db_url=os.environ["DB_URL"],
-                      log_dir=tmp_path_factory.mktemp("hostile"))
+        stack = Stack(redis_url=f"{REDIS_BASE}/{n}", db_url=os.environ["DB_URL"], log_dir=log_dir)
         try:
             yield stack
         finally:

@@ -28,11 +28,25 @@ from sqlalchemy import func, select
 from app.db import Message, MessageStatus
 from app.web.rejected import rejected_bodies
 from tests.chaos.bodies import hostile_body
-from tests.chaos.hostile import (chaos_stack, crash_lines, env_seed, inflight_elements, queue_state, raw_request,
-                                 worker_pids)
+from tests.chaos.hostile import (
+    crash_lines,
+    env_seed,
+    inflight_elements,
+    queue_state,
+    raw_request,
+    running_stack,
+    worker_pids,
+)
 from tests.support.fixtures import raw, sign, text_body
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def hostile_stack(engine, checkpoints, tmp_path_factory):
+    """The module's own stack: gunicorn and a ``dramatiq actors`` node of one process, two threads."""
+    with running_stack(tmp_path_factory.mktemp("hostile")) as stack:
+        yield stack
 
 #: How many signed hostile bodies the fuzz sends (CHAOS_FUZZ_BODIES to change it).
 BODIES = int(os.environ.get("CHAOS_FUZZ_BODIES", 10_000))
@@ -46,7 +60,6 @@ CAP = 4 * 1024 * 1024
 #: Sending threads (gunicorn runs 2 sync workers).
 SENDERS = 3
 
-hostile_stack = chaos_stack
 
 
 @dataclass
