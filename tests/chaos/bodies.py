@@ -139,7 +139,7 @@ def spoilt_fixture(rnd: random.Random, *, mutations: int | None = None) -> Any:
         elif how == "wrap":
             container[key] = [old]
         elif how == "duplicate":  # the same message (status, contact...) twice in one body
-            # (the same object twice: later spoils may change both, and it may be 3,000 deep)
+            # (the same object twice: later spoils may change both, and it may be 1,500 deep)
             if isinstance(container, list):
                 container.append(old)
             elif isinstance(old, list) and old:
