@@ -12,12 +12,15 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from dramatiq import Message
+
+from actors import keys
 
 __all__ = ["Decoded", "UndecodableMessage", "encode", "decode"]
 
@@ -72,29 +75,103 @@ def _decode(raw: bytes, queue_name: str, now_ms: int | None) -> Decoded:
     if not isinstance(data, dict):
         raise UndecodableMessage(f"expected a JSON object, got {type(data).__name__}")
     if "actor_name" in data:
-        return Decoded(_ours(data))
+        return _ours(data, queue_name, now_ms if now_ms is not None else int(time.time() * 1000))
     if isinstance(data.get("headers"), dict) and "body" in data:
         return _celery(data, queue_name, now_ms if now_ms is not None else int(time.time() * 1000))
     raise UndecodableMessage("neither a Dramatiq nor a Celery protocol 2 message")
 
 
-def _ours(data: dict[str, Any]) -> Message:
+#: The fields of our envelope (besides its priority).
+_FIELDS = ("actor_name", "args", "kwargs", "options", "message_id", "message_timestamp")
+
+
+def _ours(data: dict[str, Any], queue_name: str, now_ms: int) -> Decoded:
+    """Our envelope as a message of ``queue_name``, the list it was read from.
+
+    The envelope's own ``queue_name`` is not trusted: the worker hands a
+    finished message back to the consumer of the queue it names, and a name
+    no consumer has (pushed by hand, or ``celery`` for ``default``) would end
+    the worker thread with the message stuck in flight.
+    """
     data.pop("priority", None)
+    missing = [name for name in _FIELDS if name not in data]
+    if missing:
+        raise UndecodableMessage(f"malformed message: no {', '.join(missing)}")
+    args, kwargs, options = data["args"], data["kwargs"], data["options"]
+    if not isinstance(args, list) or not isinstance(kwargs, dict) or not isinstance(options, dict):
+        raise UndecodableMessage("malformed message: args must be a list, kwargs and options objects")
     try:
-        args = data["args"]
-        if not isinstance(args, list) or not isinstance(data["kwargs"], dict) or not isinstance(data["options"], dict):
-            raise TypeError("args must be a list, kwargs and options objects")
-        return Message(
-            queue_name=str(data["queue_name"]),
-            actor_name=str(data["actor_name"]),
-            args=tuple(args),
-            kwargs=data["kwargs"],
-            options=data["options"],
-            message_id=str(data["message_id"]),
-            message_timestamp=int(data["message_timestamp"]),
-        )
-    except (KeyError, TypeError, ValueError) as e:
-        raise UndecodableMessage(f"malformed message: {e!r}") from None
+        timestamp = int(data["message_timestamp"])
+    except (TypeError, ValueError, OverflowError):
+        raise UndecodableMessage(f"malformed message: message_timestamp must be milliseconds, "
+                                 f"got {data['message_timestamp']!r:.40}") from None
+    options = _checked_options(options)
+    eta = options.pop("eta", None)
+    message: Message = Message(
+        queue_name=keys.canonical_queue(queue_name),
+        actor_name=_identifier("actor_name", data["actor_name"]),
+        args=tuple(args),
+        kwargs=kwargs,
+        options=options,
+        message_id=_identifier("message_id", data["message_id"]),
+        message_timestamp=timestamp,
+    )
+    # Dramatiq's worker would hold a message with an eta in memory, in flight,
+    # until then: it waits in the delayed set instead, as a Celery eta does.
+    return Decoded(message, int(eta) if eta is not None and eta > now_ms else None)
+
+
+#: Options the worker's middleware reads, and what each must be.
+_WHOLE_OPTIONS = ("retries", "max_retries", "priority")
+_NUMBER_OPTIONS = ("eta", "max_age", "time_limit", "soft_time_limit")
+
+
+def _checked_options(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` when the ones the middleware reads have their types.
+
+    The middleware reads them after the task ran, where a failure is only
+    logged: a message with ``"retries": "many"`` was acknowledged as if
+    it had succeeded.
+
+    Raises:
+      UndecodableMessage: an option of the wrong type.
+    """
+    for name in _WHOLE_OPTIONS:
+        value = options.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or (name != "priority" and value < 0)):
+            raise UndecodableMessage(f"malformed message: options.{name} must be a whole number, got {value!r:.40}")
+    for name in _NUMBER_OPTIONS:
+        if options.get(name) is not None and not _finite(options[name]):
+            raise UndecodableMessage(f"malformed message: options.{name} must be milliseconds, "
+                                     f"got {options[name]!r:.40}")
+    delays = options.get("retry_delays")
+    if delays is not None and not (isinstance(delays, list) and all(_finite(d) and d >= 0 for d in delays)):
+        raise UndecodableMessage(f"malformed message: options.retry_delays must be a list of milliseconds, "
+                                 f"got {delays!r:.40}")
+    return dict(options)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _identifier(name: str, value: Any) -> str:
+    """A message's id or task name, as the worker writes it to Redis (dead
+    letters, task history): a string of valid UTF-8 text.
+
+    Raises:
+      UndecodableMessage: anything else; a lone surrogate (JSON may spell
+        ``"\\ud800"``) would make every Redis write naming it fail, leaving
+        the message stuck in flight.
+    """
+    if not isinstance(value, str):
+        value = str(value)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UndecodableMessage(f"{name} is not valid Unicode text (it holds a lone surrogate)") from None
+    return value
 
 
 def _parse_iso_ms(value: Any) -> int | None:
@@ -115,6 +192,7 @@ def _celery(data: dict[str, Any], queue_name: str, now_ms: int) -> Decoded:
     task_id = headers.get("id")
     if not isinstance(task, str) or not task or not isinstance(task_id, str):
         raise UndecodableMessage("Celery message without headers.task or headers.id")
+    task, task_id = _identifier("headers.task", task), _identifier("headers.id", task_id)
     content_type = data.get("content-type", "application/json")
     if content_type != "application/json":
         # pickle, yaml, msgpack ...: never unpickle what a queue holds.
@@ -134,7 +212,7 @@ def _celery(data: dict[str, Any], queue_name: str, now_ms: int) -> Decoded:
         raise UndecodableMessage(f"Celery message {task_id} expired at {headers['expires']}")
     options: dict[str, Any] = {"retries": int(headers.get("retries") or 0), "celery_task": task}
     message: Message = Message(
-        queue_name=queue_name,
+        queue_name=keys.canonical_queue(queue_name),
         # Celery names tasks by module path ("tasks.process_message_task").
         actor_name=task.rsplit(".", 1)[-1],
         args=tuple(args),

@@ -14,6 +14,11 @@ def text(name: str, value: Any, *, max_length: int = 4096) -> str:
         raise InvalidTaskArguments(f"{name} must be a non-empty string, got {value!r:.80}")
     if len(value) > max_length:
         raise InvalidTaskArguments(f"{name} must be at most {max_length} characters, got {len(value)}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        # JSON may spell one ("\\ud800"); Redis and PostgreSQL would refuse it deep in the task
+        raise InvalidTaskArguments(f"{name} must be valid Unicode text (it holds a lone surrogate)") from None
     return value
 
 

@@ -14,11 +14,15 @@ from app.db.session import add_unless_taken
 from app.errors import InvalidTaskArguments
 from app.inbound import UNANSWERABLE_KINDS
 from app.status import apply_pending_statuses
+from app.untrusted import epoch_seconds, without_nul
 
 __all__ = ["InboundMessage", "get_or_create_conversation", "insert_once", "store_inbound",
            "store_batch"]
 
 _OPTIONAL_TEXT = ("wa_id", "user_id", "profile_name", "context_id", "reaction_to", "emoji", "new_wa_id")
+
+#: Fields of what a person wrote, where a NUL character is replaced, not refused.
+_FREE_TEXT = ("text", "profile_name")
 
 #: The longest identifier each field's column holds (app/db/models.py): a
 #: longer one is refused here, at the webhook, instead of failing the whole
@@ -93,12 +97,31 @@ class InboundMessage:
         timestamp = data.get("timestamp")
         if timestamp is not None:
             try:
-                timestamp = int(timestamp)
-            except (TypeError, ValueError):
-                raise InvalidTaskArguments(f"message.timestamp must be seconds (message {wamid})") from None
+                # (not int(): Infinity overflows, 1e30 is no BIGINT)
+                timestamp = epoch_seconds(timestamp)
+            except ValueError as e:
+                raise InvalidTaskArguments(f"message.timestamp: {e} (message {wamid:.80})") from None
+        for name, value in (("wamid", wamid), ("text", text), ("kind", kind), *optional.items()):
+            if value is not None and not _encodable(value):
+                # JSON may spell one ("\\udfff"); PostgreSQL and Redis would refuse it deep in the task
+                raise InvalidTaskArguments(f"message.{name} is not valid Unicode text (it holds a lone surrogate)")
+            if value is not None and "\x00" in value and name not in _FREE_TEXT:
+                raise InvalidTaskArguments(f"message.{name} holds a NUL character (message {wamid!r:.80})")
+        # PostgreSQL's text holds no NUL (JSON may spell one, "\\u0000"): what the customer wrote is kept
+        text = without_nul(text)
+        if optional["profile_name"] is not None:
+            optional["profile_name"] = without_nul(optional["profile_name"])
         # Reactions and system messages are never answered, whatever the flag says.
         answerable = answerable and kind not in UNANSWERABLE_KINDS
         return cls(wamid, text, kind, answerable, timestamp=timestamp, **optional)
+
+
+def _encodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def insert_once(session: Session, row: Message, existing: Select[Message]) -> tuple[Message, bool]:

@@ -71,13 +71,20 @@ def _link_customer(session: Session, conversation: Conversation, wa_id: str | No
             customer = _find_customer(session, wa_id, user_id)
             if customer is None:  # pragma: no cover - the row we collided with is gone
                 return
-    if wa_id and not customer.wa_id:
+    # An id another customer row holds is not taken from it (the rows may be
+    # one person known twice, by number only and by user id only): its unique
+    # constraint would fail the task, and the message with it.
+    if wa_id and not customer.wa_id and not _held_by_another(session, Customer.wa_id, wa_id, customer):
         customer.wa_id = wa_id
-    if user_id and not customer.user_id:
+    if user_id and not customer.user_id and not _held_by_another(session, Customer.user_id, user_id, customer):
         customer.user_id = user_id
     if profile_name:
         customer.profile_name = profile_name
     conversation.customer = customer
+
+
+def _held_by_another(session: Session, column, value: str, customer: Customer) -> bool:
+    return session.scalars(select(Customer.id).where(column == value, Customer.id != customer.id)).first() is not None
 
 
 def get_or_create_conversation(session: Session, customer_key: str, *, wa_id: str | None = None,

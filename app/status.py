@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from app.db.models import STATUS_RANK, Message, MessageStatus
 from app.errors import InvalidTaskArguments
-from app.untrusted import brief, epoch_seconds
+from app.untrusted import brief, epoch_seconds, without_nul
 
 __all__ = ["StatusUpdate", "record_status", "apply_pending_statuses", "error_code"]
 
@@ -49,6 +49,8 @@ class StatusUpdate:
         if len(wamid) > _WAMID_MAX:
             raise InvalidTaskArguments(f"status.id (the wamid) must be at most {_WAMID_MAX} characters, "
                                        f"got {len(wamid)}")
+        if "\x00" in wamid:
+            raise InvalidTaskArguments(f"status.id (the wamid) holds a NUL character: {brief(wamid)}")
         if status not in _META_STATUSES:
             raise InvalidTaskArguments(
                 f"status.status must be one of {', '.join(_META_STATUSES)}, got {brief(status)}")
@@ -64,6 +66,8 @@ class StatusUpdate:
             title = errors[0].get("title") or errors[0].get("message")
         recipient = data.get("recipient_id") or data.get("recipient_user_id")
         callback = data.get("biz_opaque_callback_data")
+        # (PostgreSQL's text holds no NUL: these only inform, so it is replaced)
+        recipient, title, callback = (without_nul(v) if isinstance(v, str) else v for v in (recipient, title, callback))
         # Kept as far as their columns hold them: only the wamid identifies the row.
         return cls(wamid, status, timestamp,
                    recipient[:_RECIPIENT_MAX] if isinstance(recipient, str) else None, code,

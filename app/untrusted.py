@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["brief", "json_type", "text", "epoch_seconds", "MAX_EPOCH_SECONDS"]
+__all__ = ["brief", "json_type", "text", "epoch_seconds", "without_nul", "MAX_EPOCH_SECONDS"]
 
 #: What a PostgreSQL BIGINT holds: the largest timestamp kept.
 MAX_EPOCH_SECONDS = 2**63 - 1
@@ -70,3 +70,9 @@ def epoch_seconds(value: Any) -> int:
     if not 0 <= seconds <= MAX_EPOCH_SECONDS:
         raise ValueError(f"a timestamp must be seconds from 0 to 2**63-1, got {brief(value)}")
     return seconds
+
+
+def without_nul(value: str) -> str:
+    """``value`` with each NUL character (JSON spells it ``"\\u0000"``) replaced
+    by U+FFFD: PostgreSQL's text and jsonb refuse NUL."""
+    return value.replace("\x00", "\ufffd")

@@ -269,7 +269,8 @@ def _status(status: Any) -> dict[str, Any]:
         UTF-8 text.
     """
     StatusUpdate.parse(status)  # the task's own check, so a bad status is reported here
-    out: dict[str, Any] = {"id": status["id"], "status": status["status"], "timestamp": status.get("timestamp")}
+    # (an absent timestamp is read as 0: passing it on as None would fail the task's check)
+    out: dict[str, Any] = {"id": status["id"], "status": status["status"], "timestamp": status.get("timestamp", 0)}
     for name in ("recipient_id", "recipient_user_id", "biz_opaque_callback_data"):
         if isinstance(status.get(name), str):
             out[name] = status[name]

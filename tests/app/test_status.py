@@ -125,3 +125,43 @@ def test_free_text_longer_than_its_column_is_cut_and_stored(db):
         store_inbound(session, conversation, message)
     with session_scope(db) as session:
         assert session.scalars(select(Message.wamid).where(Message.wamid == "w4")).one() == "w4"
+
+
+@pytest.mark.parametrize(("fields", "reason"), [
+    ({"timestamp": float("inf")}, "message.timestamp: a timestamp must be seconds, got inf"),
+    ({"timestamp": 10**30}, "message.timestamp: a timestamp must be seconds from 0 to 2\\*\\*63-1"),
+    ({"text": "hi \udfff"}, "message.text is not valid Unicode text"),
+    ({"wa_id": "1555\ud800"}, "message.wa_id is not valid Unicode text"),
+])
+def test_an_inbound_message_postgresql_cannot_store_is_refused_by_the_tasks_check(fields, reason):
+    # (it failed deep in the task, with OverflowError, DataError or UnicodeEncodeError)
+    with pytest.raises(InvalidTaskArguments, match=reason):
+        InboundMessage.parse({"wamid": "w5", "text": "hi", "wa_id": "15550001111", **fields})
+
+
+def test_a_nul_in_what_the_customer_wrote_is_replaced_and_the_message_stored(db):
+    # (PostgreSQL's text refuses NUL: the task failed, and the customer's message was lost)
+    message = InboundMessage.parse({"wamid": "w6", "text": "a\x00b", "wa_id": "15550001111", "profile_name": "P\x00"})
+    assert (message.text, message.profile_name) == ("a\ufffdb", "P\ufffd")
+    with session_scope(db) as session:
+        conversation = get_or_create_conversation(session, "15550001111", wa_id="15550001111",
+                                                  profile_name=message.profile_name)
+        store_inbound(session, conversation, message)
+    with session_scope(db) as session:
+        assert session.scalars(select(Message.text).where(Message.wamid == "w6")).one() == "a\ufffdb"
+
+
+@pytest.mark.parametrize("field", ["wamid", "wa_id", "context_id"])
+def test_a_nul_in_an_identifier_is_refused_by_the_tasks_check(field):
+    with pytest.raises(InvalidTaskArguments, match=f"message.{field} holds a NUL character"):
+        InboundMessage.parse({"wamid": "w7", "text": "hi", "wa_id": "15550001111", field: "x\x00y"})
+
+
+def test_a_nul_in_a_status_is_refused_in_its_wamid_and_replaced_elsewhere(db):
+    with pytest.raises(InvalidTaskArguments, match="holds a NUL character"):
+        StatusUpdate.parse({"id": "w\x00", "status": "read", "timestamp": "1"})
+    failed = StatusUpdate.parse({"id": "w8", "status": "failed", "timestamp": "1", "recipient_id": "1\x00",
+                                 "errors": [{"code": 131047, "title": "t\x00"}], "biz_opaque_callback_data": "c\x00"})
+    assert (failed.recipient_id, failed.error_title, failed.callback_data) == ("1\ufffd", "t\ufffd", "c\ufffd")
+    with session_scope(db) as session:
+        assert record_status(session, failed) is None

@@ -122,6 +122,14 @@ def test_statuses_become_the_dicts_the_status_task_accepts():
     assert [s["status"] for s in parse_body(raw("status_out_of_order.json")).statuses] == ["read", "delivered", "sent"]
 
 
+def test_a_status_without_a_timestamp_becomes_a_dict_the_status_task_accepts():
+    # (it was passed on as None, which the task refused: a status answered 200 was dead-lettered)
+    body = json.loads(raw("status_read.json"))
+    del body["entry"][0]["changes"][0]["value"]["statuses"][0]["timestamp"]
+    [status] = parse_body(json.dumps(body).encode()).statuses
+    assert StatusUpdate.parse(status).timestamp == 0
+
+
 def test_a_failed_status_keeps_metas_error_code_and_title():
     [failed] = parse_body(raw("status_failed.json")).statuses
     update = StatusUpdate.parse(failed)
