@@ -4,6 +4,12 @@ the conversation graph.
 Built on first use from the config the broker was built from, so that
 importing the actors (the web app does, to send) opens nothing.  Tests
 install their own with :func:`install`.
+
+The domain's heavy libraries (SQLAlchemy, LangGraph, httpx) are imported
+here on first use too, not when the actor modules are: a worker process
+loads them at its first task that needs them, and a worker or producer
+that never runs one (a state-only node, the web app, a benchmark's
+no-op worker) does not carry them (about 80 MiB per process).
 """
 
 from __future__ import annotations
@@ -11,20 +17,20 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
-from sqlalchemy.orm import Session, sessionmaker
 
 from actors import conversation_locks
-from app.checkpoints import Checkpoints, open_checkpoints
 from app.config import Config
-from app.db import make_engine, make_session_factory
 from app.errors import ConfigError
-from app.graph import ConversationGraph
 from app.llm import Model, build_model
-from app.replies import Services
-from app.whatsapp import WhatsAppClient
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from app.checkpoints import Checkpoints
+    from app.replies import Services
 
 __all__ = ["Runtime", "get", "install", "build", "services"]
 
@@ -61,6 +67,8 @@ class _UnavailableWhatsApp:
 
 
 def _build_whatsapp(config: Config) -> Any:
+    from app.whatsapp import WhatsAppClient
+
     try:
         return WhatsAppClient.from_config(config)
     except ConfigError as e:
@@ -71,6 +79,8 @@ def _build_whatsapp(config: Config) -> Any:
 
 def build(config: Config) -> Runtime:
     """A runtime with production resources for ``config``."""
+    from app.db import make_engine, make_session_factory
+
     return Runtime(
         config=config,
         sessions=make_session_factory(make_engine(config.db_url)),
@@ -89,6 +99,9 @@ def services(rt: Runtime) -> Services:
         with _lock:
             if rt._services is None:
                 import actors  # here: importing actors imports the actor modules, which import this one
+                from app.checkpoints import open_checkpoints
+                from app.graph import ConversationGraph
+                from app.replies import Services
 
                 if rt.checkpoints is None:
                     rt.checkpoints = open_checkpoints(rt.config.db_url)
