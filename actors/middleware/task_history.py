@@ -27,8 +27,8 @@ from actors import hard_exit, task_history
 from actors.busy import REQUEUED_AS
 from actors.task_history import TaskEvent, clip
 
-__all__ = ["TaskHistory", "FLUSH_INTERVAL_S", "FLUSH_CHUNK", "MAX_BUFFERED", "MAX_BUFFERED_BYTES", "ARG_CHARS", "ERROR_CHARS",
-           "event_size"]
+__all__ = ["TaskHistory", "FLUSH_INTERVAL_S", "FLUSH_CHUNK", "MAX_BUFFERED", "MAX_BUFFERED_BYTES", "ARG_CHARS",
+           "ERROR_CHARS", "event_size"]
 
 #: Seconds between two writes of the buffered events.
 FLUSH_INTERVAL_S = 0.5
