@@ -14,6 +14,7 @@ __all__ = ["process_message_task"]
 def process_message_task(conversation: str, batch_id: str, messages: list[dict]) -> str | None:
     """Store the batch and send the AI's one reply; returns the reply's outbox state."""
     # The domain (SQLAlchemy, LangGraph) loads at the first run, not at import: see actors.runtime.
+    runtime.load_domain()
     from app.conversation import InboundMessage
     from app.replies import process_batch
 

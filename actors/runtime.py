@@ -10,10 +10,15 @@ here on first use too, not when the actor modules are: a worker process
 loads them at its first task that needs them, and a worker or producer
 that never runs one (a state-only node, the web app, a benchmark's
 no-op worker) does not carry them (about 80 MiB per process).
+:func:`load_domain` imports them in a thread of its own, never in the
+task's: a time limit raised into a task's thread in the middle of an
+import would leave a half-run module behind, broken for every later task
+of the process.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -32,7 +37,7 @@ if TYPE_CHECKING:
     from app.checkpoints import Checkpoints
     from app.replies import Services
 
-__all__ = ["Runtime", "get", "install", "build", "services"]
+__all__ = ["Runtime", "get", "install", "build", "services", "load_domain", "DOMAIN_MODULES"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,8 +82,57 @@ def _build_whatsapp(config: Config) -> Any:
     return _UnavailableWhatsApp(reason)
 
 
+#: The domain modules the actors import on first use (and, through them, SQLAlchemy, LangGraph, httpx).
+DOMAIN_MODULES = ("app.db", "app.status", "app.conversation", "app.checkpoints", "app.graph", "app.whatsapp",
+                  "app.replies", "app.operator")
+
+_domain_lock = threading.Lock()
+_domain_loaded = threading.Event()
+_domain_thread: threading.Thread | None = None
+_domain_error: BaseException | None = None
+
+
+def _import_domain() -> None:
+    global _domain_error
+    try:
+        for name in DOMAIN_MODULES:
+            importlib.import_module(name)
+    except BaseException as e:
+        _domain_error = e
+    else:
+        _domain_loaded.set()
+
+
+def load_domain() -> None:
+    """Import :data:`DOMAIN_MODULES` once per process, in a thread of its own.
+
+    The caller (a task's thread) only waits for that thread: a soft or
+    hard time limit raised into it lands once the wait is over, never
+    inside a module being imported (Python would keep the half-run module,
+    and every later import of it in this process would find it broken).
+
+    Raises:
+      ImportError: a domain module could not be imported (the next call tries again).
+    """
+    global _domain_thread, _domain_error
+    if _domain_loaded.is_set():
+        return
+    with _domain_lock:
+        if _domain_thread is None:
+            _domain_error = None
+            _domain_thread = threading.Thread(target=_import_domain, name="domain-import", daemon=True)
+            _domain_thread.start()
+        thread = _domain_thread
+    thread.join()
+    if not _domain_loaded.is_set():
+        with _domain_lock:
+            error, _domain_thread = _domain_error, None
+        raise ImportError(f"could not import the domain: {error!r}") from error
+
+
 def build(config: Config) -> Runtime:
     """A runtime with production resources for ``config``."""
+    load_domain()
     from app.db import make_engine, make_session_factory
 
     return Runtime(
@@ -96,6 +150,7 @@ _current: Runtime | None = None
 def services(rt: Runtime) -> Services:
     """The conversation domain's collaborators, built once per runtime."""
     if rt._services is None:
+        load_domain()
         with _lock:
             if rt._services is None:
                 import actors  # here: importing actors imports the actor modules, which import this one
@@ -123,6 +178,7 @@ def get() -> Runtime:
     """The process's runtime, built from the actors' config on first use."""
     global _current
     if _current is None:
+        load_domain()
         with _lock:
             if _current is None:
                 from actors import config

@@ -20,6 +20,7 @@ def sync_operator_message_to_graph_task(conversation: str, text: str, message_id
     Returns whether it entered the history (False: WhatsApp refused it).
     """
     # The domain (SQLAlchemy, LangGraph) loads at the first run, not at import: see actors.runtime.
+    runtime.load_domain()
     from app.operator import sync_operator_message
 
     validate.text("conversation", conversation, max_length=128)

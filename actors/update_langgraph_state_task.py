@@ -25,6 +25,7 @@ def update_langgraph_state_task(conversation: str, action: str, operator_id: str
     is in the database already, and only the graph is brought up to date.
     """
     # The domain (SQLAlchemy, LangGraph) loads at the first run, not at import: see actors.runtime.
+    runtime.load_domain()
     from app.operator import ACTIONS, set_operator_hold
 
     validate.text("conversation", conversation, max_length=128)

@@ -12,6 +12,7 @@ __all__ = ["update_message_status_task"]
 def update_message_status_task(status: dict) -> str | None:
     """Store ``status`` (one ``value.statuses[]`` entry); returns the message's status."""
     # The domain (SQLAlchemy, LangGraph) loads at the first run, not at import: see actors.runtime.
+    runtime.load_domain()
     from app.db.session import session_scope
     from app.status import StatusUpdate, record_status
 

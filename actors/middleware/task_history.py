@@ -33,11 +33,11 @@ __all__ = ["TaskHistory", "FLUSH_INTERVAL_S", "FLUSH_CHUNK", "MAX_BUFFERED", "MA
 #: Seconds between two writes of the buffered events.
 FLUSH_INTERVAL_S = 0.5
 
-#: Most events written in one pipeline.  A busy process buffers a thousand
-#: or more between two flushes, at about 14 commands each: one pipeline of
-#: them all would hold every command and answer in memory at once, and a
-#: worker's RSS keeps such a peak for good (about 15 MiB).
-FLUSH_CHUNK = 100
+#: Most events written in one pipeline.  A busy process buffers thousands
+#: between two flushes, at about 14 commands each: one pipeline of them all
+#: would hold every command and answer in memory at once, and a worker's
+#: RSS keeps such a peak for good (15-40 MiB per process in a drain).
+FLUSH_CHUNK = 500
 
 #: Most events buffered while Redis cannot be reached ...
 MAX_BUFFERED = 10_000

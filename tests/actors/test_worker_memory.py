@@ -12,6 +12,7 @@ import sqlalchemy.exc
 
 from actors import task_history
 from actors.middleware import TaskHistory, find, is_transient
+from actors.middleware import task_history as history_middleware
 from actors.task_history import TaskEvent
 
 #: Libraries of the domain (database, graph, model, WhatsApp) that a worker or producer must not
@@ -70,6 +71,7 @@ def test_a_large_buffer_is_written_in_chunks(make_broker, redis_client, monkeypa
         real_write(client, events, **kwargs)
 
     monkeypatch.setattr(task_history, "write_events", recording)
+    monkeypatch.setattr(history_middleware, "FLUSH_CHUNK", 100)
     for n in range(250):
         history._add(_event(f"t{n}"))
 
@@ -92,6 +94,7 @@ def test_when_redis_fails_half_way_only_the_unwritten_events_are_kept(make_broke
         real_write(client, events, **kwargs)
 
     monkeypatch.setattr(task_history, "write_events", fail_second)
+    monkeypatch.setattr(history_middleware, "FLUSH_CHUNK", 100)
     for n in range(250):
         history._add(_event(f"t{n}"))
 
@@ -105,3 +108,56 @@ def test_when_redis_fails_half_way_only_the_unwritten_events_are_kept(make_broke
     monkeypatch.setattr(task_history, "write_events", real_write)
     assert history.flush() == 150
     assert task_history.get_task(redis_client, "t249")["state"] == "SUCCESS"
+
+
+def test_a_time_limit_during_the_first_domain_import_leaves_no_half_imported_module(tmp_path, monkeypatch):
+    # Given a domain module whose import takes a while, and a task thread that loads the domain
+    import builtins
+    import threading
+
+    from dramatiq.middleware import raise_thread_exception
+
+    from actors import runtime
+    from facade.exceptions import SoftTimeLimitExceeded
+
+    (tmp_path / "slow_domain_probe.py").write_text(
+        "import builtins\n"
+        "probe = builtins._slow_domain_probe\n"
+        "probe['started'].set()\n"
+        "probe['release'].wait(30)\n"
+        "total = 0\n"
+        "for n in range(200_000):\n"
+        "    total += n\n"
+        "probe['finished'] = True\n"
+    )
+    probe = {"started": threading.Event(), "release": threading.Event(), "finished": False}
+    monkeypatch.setattr(builtins, "_slow_domain_probe", probe, raising=False)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(runtime, "DOMAIN_MODULES", ("slow_domain_probe",))
+    monkeypatch.setattr(runtime, "_domain_loaded", threading.Event())
+    monkeypatch.setattr(runtime, "_domain_thread", None)
+    outcome = []
+
+    def task():
+        try:
+            runtime.load_domain()
+            outcome.append("loaded")
+        except SoftTimeLimitExceeded:
+            outcome.append("soft limit")
+
+    thread = threading.Thread(target=task)
+    thread.start()
+    assert probe["started"].wait(30)
+
+    # When the soft limit is raised into the task's thread in the middle of the import
+    raise_thread_exception(thread.ident, SoftTimeLimitExceeded)
+    probe["release"].set()
+    thread.join(30)
+
+    # Then the task sees its limit, and the module was imported whole, for the next task to use
+    assert outcome == ["soft limit"]
+    assert probe["finished"] is True
+    runtime.load_domain()
+    import slow_domain_probe  # noqa: F401
+
+    monkeypatch.delitem(sys.modules, "slow_domain_probe")
