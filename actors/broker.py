@@ -26,13 +26,15 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis
-from dramatiq import Broker, Message, MessageProxy
+from dramatiq import Broker, Message, MessageProxy, Middleware
 from dramatiq.errors import ActorNotFound, ConnectionClosed, QueueJoinTimeout, QueueNotFound
+from dramatiq.middleware import MiddlewareError
 
-from actors import backlog, dead_letters, keys
+from actors import backlog, batch, dead_letters, keys
 from actors.consumer import Consumer
 from actors.envelope import encode
 from actors.inflight import InflightBook
@@ -96,6 +98,9 @@ class RedisBroker(Broker):
         self.inflight = InflightBook()
         self._upkeep_lock = threading.Lock()
         self._upkeep: Upkeep | None = None
+        #: The middleware list the enqueue hooks below were taken from.
+        self._hooks_of: list[Middleware] = []
+        self._enqueue_hooks: tuple[list[tuple[Middleware, Callable]], list[tuple[Middleware, Callable]]] = ([], [])
 
     # -- Broker interface -------------------------------------------------
 
@@ -122,17 +127,9 @@ class RedisBroker(Broker):
           QueueNotFound: the message names a queue never declared.
           ConnectionClosed: Redis cannot be reached.
         """
-        if isinstance(message, MessageProxy):
-            message = message._message
-        queue_name = keys.canonical_queue(message.queue_name)
-        if queue_name not in self.queues:
-            raise QueueNotFound(queue_name)
-        if queue_name != message.queue_name:
-            message = message.copy(queue_name=queue_name)
-        element = self.encode(message)
-
+        message, queue_name, element = self.prepare(message)
         self.logger.debug("Enqueueing message %r on queue %r.", message.message_id, queue_name)
-        self.emit_before("enqueue", message, delay)
+        self.emit_before_enqueue(message, delay)
         try:
             if delay is not None and delay > 0:
                 self.schedule(queue_name, element, int(delay))
@@ -140,8 +137,67 @@ class RedisBroker(Broker):
                 self.scripts["enqueue"](keys=[keys.queue_key(queue_name)], args=[element])
         except redis.RedisError as e:
             raise ConnectionClosed(e) from None
-        self.emit_after("enqueue", message, delay)
+        self.emit_after_enqueue(message, delay)
         return message
+
+    def enqueue_many(self, messages: Iterable[Message], *, delay: int | None = None) -> list[Message]:
+        """Put many messages in their queues (or delayed sets) in one round trip per
+        :data:`actors.batch.BATCH_CHUNK`; see :func:`actors.batch.enqueue_many`.
+
+        Raises:
+          QueueNotFound, TypeError, ValueError: a message cannot be sent; nothing was.
+          actors.batch.PartialEnqueue: Redis failed; it says which messages are queued.
+        """
+        return batch.enqueue_many(self, messages, delay=delay)
+
+    def prepare(self, message: Message) -> tuple[Message, str, bytes]:
+        """Check ``message`` and encode it: (the message on its canonical queue, that queue, the element).
+
+        Raises:
+          QueueNotFound: the message names a queue never declared.
+          TypeError, ValueError: its arguments or options cannot be written as JSON.
+        """
+        if isinstance(message, MessageProxy):
+            message = message._message
+        queue_name = keys.canonical_queue(message.queue_name)
+        if queue_name not in self.queues:
+            raise QueueNotFound(queue_name)
+        if queue_name != message.queue_name:
+            message = message.copy(queue_name=queue_name)
+        return message, queue_name, self.encode(message)
+
+    def emit_before_enqueue(self, message: Message, delay: int | None) -> None:
+        """``emit_before("enqueue", ...)`` over the middleware that have the hook.
+
+        The same calls and error handling as Dramatiq's ``emit_before``, without
+        calling the base class's empty hook of every other middleware on each send.
+        """
+        for middleware, hook in self._hooks()[0]:
+            try:
+                hook(self, message, delay)
+            except MiddlewareError:
+                raise
+            except Exception:
+                self.logger.critical("Unexpected failure in before_enqueue of %r.", middleware, exc_info=True)
+
+    def emit_after_enqueue(self, message: Message, delay: int | None) -> None:
+        """``emit_after("enqueue", ...)`` over the middleware that have the hook (in reverse order)."""
+        for middleware, hook in self._hooks()[1]:
+            try:
+                hook(self, message, delay)
+            except Exception:
+                self.logger.critical("Unexpected failure in after_enqueue of %r.", middleware, exc_info=True)
+
+    def _hooks(self) -> tuple[list[tuple[Middleware, Callable]], list[tuple[Middleware, Callable]]]:
+        # Taken again whenever the middleware list changed (add_middleware, a test's edit).
+        if self._hooks_of != self.middleware:
+            befores = [(m, m.before_enqueue) for m in self.middleware
+                       if getattr(m.before_enqueue, "__func__", None) is not Middleware.before_enqueue]
+            afters = [(m, m.after_enqueue) for m in reversed(self.middleware)
+                      if getattr(m.after_enqueue, "__func__", None) is not Middleware.after_enqueue]
+            self._enqueue_hooks = (befores, afters)
+            self._hooks_of = list(self.middleware)
+        return self._enqueue_hooks
 
     def schedule(self, queue_name: str, element: bytes, delay_ms: int, *,
                  take_from: tuple[str, bytes] | None = None) -> int:

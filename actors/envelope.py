@@ -43,11 +43,23 @@ class Decoded:
     eta_ms: int | None = None
 
 
+#: One encoder for every message: ``json.dumps`` with options builds a new one per call.
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 def encode(message: Message, priority: int) -> bytes:
     """Serialise ``message`` with ``priority`` (Dramatiq's scale) in front."""
-    data: dict[str, Any] = {"priority": int(priority)}
-    data.update(message.asdict())
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    # Message.asdict()'s fields, in its order, without its per-call dataclasses.fields().
+    return _dumps({
+        "priority": int(priority),
+        "queue_name": message.queue_name,
+        "actor_name": message.actor_name,
+        "args": message.args,
+        "kwargs": message.kwargs,
+        "options": message.options,
+        "message_id": message.message_id,
+        "message_timestamp": message.message_timestamp,
+    }).encode("utf-8")
 
 
 def decode(raw: bytes, queue_name: str, *, now_ms: int | None = None) -> Decoded:

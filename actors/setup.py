@@ -7,7 +7,9 @@ from typing import Any
 from dramatiq.middleware import AgeLimit, Callbacks, CurrentMessage, Pipelines
 
 from actors.broker import RedisBroker
-from actors.middleware import FixedRetries, NodeState, RedisAccessCheck, TaskHistory, TaskLog, TaskMetrics, TimeLimits
+from actors.middleware import (
+    DomainLoader, FixedRetries, NodeState, RedisAccessCheck, TaskHistory, TaskLog, TaskMetrics, TimeLimits,
+)
 from actors.worker_logging import install_log_filters
 from app.config import Config
 from facade.api import seconds_to_ms
@@ -41,6 +43,8 @@ def build_broker(config: Config, **overrides: Any) -> RedisBroker:
         metrics,
         FixedRetries(retry_delays_ms=tuple(seconds_to_ms(d) for d in config.retry_delays_s)),
         TaskLog(log_format=config.log_format),
+        # Before the time limits: the first task's domain import is not counted against them.
+        DomainLoader(),
         time_limits,
     ]
     options: dict[str, Any] = {

@@ -7,7 +7,6 @@ from actors.busy import requeue_later
 from actors.task_options import runbook_task
 from app.errors import InvalidTaskArguments
 from app.lock import ConversationBusy
-from app.operator import sync_operator_message
 
 __all__ = ["sync_operator_message_to_graph_task"]
 
@@ -20,6 +19,10 @@ def sync_operator_message_to_graph_task(conversation: str, text: str, message_id
 
     Returns whether it entered the history (False: WhatsApp refused it).
     """
+    # The domain (SQLAlchemy, LangGraph) loads at the first run, not at import: see actors.runtime.
+    runtime.load_domain()
+    from app.operator import sync_operator_message
+
     validate.text("conversation", conversation, max_length=128)
     validate.text("text", text)
     validate.text("message_id", message_id, max_length=255)

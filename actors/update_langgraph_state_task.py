@@ -10,7 +10,6 @@ from actors.process_message_task import process_message_task
 from actors.task_options import runbook_task
 from app.errors import InvalidTaskArguments
 from app.lock import ConversationBusy
-from app.operator import ACTIONS, set_operator_hold
 
 __all__ = ["update_langgraph_state_task"]
 
@@ -25,6 +24,10 @@ def update_langgraph_state_task(conversation: str, action: str, operator_id: str
     is set on the copy re-sent when the conversation was busy: the action
     is in the database already, and only the graph is brought up to date.
     """
+    # The domain (SQLAlchemy, LangGraph) loads at the first run, not at import: see actors.runtime.
+    runtime.load_domain()
+    from app.operator import ACTIONS, set_operator_hold
+
     validate.text("conversation", conversation, max_length=128)
     if action not in ACTIONS:
         raise InvalidTaskArguments(f"action must be one of {', '.join(ACTIONS)}, got {action!r:.80}")

@@ -22,7 +22,10 @@ _client = redis.Redis.from_url(actors.config.redis_uri)
 LATENCY_KEY = "bench:latency_ms"
 STATE_LATENCY_KEY = "bench:state_latency_ms"
 
-_LIMITS: dict[str, Any] = {"time_limit": 300, "soft_time_limit": 240, "retry_delays": (5, 10, 20)}
+#: loads_domain=False: these tasks never touch the database, the graph or WhatsApp, so the worker
+#: does not import them (actors.middleware.DomainLoader), as a node whose tasks never need them.
+_LIMITS: dict[str, Any] = {"time_limit": 300, "soft_time_limit": 240, "retry_delays": (5, 10, 20),
+                           "options": {"loads_domain": False}}
 
 
 @task(queue="default", priority=5, name="bench_stamp", **_LIMITS)

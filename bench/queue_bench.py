@@ -61,7 +61,8 @@ def enqueue_rate(client: Client, scale: Scale) -> float:
 
 
 def batch_enqueue_rate(client: Client, scale: Scale, *, chunk: int = 1000) -> float | None:
-    """Messages per second sent in pipelines of ``chunk``; None when the system has no batch send."""
+    """Messages per second sent in batches of ``chunk`` (one round trip each); None when the system has no
+    batch send."""
     if not client.batch_supported:
         return None
     _flush(client)

@@ -24,7 +24,7 @@ class Measure:
 
 MEASURES = (
     Measure("enqueue_msgs_s", "enqueue, one producer, msgs/s", True),
-    Measure("batch_enqueue_msgs_s", "batch enqueue (pipelines of 1,000 sends), msgs/s", True),
+    Measure("batch_enqueue_msgs_s", "batch enqueue (send_many, 1,000 per round trip), msgs/s", True),
     Measure("drain_tasks_s", "drain of {messages:,} no-op tasks (200-byte payload), tasks/s", True),
     Measure("state_p50_ms", "state task start under {backlog:,} waiting 10 ms bulk tasks, p50 ms", False),
     Measure("state_p99_ms", "state task start under {backlog:,} waiting 10 ms bulk tasks, p99 ms", False),

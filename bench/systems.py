@@ -26,6 +26,8 @@ from typing import Any
 
 import redis
 
+from bench.procs import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 
@@ -51,6 +53,10 @@ class System:
         env.pop("GOOGLE_API_KEY", None)
         if self.family == "ours":
             env["WORKER_EXTRA_MODULES"] = "bench.noop_app"
+            # Its metrics exposition (a process of the worker's tree under the plain dramatiq CLI)
+            # on a port of its own: on the default one, taken by another worker on the machine, it
+            # would exit at once and drop out of the memory figures.
+            env["WORKER_METRICS_PORT"] = str(free_port())
         return env
 
 
@@ -104,30 +110,20 @@ class OursClient(Client):
     def __init__(self, redis_url: str) -> None:
         super().__init__(redis_url)
         import actors
-        from actors import keys
+        from actors.batch import send_many
         from bench import noop_app
 
         self.broker = actors.broker
         self.tasks = {name: getattr(noop_app, name) for name in
                       ("bench_noop", "bench_stamp", "bench_state_stamp", "bench_bulk")}
-        self._queue_key = keys.queue_key
+        self._send_many = send_many
 
     def send(self, task: str, arg: Any) -> None:
         self.tasks[task].send(arg)
 
     def send_batch(self, task: str, args: list[Any]) -> None:
-        """A pipeline of enqueues in one round trip.  The broker has no batch API
-        yet, so this builds the messages and runs its enqueue script in a
-        pipeline; it skips the enqueue hooks of middleware (none of the
-        project's middleware has one today)."""
-        actor = self.tasks[task]
-        enqueue = self.broker.scripts["enqueue"]
-        with self.broker.client.pipeline(transaction=False) as pipe:
-            for arg in args:
-                message = actor.message(arg)
-                enqueue(keys=[self._queue_key(message.queue_name)], args=[self.broker.encode(message)],
-                        client=pipe)
-            pipe.execute()
+        """The broker's batch send (:func:`actors.batch.send_many`): one Lua call, one round trip."""
+        self._send_many(self.tasks[task], [(arg,) for arg in args])
 
     def pending(self) -> int:
         sizes = self.broker.queue_sizes("default")

@@ -182,6 +182,7 @@ def task(
     retry_delays: tuple[float, ...],
     name: str | None = None,
     broker: dramatiq.Broker | None = None,
+    options: dict[str, Any] | None = None,
 ) -> Callable[[Callable[..., Any]], Task]:
     """Declare a task the way the runbook describes it, in Celery's units.
 
@@ -191,6 +192,7 @@ def task(
       time_limit, soft_time_limit: hard and soft limits in seconds.
       retry_delays: seconds before each retry of a transient failure;
         its length is the number of retries.
+      options: further actor options of the broker's middleware, as Dramatiq names them.
     """
 
     def decorator(fn: Callable[..., Any]) -> Task:
@@ -206,6 +208,7 @@ def task(
             soft_time_limit=seconds_to_ms(soft_time_limit, name="soft_time_limit"),
             max_retries=len(retry_delays),
             retry_delays=tuple(seconds_to_ms(d, name="retry delay") for d in retry_delays),
+            **(options or {}),
         )
 
     return decorator

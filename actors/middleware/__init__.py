@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TypeVar
 
 from actors.middleware.child_limits import ChildLimits
+from actors.middleware.domain import DomainLoader
 from actors.middleware.metrics import TaskMetrics
 from actors.middleware.node_state import NodeState
 from actors.middleware.parent_link import ParentLink
@@ -14,8 +15,8 @@ from actors.middleware.task_history import TaskHistory
 from actors.middleware.task_log import TaskLog
 from actors.middleware.time_limits import TimeLimits
 
-__all__ = ["ChildLimits", "FixedRetries", "NodeState", "ParentLink", "RedisAccessCheck", "TaskHistory", "TaskLog",
-           "TaskMetrics", "TimeLimits", "find", "find_optional", "is_transient"]
+__all__ = ["ChildLimits", "DomainLoader", "FixedRetries", "NodeState", "ParentLink", "RedisAccessCheck", "TaskHistory",
+           "TaskLog", "TaskMetrics", "TimeLimits", "find", "find_optional", "is_transient"]
 
 
 M = TypeVar("M")

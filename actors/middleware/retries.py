@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
+import sys
 import traceback
 
 import redis
-import sqlalchemy.exc
 from dramatiq import Middleware
 from dramatiq.errors import BrokerConnectionError
 
@@ -32,16 +32,24 @@ _TRANSIENT = (
     BrokerConnectionError,
     redis.ConnectionError,
     redis.TimeoutError,
-    sqlalchemy.exc.OperationalError,
-    sqlalchemy.exc.TimeoutError,
     SoftTimeLimitExceeded,
     TimeLimitExceeded,
 )
 
+#: SQLAlchemy's transient errors, by name: looked up in ``sys.modules`` so
+#: that a worker whose tasks never touched the database (a no-op worker,
+#: a state-only one) does not load SQLAlchemy for this check.  An error
+#: of a module that was never imported cannot have been raised.
+_SQLALCHEMY_TRANSIENT = ("OperationalError", "TimeoutError")
+
 
 def is_transient(exc: BaseException) -> bool:
     """True when retrying may succeed."""
-    return isinstance(exc, _TRANSIENT)
+    if isinstance(exc, _TRANSIENT):
+        return True
+    sqlalchemy_exc = sys.modules.get("sqlalchemy.exc")
+    return sqlalchemy_exc is not None and isinstance(
+        exc, tuple(getattr(sqlalchemy_exc, name) for name in _SQLALCHEMY_TRANSIENT))
 
 
 class FixedRetries(Middleware):

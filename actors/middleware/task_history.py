@@ -1,8 +1,8 @@
 """Records each task's lifecycle for the monitor, in batches off the hot path.
 
 The hooks only append an event to an in-process buffer; a background
-thread writes the buffer every :data:`FLUSH_INTERVAL_S` in one Redis
-pipeline (:func:`actors.task_history.write_events`), and once more when
+thread writes the buffer every :data:`FLUSH_INTERVAL_S` in Redis
+pipelines of :data:`FLUSH_CHUNK` events (:func:`actors.task_history.write_events`), and once more when
 the worker shuts down (or, briefly, before a cold exit by
 :func:`actors.hard_exit.exit_now`).  Flushes never overlap.  A task never waits on Redis for its history.
 While Redis cannot be reached the buffer keeps at most
@@ -27,11 +27,17 @@ from actors import hard_exit, task_history
 from actors.busy import REQUEUED_AS
 from actors.task_history import TaskEvent, clip
 
-__all__ = ["TaskHistory", "FLUSH_INTERVAL_S", "MAX_BUFFERED", "MAX_BUFFERED_BYTES", "ARG_CHARS", "ERROR_CHARS",
-           "event_size"]
+__all__ = ["TaskHistory", "FLUSH_INTERVAL_S", "FLUSH_CHUNK", "MAX_BUFFERED", "MAX_BUFFERED_BYTES", "ARG_CHARS",
+           "ERROR_CHARS", "event_size"]
 
 #: Seconds between two writes of the buffered events.
 FLUSH_INTERVAL_S = 0.5
+
+#: Most events written in one pipeline.  A busy process buffers thousands
+#: between two flushes, at about 14 commands each: one pipeline of them all
+#: would hold every command and answer in memory at once, and a worker's
+#: RSS keeps such a peak for good (15-40 MiB per process in a drain).
+FLUSH_CHUNK = 500
 
 #: Most events buffered while Redis cannot be reached ...
 MAX_BUFFERED = 10_000
@@ -220,13 +226,14 @@ class TaskHistory(Middleware):
             self.dropped += drop
 
     def flush(self, *, client: redis.Redis | None = None, wait_s: float | None = None) -> int:
-        """Write the buffered events in one pipeline; returns how many went (0 when Redis failed).
+        """Write the buffered events, :data:`FLUSH_CHUNK` per pipeline; returns how many went.
 
         Flushes are serialised: two batches never race, so a later state
         cannot be overwritten by an earlier one.  ``wait_s`` bounds the wait
         for a flush under way (None: as long as it takes).  Counting is at
         least once: a batch whose write failed after Redis applied it (a
-        connection lost before the answer) is written again.
+        connection lost before the answer) is written again; the chunks
+        written before a failure are not.
         """
         if not self._flush_lock.acquire(timeout=-1 if wait_s is None else wait_s):
             return 0
@@ -240,21 +247,26 @@ class TaskHistory(Middleware):
                     self._buffer[:0] = batch
                     self._buffer_bytes += batch_bytes
                 return 0
+            written = 0
             try:
-                task_history.write_events(client, batch, max_tasks=self.max_tasks, ttl_s=self.ttl_s)
+                while written < len(batch):
+                    chunk = batch[written:written + FLUSH_CHUNK]
+                    task_history.write_events(client, chunk, max_tasks=self.max_tasks, ttl_s=self.ttl_s)
+                    written += len(chunk)
             except redis.RedisError as e:
+                rest = batch[written:]
                 with self._lock:
-                    # Keep them for the next try, in order, within the bounds.
-                    self._buffer[:0] = batch
-                    self._buffer_bytes += batch_bytes
+                    # Keep the rest for the next try, in order, within the bounds.
+                    self._buffer[:0] = rest
+                    self._buffer_bytes += sum(event_size(event) for event in rest)
                     self._bound()
                 if not self._failing:
                     logger.warning("Could not write the task history: %s; keeping %d event(s) for later.", e,
-                                   len(batch))
+                                   len(rest))
                 self._failing = True
-                return 0
+                return written
             self._failing = False
-            return len(batch)
+            return written
         finally:
             self._flush_lock.release()
 
