@@ -54,12 +54,15 @@ SEARCHED_FIELDS = ("uuid", "name", "args", "kwargs", "result", "exception", "wor
 #: Most tasks one query answers (``/api/tasks`` without a limit answers this many).
 MAX_PAGE = 1000
 
+#: Most events written by one Lua call (a few milliseconds of Redis's time).
+EVENTS_PER_CALL = 1500
+
 #: Upper bounds of the runtime histogram's buckets, in seconds (prometheus_client's
 #: defaults, which Flower uses too); +Inf is implied.
 RUNTIME_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 
-#: ``trim_history.lua`` with the shared helpers: run by EVALSHA in each batch's pipeline.
-_TRIM = script_source("trim_history")
+#: ``record_history.lua`` and ``trim_history.lua`` with the shared helpers: one EVALSHA per batch.
+_RECORD = script_source("record_history", "trim_history")
 
 #: ``history_search.lua``: filters the history in Redis.
 _SEARCH = script_source("history_search")
@@ -98,20 +101,29 @@ def bucket_of(runtime_s: float) -> str:
 
 
 def write_events(client: redis.Redis, events: Sequence[TaskEvent], *, max_tasks: int, ttl_s: float) -> None:
-    """Write a batch of events in one pipeline, then apply the bounds.
+    """Write a batch of events and apply the bounds, in one Lua call.
 
     The events of one task in a batch (its received, started and finished,
     as a busy worker flushes them together) are folded into one record
     write, later fields over earlier ones, and the counters into one
     increment per distinct label set: what Redis holds afterwards is what
     writing them one by one in order would leave, for a fraction of the
-    commands (a drain of no-op tasks spent a quarter of its time here).
+    commands.  The batch travels as one JSON argument (the record values
+    already JSON texts, as the monitor reads them): a drain of no-op tasks
+    spent a quarter of its time here, most of it packing a pipeline's
+    arguments.
+
+    A long batch (events buffered while Redis was away) goes in slices of
+    :data:`EVENTS_PER_CALL`, so no single call holds Redis up for long.
 
     Raises:
       redis.RedisError: Redis could not be reached (the caller keeps the batch).
     """
-    if not events:
-        return
+    for start in range(0, len(events), EVENTS_PER_CALL):
+        _write_slice(client, events[start:start + EVENTS_PER_CALL], max_tasks=max_tasks, ttl_s=ttl_s)
+
+
+def _write_slice(client: redis.Redis, events: Sequence[TaskEvent], *, max_tasks: int, ttl_s: float) -> None:
     ttl_ms = max(1, int(ttl_s * 1000))
     records: dict[str, dict[str, Any]] = {}
     last_ms: dict[str, int] = {}
@@ -138,54 +150,52 @@ def write_events(client: redis.Redis, events: Sequence[TaskEvent], *, max_tasks:
             sums[(event.task, event.worker)] += event.runtime_s
         workers[event.worker] = max(at_ms, workers.get(event.worker, at_ms))
 
-    with client.pipeline(transaction=True) as pipe:
-        for task_id, record in records.items():
-            key = keys.task_record_key(task_id)
-            pipe.hset(key, mapping={k: _json(v) for k, v in record.items()})
-            pipe.pexpire(key, ttl_ms)
-        pipe.zadd(keys.task_index_key(), last_ms)
-        # each id moves to its last state's index, and out of the others
-        for state in HISTORY_STATES:
-            entering = {task_id: ms for task_id, (s, ms) in states.items() if s == state}
-            leaving = [task_id for task_id, (s, _) in states.items() if s != state]
-            if leaving:
-                pipe.zrem(keys.task_state_index_key(state), *leaving)
-            if entering:
-                pipe.zadd(keys.task_state_index_key(state), entering)
-        for labels, n in counts.items():
-            pipe.hincrby(keys.task_events_key(), json.dumps(list(labels)), n)
-        for labels, n in buckets.items():
-            pipe.hincrby(keys.task_runtime_key(), json.dumps(list(labels)), n)
-        for labels, total in sums.items():
-            pipe.hincrbyfloat(keys.task_runtime_key(), json.dumps([*labels, "sum"]), total)
-        pipe.zadd(keys.task_workers_key(), workers, gt=True)
-        _trim_script(client)(
-            keys=[keys.task_index_key(), keys.task_workers_key(), keys.task_events_key(), keys.task_runtime_key(),
-                  *(keys.task_state_index_key(state) for state in HISTORY_STATES)],
-            args=[max_tasks, ttl_ms, keys.task_record_key("")], client=pipe)
-        pipe.execute()
+    tasks = []
+    for task_id, record in records.items():
+        fields: list[str] = []
+        for name, value in record.items():
+            fields += (name, _json(value))
+        state, state_ms = states.get(task_id, ("", 0))
+        tasks.append((task_id, str(last_ms[task_id]), state, str(state_ms), fields))
+    batch = {
+        "states": HISTORY_STATES,
+        "tasks": tasks,
+        "counts": [(json.dumps(list(labels)), str(n)) for labels, n in counts.items()],
+        "buckets": [(json.dumps(list(labels)), str(n)) for labels, n in buckets.items()],
+        "sums": [(json.dumps([*labels, "sum"]), repr(total)) for labels, total in sums.items()],
+        "workers": [part for worker, ms in workers.items() for part in (str(ms), worker)],
+    }
+    _record_script(client)(
+        keys=[keys.task_index_key(), keys.task_workers_key(), keys.task_events_key(), keys.task_runtime_key(),
+              *(keys.task_state_index_key(state) for state in HISTORY_STATES)],
+        args=[max_tasks, ttl_ms, keys.task_record_key(""), json.dumps(batch)], client=client)
 
 
 _encode_str = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+_encoder = json.JSONEncoder(default=repr)
+_plain = {type(None): lambda _: "null", int: int.__repr__, str: _encode_str}
 
 
 def _json(value: Any) -> str:
-    """``json.dumps(value, default=repr)``, with a shortcut for the plain strings most fields hold."""
-    if type(value) is str:
-        return _encode_str(value)
-    return json.dumps(value, default=repr)
+    """``json.dumps(value, default=repr)``, without building an encoder per call, and with
+    shortcuts for the plain values most fields hold (a record has about sixteen)."""
+    kind = type(value)
+    if kind is float:
+        return float.__repr__(value) if value - value == 0 else _encoder.encode(value)
+    encode = _plain.get(kind)
+    return encode(value) if encode is not None else _encoder.encode(value)
 
 
-_trim: Any = None
+_record: Any = None
 
 
-def _trim_script(client: redis.Redis) -> Any:
-    """``trim_history.lua`` as a Script, made once (making one hashes the source); it runs on
-    whatever pipeline it is given."""
-    global _trim
-    if _trim is None:
-        _trim = client.register_script(_TRIM)
-    return _trim
+def _record_script(client: redis.Redis) -> Any:
+    """``record_history.lua`` then ``trim_history.lua`` as one Script, made once (making one
+    hashes the source); it runs on whatever client it is given."""
+    global _record
+    if _record is None:
+        _record = client.register_script(_RECORD)
+    return _record
 
 
 def _decode_record(raw: dict) -> dict[str, Any]:
