@@ -21,11 +21,19 @@ from actors.envelope import UndecodableMessage, decode
 if TYPE_CHECKING:
     from actors.broker import RedisBroker
 
-__all__ = ["Consumer", "InflightMessage", "MAX_BLOCK_S"]
+__all__ = ["Consumer", "InflightMessage", "MAX_BLOCK_S", "WORKER_BLOCK_S"]
 
 #: Longest single BLMOVE, in seconds.  Redis answers as soon as there is
 #: work; this only bounds how late the worker notices a stop.
 MAX_BLOCK_S = 2.0
+
+#: How long an idle consumer of a running Worker blocks in one BLMOVE, in
+#: seconds: one Redis command per queue and process that often (Dramatiq's
+#: one-second worker timeout made it four a second for a two-process
+#: worker of two queues).  The Worker's shutdown cuts the wait short
+#: (:meth:`actors.broker.RedisBroker.interrupt_consumers`).  Below the
+#: connection's socket timeout (30 s).
+WORKER_BLOCK_S = 10.0
 
 
 class InflightMessage(MessageProxy):
@@ -104,10 +112,7 @@ class Consumer(_DramatiqConsumer):
                         continue
 
                 # Nothing waits: block in Redis until something does.
-                # Redis takes fractional timeouts; redis-py's stubs say int.
-                element = self.client.blmove(
-                    self.queue_key, self.inflight_key, self.timeout_s, "RIGHT", "LEFT"  # type: ignore[arg-type]
-                )
+                element = self._block()
                 if element is None:
                     self.idle = True
                     return None
@@ -115,6 +120,28 @@ class Consumer(_DramatiqConsumer):
                 self.cache.append(cast(bytes, element))
         except redis.RedisError as e:
             raise ConnectionClosed(e) from None
+
+    def _block(self) -> bytes | None:
+        """One BLMOVE: the consumer's own timeout, or :data:`WORKER_BLOCK_S` in a running Worker."""
+        broker = self.broker
+        if not broker.long_blocks:
+            # Redis takes fractional timeouts; redis-py's stubs say int.
+            return cast(bytes | None, self.client.blmove(
+                self.queue_key, self.inflight_key, self.timeout_s, "RIGHT", "LEFT"))  # type: ignore[arg-type]
+        blocker = broker.blocking_client()
+        try:
+            return cast(bytes | None, blocker.blmove(
+                self.queue_key, self.inflight_key, WORKER_BLOCK_S, "RIGHT", "LEFT"))  # type: ignore[arg-type]
+        except (redis.RedisError, OSError, ValueError):
+            # (a connection closed under a read may also surface as OSError or ValueError)
+            if broker.long_blocks:
+                raise
+            # Cut short by the Worker's shutdown.  Had Redis moved a message
+            # before the cut, it waits in this consumer's in-flight list, which
+            # goes back to its queue when the consumer closes.
+            return None
+        finally:
+            broker.release_blocking_client(blocker)
 
     def _hand_out(self, raw: bytes) -> InflightMessage | None:
         try:
