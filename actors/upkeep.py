@@ -20,6 +20,11 @@ __all__ = ["Upkeep"]
 #: socket timeout (30 s).  stop() cuts a wait short by disconnecting.
 MAX_WAIT_S = 25.0
 
+#: Dead letters are trimmed, and Celery's side lists adopted, every this
+#: many beats (once a heartbeat timeout, a minute by default): nothing
+#: there is urgent, and on an idle worker they were most of its Redis commands.
+MAINTENANCE_EVERY = 6
+
 #: Most seconds to wait before trying again after Redis failed (less
 #: with a short heartbeat timeout: at most half a heartbeat interval).
 ERROR_BACKOFF_S = 1.0
@@ -37,7 +42,8 @@ class Upkeep(threading.Thread):
     comes back from an outage, the other live workers (which retry
     sooner than that) have beaten again before anyone judges them dead.
     It also drops dead letters past their time to keep, and moves what the
-    old Celery deployment left in its priority side lists into the queues.
+    old Celery deployment left in its priority side lists into the queues,
+    at its first beat and every :data:`MAINTENANCE_EVERY` beats after.
 
     In between it moves delayed messages into their queues
     when they are due: it waits on a Redis list that ``schedule.lua``
@@ -72,6 +78,7 @@ class Upkeep(threading.Thread):
         woken = False
         #: Since when (monotonic ms) Redis has answered without a failure.
         connected_since: float | None = None
+        beats = 0
         while not self._stopping.is_set():
             try:
                 now = time.monotonic() * 1000
@@ -83,8 +90,10 @@ class Upkeep(threading.Thread):
                         elif now - connected_since >= self.interval_ms:
                             self.broker.sweep()
                         self.broker.release_closed_inflight()
-                        self.broker.trim_dead_letters()
-                        self.broker.adopt_celery_side_lists()
+                        if beats % MAINTENANCE_EVERY == 0:
+                            self.broker.trim_dead_letters()
+                            self.broker.adopt_celery_side_lists()
+                        beats += 1
                         next_beat = now + self.interval_ms
                     # At every beat too: a wake-up taken by a process that
                     # died is seen here within one interval.
