@@ -207,7 +207,7 @@ class Consumer(_DramatiqConsumer):
             elif self.broker.inflight.defer_ack(message.inflight_key, message.raw):
                 return  # sent with the next fetch of the parked consumer, within milliseconds
             else:
-                self.client.execute_command("LREM", message.inflight_key, -1, message.raw)
+                self.client.lrem(message.inflight_key, -1, message.raw)  # type: ignore[arg-type]
         except redis.RedisError as e:
             # Dramatiq tries the ack again until Redis answers.
             raise ConnectionClosed(e) from None
