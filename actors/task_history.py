@@ -54,8 +54,9 @@ SEARCHED_FIELDS = ("uuid", "name", "args", "kwargs", "result", "exception", "wor
 #: Most tasks one query answers (``/api/tasks`` without a limit answers this many).
 MAX_PAGE = 1000
 
-#: Most events written by one Lua call (a few milliseconds of Redis's time).
-EVENTS_PER_CALL = 1500
+#: Most events written by one Lua call (about a millisecond of Redis's time, so that a
+#: flush on a busy worker never holds up the start of an urgent task for long).
+EVENTS_PER_CALL = 300
 
 #: Upper bounds of the runtime histogram's buckets, in seconds (prometheus_client's
 #: defaults, which Flower uses too); +Inf is implied.
