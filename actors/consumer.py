@@ -21,11 +21,19 @@ from actors.envelope import UndecodableMessage, decode
 if TYPE_CHECKING:
     from actors.broker import RedisBroker
 
-__all__ = ["Consumer", "InflightMessage", "MAX_BLOCK_S"]
+__all__ = ["Consumer", "InflightMessage", "MAX_BLOCK_S", "WORKER_BLOCK_S"]
 
 #: Longest single BLMOVE, in seconds.  Redis answers as soon as there is
 #: work; this only bounds how late the worker notices a stop.
 MAX_BLOCK_S = 2.0
+
+#: How long an idle consumer of a running Worker blocks in one BLMOVE, in
+#: seconds: one Redis command per queue and process that often (Dramatiq's
+#: one-second worker timeout made it four a second for a two-process
+#: worker of two queues).  The Worker's shutdown cuts the wait short
+#: (:meth:`actors.broker.RedisBroker.interrupt_consumers`).  Below the
+#: connection's socket timeout (30 s).
+WORKER_BLOCK_S = 10.0
 
 
 class InflightMessage(MessageProxy):
@@ -62,9 +70,17 @@ class Consumer(_DramatiqConsumer):
 
     ``__next__`` first drains what it already moved, then takes up to
     ``prefetch`` messages in one Lua call, and when the queue is empty
-    blocks in ``BLMOVE`` for up to ``timeout`` ms: a message sent to an
-    idle worker starts within milliseconds, and an idle consumer sends
-    one command per timeout.
+    blocks in ``BLMOVE`` for up to ``timeout`` ms (:data:`WORKER_BLOCK_S`
+    in a running Worker): a message sent to an idle worker starts within
+    milliseconds, and an idle consumer sends one command per block.
+
+    While it holds most of its prefetch it parks until a quarter of it is
+    free again (:meth:`actors.inflight.InflightBook.park`); the acks of
+    tasks that end meanwhile are left to it and go with its next fetch, in
+    the same Lua call (at most :data:`actors.inflight.ACK_DELAY_S` later):
+    a busy worker makes one round trip per few messages instead of two per
+    message.  An ack while no consumer is parked is sent at once, as is a
+    retry's (scheduled in the same step) and a nack.
     """
 
     def __init__(self, broker: RedisBroker, queue_name: str, prefetch: int, timeout: int) -> None:
@@ -74,6 +90,9 @@ class Consumer(_DramatiqConsumer):
         self.queue_name = queue_name
         self.queue_key = keys.queue_key(queue_name)
         self.prefetch = max(1, int(prefetch))
+        #: Fewest messages fetched at once while some are held: a quarter of the
+        #: prefetch (Dramatiq's is twice its threads, so the threads keep work).
+        self.batch = max(1, self.prefetch // 4)
         self.timeout_s = max(0.01, min(timeout / 1000, MAX_BLOCK_S))
         self.cache: deque[bytes] = deque()
         self.idle = False
@@ -83,6 +102,7 @@ class Consumer(_DramatiqConsumer):
             raise ConnectionClosed(e) from None
 
     def __next__(self) -> InflightMessage | None:
+        book = self.broker.inflight
         try:
             while True:
                 if self.cache:
@@ -91,23 +111,26 @@ class Consumer(_DramatiqConsumer):
                         return message
                     continue
 
-                room = self.prefetch - self.broker.inflight.busy_count(self.inflight_key)
-                if room <= 0:
-                    if not self.broker.inflight.wait_for_room(self.inflight_key, self.prefetch, self.timeout_s):
+                room = book.room(self.inflight_key, self.prefetch)
+                if room < self.batch:
+                    # Enough is held: wait until a few tasks ended, and send
+                    # their acks (deferred to us meanwhile) with the next fetch.
+                    if not book.park(self.inflight_key, self.prefetch, self.batch, self.timeout_s):
                         return None
-                    continue
+                    room = book.room(self.inflight_key, self.prefetch)
+                acks = book.take_acks()
 
-                if not self.idle:
-                    taken = self.broker.scripts["fetch"](keys=[self.queue_key, self.inflight_key], args=[room])
+                if acks or (room > 0 and not self.idle):
+                    taken = self._fetch(max(0, room), acks)
                     if taken:
+                        self.idle = False
                         self.cache.extend(taken)
                         continue
+                if room <= 0:
+                    continue  # (acks only, or another consumer sent them: wait again)
 
                 # Nothing waits: block in Redis until something does.
-                # Redis takes fractional timeouts; redis-py's stubs say int.
-                element = self.client.blmove(
-                    self.queue_key, self.inflight_key, self.timeout_s, "RIGHT", "LEFT"  # type: ignore[arg-type]
-                )
+                element = self._block()
                 if element is None:
                     self.idle = True
                     return None
@@ -115,6 +138,43 @@ class Consumer(_DramatiqConsumer):
                 self.cache.append(cast(bytes, element))
         except redis.RedisError as e:
             raise ConnectionClosed(e) from None
+
+    def _fetch(self, room: int, acks: list[tuple[str, bytes]]) -> list[bytes]:
+        """Send ``acks`` and take up to ``room`` messages, in one round trip."""
+        script_keys = [self.queue_key, self.inflight_key]
+        args: list[Any] = [room]
+        for key, element in acks:
+            script_keys.append(key)
+            args.append(element)
+        try:
+            taken = self.broker.scripts["fetch"](keys=script_keys, args=args)
+        except BaseException:
+            self.broker.inflight.acks_failed(acks)
+            raise
+        self.broker.inflight.acks_sent(acks)
+        return cast(list[bytes], taken)
+
+    def _block(self) -> bytes | None:
+        """One BLMOVE: the consumer's own timeout, or :data:`WORKER_BLOCK_S` in a running Worker."""
+        broker = self.broker
+        if not broker.long_blocks:
+            # Redis takes fractional timeouts; redis-py's stubs say int.
+            return cast(bytes | None, self.client.blmove(
+                self.queue_key, self.inflight_key, self.timeout_s, "RIGHT", "LEFT"))  # type: ignore[arg-type]
+        blocker = broker.blocking_client()
+        try:
+            return cast(bytes | None, blocker.blmove(
+                self.queue_key, self.inflight_key, WORKER_BLOCK_S, "RIGHT", "LEFT"))  # type: ignore[arg-type]
+        except (redis.RedisError, OSError, ValueError):
+            # (a connection closed under a read may also surface as OSError or ValueError)
+            if broker.long_blocks:
+                raise
+            # Cut short by the Worker's shutdown.  Had Redis moved a message
+            # before the cut, it waits in this consumer's in-flight list, which
+            # goes back to its queue when the consumer closes.
+            return None
+        finally:
+            broker.release_blocking_client(blocker)
 
     def _hand_out(self, raw: bytes) -> InflightMessage | None:
         try:
@@ -144,6 +204,8 @@ class Consumer(_DramatiqConsumer):
                 retry, delay_ms = message.retry
                 self.broker.schedule(retry.queue_name, self.broker.encode(retry), delay_ms,
                                      take_from=(message.inflight_key, message.raw))
+            elif self.broker.inflight.defer_ack(message.inflight_key, message.raw):
+                return  # sent with the next fetch of the parked consumer, within milliseconds
             else:
                 self.client.lrem(message.inflight_key, -1, message.raw)  # type: ignore[arg-type]
         except redis.RedisError as e:
@@ -188,6 +250,9 @@ class Consumer(_DramatiqConsumer):
 
     def close(self) -> None:
         try:
+            acks = self.broker.inflight.take_acks()
+            if acks:
+                self._fetch(0, acks)
             if self.cache:
                 self.broker.scripts["requeue"](keys=[self.inflight_key, self.queue_key], args=list(self.cache))
                 self.cache.clear()

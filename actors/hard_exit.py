@@ -19,7 +19,7 @@ import os
 from collections.abc import Callable, Iterator
 from typing import NoReturn
 
-__all__ = ["registered", "exit_now"]
+__all__ = ["registered", "add", "exit_now"]
 
 _cleanups: list[Callable[[], None]] = []
 
@@ -33,6 +33,12 @@ def registered(cleanup: Callable[[], None]) -> Iterator[None]:
     finally:
         if cleanup in _cleanups:
             _cleanups.remove(cleanup)
+
+
+def add(cleanup: Callable[[], None]) -> None:
+    """Run ``cleanup`` before any :func:`exit_now` of this process, for the rest of its life
+    (after the clean-ups registered later)."""
+    _cleanups.append(cleanup)
 
 
 def exit_now(code: int) -> NoReturn:

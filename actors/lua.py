@@ -31,8 +31,9 @@ def load_scripts(client: redis.Redis) -> dict[str, redis.commands.core.Script]:
     return scripts
 
 
-def script_source(name: str) -> str:
-    """The text of ``actors/broker/<name>.lua`` with the shared helpers in front (for a pipeline's Script)."""
+def script_source(*names: str) -> str:
+    """The text of ``actors/broker/<name>.lua`` (of several, in order) with the shared helpers in front."""
     folder = resources.files("actors").joinpath("broker")
-    return folder.joinpath(_LIB).read_text(encoding="utf-8") + "\n" + folder.joinpath(f"{name}.lua").read_text(
-        encoding="utf-8")
+    parts = [folder.joinpath(_LIB).read_text(encoding="utf-8")]
+    parts += [folder.joinpath(f"{name}.lua").read_text(encoding="utf-8") for name in names]
+    return "\n".join(parts)

@@ -23,6 +23,7 @@ call per task: :class:`actors.middleware.TaskHistory` buffers them.
 from __future__ import annotations
 
 import json
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,12 +54,16 @@ SEARCHED_FIELDS = ("uuid", "name", "args", "kwargs", "result", "exception", "wor
 #: Most tasks one query answers (``/api/tasks`` without a limit answers this many).
 MAX_PAGE = 1000
 
+#: Most events written by one Lua call (about a millisecond of Redis's time, so that a
+#: flush on a busy worker never holds up the start of an urgent task for long).
+EVENTS_PER_CALL = 300
+
 #: Upper bounds of the runtime histogram's buckets, in seconds (prometheus_client's
 #: defaults, which Flower uses too); +Inf is implied.
 RUNTIME_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 
-#: ``trim_history.lua`` with the shared helpers: run by EVALSHA in each batch's pipeline.
-_TRIM = script_source("trim_history")
+#: ``record_history.lua`` and ``trim_history.lua`` with the shared helpers: one EVALSHA per batch.
+_RECORD = script_source("record_history", "trim_history")
 
 #: ``history_search.lua``: filters the history in Redis.
 _SEARCH = script_source("history_search")
@@ -97,40 +102,101 @@ def bucket_of(runtime_s: float) -> str:
 
 
 def write_events(client: redis.Redis, events: Sequence[TaskEvent], *, max_tasks: int, ttl_s: float) -> None:
-    """Write a batch of events in one pipeline, then apply the bounds.
+    """Write a batch of events and apply the bounds, in one Lua call.
+
+    The events of one task in a batch (its received, started and finished,
+    as a busy worker flushes them together) are folded into one record
+    write, later fields over earlier ones, and the counters into one
+    increment per distinct label set: what Redis holds afterwards is what
+    writing them one by one in order would leave, for a fraction of the
+    commands.  The batch travels as one JSON argument (the record values
+    already JSON texts, as the monitor reads them): a drain of no-op tasks
+    spent a quarter of its time here, most of it packing a pipeline's
+    arguments.
+
+    A long batch (events buffered while Redis was away) goes in slices of
+    :data:`EVENTS_PER_CALL`, so no single call holds Redis up for long.
 
     Raises:
       redis.RedisError: Redis could not be reached (the caller keeps the batch).
     """
-    if not events:
-        return
+    for start in range(0, len(events), EVENTS_PER_CALL):
+        _write_slice(client, events[start:start + EVENTS_PER_CALL], max_tasks=max_tasks, ttl_s=ttl_s)
+
+
+def _write_slice(client: redis.Redis, events: Sequence[TaskEvent], *, max_tasks: int, ttl_s: float) -> None:
     ttl_ms = max(1, int(ttl_s * 1000))
-    with client.pipeline(transaction=True) as pipe:
-        for event in events:
-            record = keys.task_record_key(event.task_id)
-            values = {"uuid": event.task_id, "name": event.task, "worker": event.worker, "timestamp": event.at_s,
-                      **event.fields}
-            pipe.hset(record, mapping={k: json.dumps(v, default=repr) for k, v in values.items()})
-            pipe.pexpire(record, ttl_ms)
-            pipe.zadd(keys.task_index_key(), {event.task_id: int(event.at_s * 1000)})
-            state = event.fields.get("state")
-            if state in HISTORY_STATES:
-                # the id moves to its new state's index
-                for other in HISTORY_STATES:
-                    if other != state:
-                        pipe.zrem(keys.task_state_index_key(other), event.task_id)
-                pipe.zadd(keys.task_state_index_key(state), {event.task_id: int(event.at_s * 1000)})
-            pipe.hincrby(keys.task_events_key(), json.dumps([event.task, event.kind, event.worker]), 1)
-            if event.runtime_s is not None:
-                base = [event.task, event.worker]
-                pipe.hincrby(keys.task_runtime_key(), json.dumps([*base, bucket_of(event.runtime_s)]), 1)
-                pipe.hincrbyfloat(keys.task_runtime_key(), json.dumps([*base, "sum"]), event.runtime_s)
-        pipe.zadd(keys.task_workers_key(), {e.worker: int(e.at_s * 1000) for e in events}, gt=True)
-        trim = client.register_script(_TRIM)
-        trim(keys=[keys.task_index_key(), keys.task_workers_key(), keys.task_events_key(), keys.task_runtime_key(),
-                   *(keys.task_state_index_key(state) for state in HISTORY_STATES)],
-             args=[max_tasks, ttl_ms, keys.task_record_key("")], client=pipe)
-        pipe.execute()
+    records: dict[str, dict[str, Any]] = {}
+    last_ms: dict[str, int] = {}
+    #: task id -> (state, ms) of its last event that set a state
+    states: dict[str, tuple[str, int]] = {}
+    counts: Counter[tuple[str, str, str]] = Counter()
+    buckets: Counter[tuple[str, str, str]] = Counter()
+    sums: defaultdict[tuple[str, str], float] = defaultdict(float)
+    workers: dict[str, int] = {}
+    for event in events:
+        at_ms = int(event.at_s * 1000)
+        record = records.get(event.task_id)
+        if record is None:
+            record = records[event.task_id] = {}
+        record.update(event.fields)
+        record.update(uuid=event.task_id, name=event.task, worker=event.worker, timestamp=event.at_s)
+        last_ms[event.task_id] = at_ms
+        state = event.fields.get("state")
+        if state in HISTORY_STATES:
+            states[event.task_id] = (state, at_ms)
+        counts[(event.task, event.kind, event.worker)] += 1
+        if event.runtime_s is not None:
+            buckets[(event.task, event.worker, bucket_of(event.runtime_s))] += 1
+            sums[(event.task, event.worker)] += event.runtime_s
+        workers[event.worker] = max(at_ms, workers.get(event.worker, at_ms))
+
+    tasks = []
+    for task_id, record in records.items():
+        fields: list[str] = []
+        for name, value in record.items():
+            fields += (name, _json(value))
+        state, state_ms = states.get(task_id, ("", 0))
+        tasks.append((task_id, str(last_ms[task_id]), state, str(state_ms), fields))
+    batch = {
+        "states": HISTORY_STATES,
+        "tasks": tasks,
+        "counts": [(json.dumps(list(labels)), str(n)) for labels, n in counts.items()],
+        "buckets": [(json.dumps(list(labels)), str(n)) for labels, n in buckets.items()],
+        "sums": [(json.dumps([*labels, "sum"]), repr(total)) for labels, total in sums.items()],
+        "workers": [part for worker, ms in workers.items() for part in (str(ms), worker)],
+    }
+    _record_script(client)(
+        keys=[keys.task_index_key(), keys.task_workers_key(), keys.task_events_key(), keys.task_runtime_key(),
+              *(keys.task_state_index_key(state) for state in HISTORY_STATES)],
+        args=[max_tasks, ttl_ms, keys.task_record_key(""), json.dumps(batch)], client=client)
+
+
+_encode_str = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+_encoder = json.JSONEncoder(default=repr)
+_plain = {type(None): lambda _: "null", int: int.__repr__, str: _encode_str}
+
+
+def _json(value: Any) -> str:
+    """``json.dumps(value, default=repr)``, without building an encoder per call, and with
+    shortcuts for the plain values most fields hold (a record has about sixteen)."""
+    kind = type(value)
+    if kind is float:
+        return float.__repr__(value) if value - value == 0 else _encoder.encode(value)
+    encode = _plain.get(kind)
+    return encode(value) if encode is not None else _encoder.encode(value)
+
+
+_record: Any = None
+
+
+def _record_script(client: redis.Redis) -> Any:
+    """``record_history.lua`` then ``trim_history.lua`` as one Script, made once (making one
+    hashes the source); it runs on whatever client it is given."""
+    global _record
+    if _record is None:
+        _record = client.register_script(_RECORD)
+    return _record
 
 
 def _decode_record(raw: dict) -> dict[str, Any]:

@@ -21,6 +21,11 @@ __all__ = ["Upkeep"]
 #: socket timeout (30 s).  stop() cuts a wait short by disconnecting.
 MAX_WAIT_S = 25.0
 
+#: Dead letters are trimmed, and Celery's side lists adopted, every this
+#: many beats (once a heartbeat timeout, a minute by default): nothing
+#: there is urgent, and on an idle worker they were most of its Redis commands.
+MAINTENANCE_EVERY = 6
+
 #: Most seconds to wait before trying again after Redis failed (less
 #: with a short heartbeat timeout: at most half a heartbeat interval).
 ERROR_BACKOFF_S = 1.0
@@ -37,9 +42,10 @@ class Upkeep(threading.Thread):
     interval, after starting and after every Redis failure: when Redis
     comes back from an outage, the other live workers (which retry
     sooner than that) have beaten again before anyone judges them dead.
-    It also drops dead letters past their time to keep, moves what the
+    It also drops dead letters past their time to keep, and moves what the
     old Celery deployment left in its priority side lists into the queues,
-    and releases the conversation locks whose release a Redis failure
+    at its first beat and every :data:`MAINTENANCE_EVERY` beats after. At
+    every beat it releases the conversation locks whose release a Redis failure
     interrupted in this process (:func:`app.lock.release_unreleased`), so
     a conversation is free soon after an outage even when no further task
     of this process takes a lock.
@@ -77,6 +83,7 @@ class Upkeep(threading.Thread):
         woken = False
         #: Since when (monotonic ms) Redis has answered without a failure.
         connected_since: float | None = None
+        beats = 0
         while not self._stopping.is_set():
             try:
                 now = time.monotonic() * 1000
@@ -89,8 +96,10 @@ class Upkeep(threading.Thread):
                             self.broker.sweep()
                         self.broker.release_closed_inflight()
                         release_unreleased()
-                        self.broker.trim_dead_letters()
-                        self.broker.adopt_celery_side_lists()
+                        if beats % MAINTENANCE_EVERY == 0:
+                            self.broker.trim_dead_letters()
+                            self.broker.adopt_celery_side_lists()
+                        beats += 1
                         next_beat = now + self.interval_ms
                     # At every beat too: a wake-up taken by a process that
                     # died is seen here within one interval.

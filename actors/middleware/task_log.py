@@ -118,9 +118,15 @@ class TaskLog(Middleware):
     def after_process_boot(self, broker):
         # Emitted by the plain dramatiq CLI in each of its worker processes,
         # after it pointed the root logger at its log pipe.
-        from actors.worker_logging import adopt_handlers
+        from actors.worker_logging import adopt_handlers, batch_pipe_writes
 
         adopt_handlers(self.log_format)
+        batch_pipe_writes()
+
+    def after_worker_shutdown(self, broker, worker):
+        from actors.worker_logging import unbatch_pipe_writes
+
+        unbatch_pipe_writes()
 
     def before_process_message(self, broker, message):
         current_task.set(begin(message))

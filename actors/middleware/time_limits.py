@@ -52,10 +52,13 @@ HARD_LIMIT_GRACE_S = 3.0
 
 
 class _Running:
-    __slots__ = ("thread_id", "name", "task_id", "soft_ms", "hard_ms", "message")
+    __slots__ = ("thread_id", "name", "task_id", "soft_ms", "hard_ms", "message", "started")
 
-    def __init__(self, thread_id: int, name: str, task_id: str, soft_ms: int, hard_ms: int, message) -> None:
+    def __init__(self, thread_id: int, name: str, task_id: str, soft_ms: int, hard_ms: int, message,
+                 started: float) -> None:
         self.thread_id = thread_id
+        #: ``time.monotonic()`` when the task started.
+        self.started = started
         self.name = name
         self.task_id = task_id
         self.soft_ms = soft_ms
@@ -144,6 +147,8 @@ class TimeLimits(Middleware):
         self._deadlines: list[tuple[float, int, _Running, str, int]] = []
         self._seq = 0
         self._monitor: threading.Thread | None = None
+        #: When the monitor's current sleep ends (monotonic s); 0 while it is awake.
+        self._wake_at = 0.0
 
     @property
     def actor_options(self) -> set[str]:
@@ -170,13 +175,22 @@ class TimeLimits(Middleware):
         soft, hard = self.limits_ms(broker, message)
         thread_id = threading.get_ident()
         started = time.monotonic()
-        running = _Running(thread_id, celery_name(message.actor_name), message.message_id, soft, hard, message)
+        running = _Running(thread_id, celery_name(message.actor_name), message.message_id, soft, hard, message,
+                           started)
+        # One deadline per task at a time: the soft one, and the hard one once
+        # the soft one is past (see _expire); never one with soft >= hard.
+        kind, limit = ("soft", soft) if soft < hard else ("hard", hard)
+        deadline = started + limit / 1000
         with self._lock:
             self._ensure_monitor()
             self._running[thread_id] = running
-            for kind, limit in (("soft", soft), ("hard", hard)):
-                self._push(started + limit / 1000, running, kind, 0)
-            self._wakeup.notify()
+            self._drop_finished()
+            self._push(deadline, running, kind, 0)
+            # The monitor sleeps until the earliest deadline: wake it only when
+            # this one comes sooner (with equal limits, tasks started later
+            # never do), not at every task.
+            if deadline < self._wake_at:
+                self._wakeup.notify()
 
     def after_process_message(self, broker, message, *, result=None, exception=None):
         # A limit that fired as the task returned lands here, when the
@@ -192,6 +206,18 @@ class TimeLimits(Middleware):
                 continue
 
     after_skip_message = after_process_message
+
+    def _drop_finished(self) -> None:
+        """Drop the deadlines of finished tasks from the front of the heap (the lock is held).
+
+        Tasks mostly end in the order they started, so this keeps the heap
+        about as long as the number of running tasks, without waking the
+        monitor: a busy worker would otherwise hold every message of the
+        last few minutes through its deadlines.
+        """
+        deadlines = self._deadlines
+        while deadlines and not self._is_due(deadlines[0][2], deadlines[0][3]):
+            heapq.heappop(deadlines)
 
     def _push(self, deadline: float, running: _Running, kind: str, rechecks: int) -> None:
         self._seq += 1
@@ -212,15 +238,14 @@ class TimeLimits(Middleware):
             with self._lock:
                 # Drop deadlines of tasks that already finished (the
                 # thread may run another task by now).
-                while self._deadlines and not self._is_due(self._deadlines[0][2], self._deadlines[0][3]):
-                    heapq.heappop(self._deadlines)
+                self._drop_finished()
                 if not self._deadlines:
-                    self._wakeup.wait(_IDLE_WAIT_S)
+                    self._sleep(_IDLE_WAIT_S)
                     continue
                 deadline, _, running, kind, rechecks = self._deadlines[0]
                 wait_s = deadline - time.monotonic()
                 if wait_s > 0:
-                    self._wakeup.wait(wait_s)
+                    self._sleep(wait_s)
                     continue
                 heapq.heappop(self._deadlines)
                 if kind == "grace":
@@ -232,6 +257,14 @@ class TimeLimits(Middleware):
                 self._report_limit(running, hit)
             if stuck is not None:
                 self._report_stuck(stuck)
+
+    def _sleep(self, wait_s: float) -> None:
+        """Wait up to ``wait_s`` for a sooner deadline (the lock is held)."""
+        self._wake_at = time.monotonic() + wait_s
+        try:
+            self._wakeup.wait(wait_s)
+        finally:
+            self._wake_at = 0.0
 
     def _stuck(self, running: _Running) -> Stuck | None:
         """The grace after a hard limit ran out (the lock is held)."""
@@ -264,15 +297,18 @@ class TimeLimits(Middleware):
         Returns:
           The limit that fired (``soft`` or ``hard``), to be reported once the lock is released.
         """
-        if kind == "soft" and running.soft_ms >= running.hard_ms:
-            return None
         if not _inside_actor_call(running.thread_id):
             # Not yet entered, or already returned: look again shortly;
             # after_process_message will have unregistered a finished task.
-            if rechecks < _MAX_RECHECKS:
-                self._push(time.monotonic() + _RECHECK_S, running, kind, rechecks + 1)
+            now = time.monotonic()
+            if kind == "soft" and (rechecks >= _MAX_RECHECKS or now >= running.started + running.hard_ms / 1000):
+                self._push_hard(running)
+            elif rechecks < _MAX_RECHECKS:
+                self._push(now + _RECHECK_S, running, kind, rechecks + 1)
             return None
         if kind == "soft":
+            # The hard deadline is the task's next one.
+            self._push_hard(running)
             logger.warning(
                 "Soft time limit (%ss) exceeded for %s[%s]", _s(running.soft_ms), running.name, running.task_id
             )
@@ -287,6 +323,10 @@ class TimeLimits(Middleware):
             raise_thread_exception(running.thread_id, TimeLimitExceeded)
         return kind
 
+
+    def _push_hard(self, running: _Running) -> None:
+        """Schedule the hard deadline of a task whose soft one is past (the lock is held)."""
+        self._push(running.started + running.hard_ms / 1000, running, "hard", 0)
 
     def _report_limit(self, running: _Running, kind: str) -> None:
         if self.on_limit is None:
