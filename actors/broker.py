@@ -26,7 +26,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import redis
@@ -107,9 +107,6 @@ class RedisBroker(Broker):
         self._blockers_lock = threading.Lock()
         self._upkeep_lock = threading.Lock()
         self._upkeep: Upkeep | None = None
-        #: The middleware list the enqueue hooks below were taken from.
-        self._hooks_of: list[Middleware] = []
-        self._enqueue_hooks: tuple[list[tuple[Middleware, Callable]], list[tuple[Middleware, Callable]]] = ([], [])
 
     # -- Middleware signals -------------------------------------------------
 
@@ -256,37 +253,12 @@ class RedisBroker(Broker):
         return message, queue_name, self.encode(message)
 
     def emit_before_enqueue(self, message: Message, delay: int | None) -> None:
-        """``emit_before("enqueue", ...)`` over the middleware that have the hook.
-
-        The same calls and error handling as Dramatiq's ``emit_before``, without
-        calling the base class's empty hook of every other middleware on each send.
-        """
-        for middleware, hook in self._hooks()[0]:
-            try:
-                hook(self, message, delay)
-            except MiddlewareError:
-                raise
-            except Exception:
-                self.logger.critical("Unexpected failure in before_enqueue of %r.", middleware, exc_info=True)
+        """``emit_before("enqueue", ...)``: only the middleware that have the hook (see ``emit_before``)."""
+        self.emit_before("enqueue", message, delay)
 
     def emit_after_enqueue(self, message: Message, delay: int | None) -> None:
-        """``emit_after("enqueue", ...)`` over the middleware that have the hook (in reverse order)."""
-        for middleware, hook in self._hooks()[1]:
-            try:
-                hook(self, message, delay)
-            except Exception:
-                self.logger.critical("Unexpected failure in after_enqueue of %r.", middleware, exc_info=True)
-
-    def _hooks(self) -> tuple[list[tuple[Middleware, Callable]], list[tuple[Middleware, Callable]]]:
-        # Taken again whenever the middleware list changed (add_middleware, a test's edit).
-        if self._hooks_of != self.middleware:
-            befores = [(m, m.before_enqueue) for m in self.middleware
-                       if getattr(m.before_enqueue, "__func__", None) is not Middleware.before_enqueue]
-            afters = [(m, m.after_enqueue) for m in reversed(self.middleware)
-                      if getattr(m.after_enqueue, "__func__", None) is not Middleware.after_enqueue]
-            self._enqueue_hooks = (befores, afters)
-            self._hooks_of = list(self.middleware)
-        return self._enqueue_hooks
+        """``emit_after("enqueue", ...)``, in reverse order, over the middleware that have the hook."""
+        self.emit_after("enqueue", message, delay)
 
     def schedule(self, queue_name: str, element: bytes, delay_ms: int, *,
                  take_from: tuple[str, bytes] | None = None) -> int:
