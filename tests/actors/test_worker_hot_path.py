@@ -138,16 +138,18 @@ def test_finished_tasks_leave_no_deadline_behind(make_broker, start_worker):
 
 
 def test_a_middleware_added_later_gets_its_hooks_called(make_broker):
+    # (a signal of the test's own: a real one would reach the broker's other middleware,
+    # CurrentMessage would keep the fake message as this thread's current one)
     broker = make_broker()
-    broker.emit_before("process_message", None)  # the hooks of the first list are remembered
+    broker.emit_before("late_signal", None)  # the hooks of the first list are remembered
     calls = []
 
     class Late(Middleware):
-        def before_process_message(self, broker, message):
+        def before_late_signal(self, broker, message):
             calls.append(message)
 
     broker.add_middleware(Late())
-    broker.emit_before("process_message", "m")
+    broker.emit_before("late_signal", "m")
     assert calls == ["m"]
 
 

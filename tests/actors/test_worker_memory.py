@@ -156,6 +156,8 @@ def test_a_time_limit_during_the_first_domain_import_leaves_no_half_imported_mod
 
     # Then the task sees its limit, and the module was imported whole, for the next task to use
     assert outcome == ["soft limit"]
+    # (the limit may reach the task before it started waiting: the import goes on in its own thread)
+    assert runtime._domain_loaded.wait(30)
     assert probe["finished"] is True
     runtime.load_domain()
     import slow_domain_probe  # noqa: F401
