@@ -221,9 +221,10 @@ def test_bodies_over_the_cap_are_413_with_a_json_reason_and_nothing_is_enqueued(
 # -- The fuzz --------------------------------------------------------------------------------------------------
 
 
-def test_a_signed_body_that_would_get_a_5xx_is_shrunk_to_its_cause(hostile_stack, figures):
+def test_a_signed_body_that_would_get_a_5xx_is_shrunk_to_its_cause(hostile_stack, db, figures):
     """The property, one request per Hypothesis example: a failure is shrunk to the
-    simplest body that still fails (the 10,000-body run below cannot shrink)."""
+    simplest body that still fails (the 10,000-body run below cannot shrink).
+    (``db`` empties the database after it: the run below counts what it stores.)"""
     stack = hostile_stack
     stack.reset()
     main_pid, children = worker_pids(stack)
