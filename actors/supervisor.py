@@ -40,7 +40,7 @@ import redis
 
 from actors import early_signals, registry, sd_notify
 from actors.abandoned import WorkerLostError, fail_held, hard_limit_error
-from actors.envelope import decode
+from actors.envelope import UndecodableMessage, decode
 from actors.middleware import TaskMetrics
 from actors.middleware import find as find_middleware
 from actors.middleware.node_state import rusage
@@ -300,18 +300,23 @@ class Supervisor:
         try:
             task = child.current
             if task is not None and task.get("raw") is not None and (child.killed_stuck or not self._signals):
-                message = decode(task["raw"], task["queue"]).message
+                # Read as when the task began: an old deployment's message whose "expires" passed while it
+                # ran (up to its time limit) was refused here, and the exception ended the whole node.
+                since = child.current_since
+                began_ms = None if since is None else int((time.time() - (time.monotonic() - since)) * 1000)
+                message = decode(task["raw"], task["queue"], now_ms=began_ms).message
                 error: BaseException = hard_limit_error(task["hard_ms"]) if child.killed_stuck else \
                     WorkerLostError(f"Worker exited prematurely: {_exit_text(child.process.exitcode)}")
                 outcome = fail_held(self.broker, inflight_key=task["inflight_key"], raw=task["raw"],
                                     message=message, exception=error)
                 # The run's finish line: the child that began it cannot write it.
-                since = child.current_since
                 log_finished(message, outcome, None if since is None else time.monotonic() - since)
             if child.broker_id is not None:
                 self.broker.release_process(child.broker_id)
             registry.leave(self.client, self.spec.node_name, pid=child.process.pid)
-        except redis.RedisError:
+        except (redis.RedisError, UndecodableMessage):
+            # (a message can still expire between its fetch and its start: the sweep gives it back to its
+            # queue, where it is dead-lettered as expired)
             logger.error("Could not clean up after %s; the broker's sweep gives its messages back.", child.name,
                          exc_info=True)
         finally:

@@ -13,7 +13,8 @@ from __future__ import annotations
 import re
 
 from sqlalchemy import or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from app.db.models import Conversation, Customer
 from app.db.session import add_unless_taken
@@ -71,20 +72,34 @@ def _link_customer(session: Session, conversation: Conversation, wa_id: str | No
             customer = _find_customer(session, wa_id, user_id)
             if customer is None:  # pragma: no cover - the row we collided with is gone
                 return
-    # An id another customer row holds is not taken from it (the rows may be
-    # one person known twice, by number only and by user id only): its unique
-    # constraint would fail the task, and the message with it.
-    if wa_id and not customer.wa_id and not _held_by_another(session, Customer.wa_id, wa_id, customer):
-        customer.wa_id = wa_id
-    if user_id and not customer.user_id and not _held_by_another(session, Customer.user_id, user_id, customer):
-        customer.user_id = user_id
+    if wa_id and not customer.wa_id:
+        _take_id(session, customer, Customer.wa_id, wa_id)
+    if user_id and not customer.user_id:
+        _take_id(session, customer, Customer.user_id, user_id)
     if profile_name:
         customer.profile_name = profile_name
     conversation.customer = customer
 
 
-def _held_by_another(session: Session, column, value: str, customer: Customer) -> bool:
-    return session.scalars(select(Customer.id).where(column == value, Customer.id != customer.id)).first() is not None
+def _take_id(session: Session, customer: Customer, column: InstrumentedAttribute[str | None], value: str) -> None:
+    """Give ``customer`` the id ``value`` unless another customer row holds it.
+
+    An id another row holds is not taken from it (the rows may be one person
+    known twice, by number only and by user id only): its unique constraint
+    would fail the task, and the message with it.  The look-up is only a
+    shortcut: another worker may give the id to a row of its own after it (two
+    conversation keys of one person have two locks), so the id is written in a
+    savepoint, and a clash leaves the customer as it was.
+    """
+    held = select(Customer.id).where(column == value, Customer.id != customer.id)
+    if session.scalars(held).first() is not None:
+        return
+    session.flush()  # (what came before is not this savepoint's to undo)
+    try:
+        with session.begin_nested():
+            setattr(customer, column.key, value)
+    except IntegrityError:
+        pass
 
 
 def get_or_create_conversation(session: Session, customer_key: str, *, wa_id: str | None = None,

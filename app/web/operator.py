@@ -63,10 +63,23 @@ def _bad(description: str) -> falcon.HTTPBadRequest:
     return falcon.HTTPBadRequest(title="Invalid request", description=description)
 
 
+def _storable(name: str, value: str) -> str:
+    """``value`` when PostgreSQL and Redis can store it: no NUL character
+    (``"\\u0000"`` in JSON, ``%00`` in a path), no lone surrogate (``"\\ud800"``);
+    else a 400, not a 202 whose task then fails, nor a 5xx."""
+    if "\x00" in value:
+        raise _bad(f"{name} must not hold a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _bad(f"{name} must be valid Unicode text (it holds a lone surrogate)") from None
+    return value
+
+
 def _check_key(key: str) -> str:
     if not key.strip() or len(key) > MAX_KEY_LENGTH:
         raise _bad(f"the conversation key must be 1 to {MAX_KEY_LENGTH} characters")
-    return key
+    return _storable("the conversation key", key)
 
 
 def _body(req: falcon.Request, allowed: set[str], *, required: bool) -> dict[str, Any]:
@@ -100,7 +113,7 @@ def _operator_id(body: dict[str, Any]) -> str | None:
         return None
     if not isinstance(value, str) or not value.strip() or len(value) > MAX_OPERATOR_ID_LENGTH:
         raise _bad(f"operator_id must be a string of 1 to {MAX_OPERATOR_ID_LENGTH} characters")
-    return value
+    return _storable("operator_id", value)
 
 
 def _find(session: Session, key: str) -> Conversation:
@@ -174,6 +187,7 @@ class OperatorConversationResource:
             raise _bad("text must be a non-empty string")
         if len(text) > MAX_TEXT_LENGTH:
             raise _bad(f"text must be at most {MAX_TEXT_LENGTH} characters, got {len(text)}")
+        _storable("text", text)
         operator_id = _operator_id(body)
         client_id = _client_message_id(body)
         key = self._conversation_key(key)

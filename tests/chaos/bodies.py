@@ -1,6 +1,6 @@
 """Hostile webhook bodies (signed correctly by the test), for a Hypothesis fuzz.
 
-:data:`bodies` is a Hypothesis strategy of raw body bytes: most are
+:func:`hostile_body` builds raw body bytes from a ``random.Random``: most are
 WhatsApp fixtures with a few parts spoilt (deleted, retyped, wrapped in a
 list, duplicated, given a wamid other bodies share, made huge, deep or full
 of awkward Unicode), the rest arbitrary JSON, a random notification shape,
@@ -10,7 +10,9 @@ Hypothesis draws one ``random.Random`` per body and the body is built from
 it here: on this (2-core, shared) machine each Hypothesis draw costs a
 fraction of a millisecond, and a body built from its own strategies takes
 dozens of them, which 10,000 bodies cannot afford.  The seed of the run
-still fixes every body (``@seed``), so a failing run is replayed exactly.
+still fixes every body (``@seed``), so a failing run is replayed exactly, but
+not shrunk: :func:`shrinking_bodies` is the strategy of a smaller run whose every
+choice is Hypothesis's own, so that a body that fails is shrunk to its cause.
 """
 
 from __future__ import annotations
@@ -217,5 +219,26 @@ def hostile_body(rnd: random.Random) -> tuple[str, bytes]:
     return kind, rnd.randbytes(rnd.randint(0, 300))  # not JSON, not even UTF-8
 
 
-#: The strategy: (kind, raw bytes) of hostile bodies.
-bodies = st.randoms(use_true_random=True).map(hostile_body)
+#: Any JSON value, small, drawn by Hypothesis itself (so that a failing body shrinks).
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12) | st.sampled_from(NASTY_TEXT)
+    | st.sampled_from(_NUMBERS) | st.sampled_from(SHARED_WAMIDS),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+@st.composite
+def shrinking_bodies(draw: st.DrawFn) -> bytes:
+    """A fixture with one to three of its places (the whole body too) replaced by any
+    JSON value, every choice a Hypothesis draw: a body that fails shrinks to the
+    fewest, simplest replacements that still fail."""
+    body = _copy(FIXTURE_BODIES[draw(st.sampled_from(_FIXTURE_NAMES))])
+    for _ in range(draw(st.integers(1, 3))):
+        places: list[tuple[Any, Any]] = [(None, None), *_parts(body)]
+        container, key = draw(st.sampled_from(places))
+        if container is None:
+            body = draw(JSON_VALUES)
+        else:
+            container[key] = draw(JSON_VALUES)
+    return json.dumps(body, ensure_ascii=draw(st.booleans())).encode("utf-8", "surrogatepass")

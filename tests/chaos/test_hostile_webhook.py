@@ -27,7 +27,7 @@ from sqlalchemy import func, select
 
 from app.db import Message, MessageStatus
 from app.web.rejected import rejected_bodies
-from tests.chaos.bodies import hostile_body
+from tests.chaos.bodies import hostile_body, shrinking_bodies
 from tests.chaos.hostile import (
     crash_lines,
     env_seed,
@@ -59,6 +59,8 @@ SEED = env_seed(20261127)
 CAP = 4 * 1024 * 1024
 #: Sending threads (gunicorn runs 2 sync workers).
 SENDERS = 3
+#: Bodies of the shrinking run, one Hypothesis example and one request each (CHAOS_SHRINKING_BODIES to change it).
+SHRINKING_BODIES = int(os.environ.get("CHAOS_SHRINKING_BODIES", 300))
 
 
 
@@ -217,6 +219,34 @@ def test_bodies_over_the_cap_are_413_with_a_json_reason_and_nothing_is_enqueued(
 
 
 # -- The fuzz --------------------------------------------------------------------------------------------------
+
+
+def test_a_signed_body_that_would_get_a_5xx_is_shrunk_to_its_cause(hostile_stack, db, figures):
+    """The property, one request per Hypothesis example: a failure is shrunk to the
+    simplest body that still fails (the 10,000-body run below cannot shrink).
+    (``db`` empties the database after it: the run below counts what it stores.)"""
+    stack = hostile_stack
+    stack.reset()
+    main_pid, children = worker_pids(stack)
+    answers: Counter = Counter()
+
+    @seed(SEED)
+    @settings(max_examples=SHRINKING_BODIES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(shrinking_bodies())
+    def answered_200_in_json(body: bytes) -> None:
+        response = stack.post(body)
+        answers[response.status_code] += 1
+        assert response.status_code == 200, (response.status_code, response.text[:300])
+        assert response.json()["status"] in ("ok", "rejected"), response.text[:300]
+
+    answered_200_in_json()
+    stack.wait_idle(timeout_s=120)
+    dead = stack.dead_letters()
+    assert dead == [], f"{len(dead)} dead letters, the first: {[d['error'] for d in dead[:5]]}"
+    assert inflight_elements(stack) == 0
+    assert worker_pids(stack) == (main_pid, children), "a worker process crashed (or was replaced)"
+    figures(shrinking_bodies=sum(answers.values()), status_codes={str(k): v for k, v in answers.items()},
+            dead_letters=0)
 
 
 def test_signed_hostile_bodies_never_get_a_5xx_nor_crash_the_worker(hostile_stack, db, figures):

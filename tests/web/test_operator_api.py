@@ -82,6 +82,10 @@ def test_an_operator_message_gets_a_fresh_id_and_is_enqueued_to_be_sent(client, 
     ({"text": "x" * 4097}, "at most 4096 characters"),
     ({"text": "hi", "operator_id": 3}, "operator_id must be a string"),
     ({"text": "hi", "sender": "me"}, "unknown field(s): sender"),
+    # (accepted with a 202, the task then failed: PostgreSQL refuses NUL, Redis and PostgreSQL a lone surrogate)
+    ({"text": "a\x00b"}, "text must not hold a NUL character"),
+    ({"text": "hi \ud800"}, "text must be valid Unicode text"),
+    ({"text": "hi", "operator_id": "op\x00"}, "operator_id must not hold a NUL character"),
 ])
 def test_a_bad_message_body_is_400_with_its_reason(client, enqueue, body, description):
     result = post(client, f"{BASE}/messages", body)
@@ -92,6 +96,10 @@ def test_a_bad_message_body_is_400_with_its_reason(client, enqueue, body, descri
 def test_a_bad_takeover_body_or_key_is_400(client, enqueue):
     assert post(client, f"{BASE}/takeover", {"operator": "x"}).status_code == 400
     assert post(client, f"/operator/conversations/{'9' * 129}/takeover").status_code == 400
+    # (a NUL in the key failed its look-up in PostgreSQL: a 503 "database unavailable", to retry forever)
+    result = post(client, "/operator/conversations/1650%005551234/takeover")
+    assert result.status_code == 400 and "NUL" in result.json["description"]
+    assert client.simulate_get("/operator/conversations/1650%005551234", headers=AUTH).status_code == 400
     assert enqueue.calls == []
 
 
