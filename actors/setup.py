@@ -8,7 +8,14 @@ from dramatiq.middleware import AgeLimit, Callbacks, CurrentMessage, Pipelines
 
 from actors.broker import RedisBroker
 from actors.middleware import (
-    DomainLoader, FixedRetries, NodeState, RedisAccessCheck, TaskHistory, TaskLog, TaskMetrics, TimeLimits,
+    DomainLoader,
+    FixedRetries,
+    NodeState,
+    RedisAccessCheck,
+    TaskHistory,
+    TaskLog,
+    TaskMetrics,
+    TimeLimits,
 )
 from actors.worker_logging import install_log_filters
 from app.config import Config

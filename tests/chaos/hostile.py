@@ -3,18 +3,16 @@ Redis holds of the queues, and raw HTTP for requests httpx will not send."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from actors import keys
-from tests.support.stack import Stack, claim_redis_db, release_redis_db
+from tests.support.stack import Stack
 
 #: The machine's Redis (tests/conftest.py claimed one database for the run; stacks claim their own).
-REDIS_BASE = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
 
 
 def children(pid: int) -> set[int]:
@@ -108,21 +106,6 @@ def _complete(data: bytes) -> bool:
 def env_seed(default: int) -> int:
     """The fuzz's seed: fixed (reproducible in CI) unless CHAOS_FUZZ_SEED says otherwise."""
     return int(os.environ.get("CHAOS_FUZZ_SEED", default))
-
-
-@contextlib.contextmanager
-def running_stack(log_dir: Path) -> Iterator[Stack]:
-    """A stack (gunicorn, one worker node of one process and two threads) on a
-    Redis database of its own, stopped and the database freed on exit."""
-    n = claim_redis_db(REDIS_BASE)
-    try:
-        stack = Stack(redis_url=f"{REDIS_BASE}/{n}", db_url=os.environ["DB_URL"], log_dir=log_dir)
-        try:
-            yield stack
-        finally:
-            stack.stop()
-    finally:
-        release_redis_db(REDIS_BASE, n)
 
 
 #: Lines of a worker's log that tell of a crash, not of a task that failed.

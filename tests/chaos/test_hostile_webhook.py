@@ -34,10 +34,10 @@ from tests.chaos.hostile import (
     inflight_elements,
     queue_state,
     raw_request,
-    running_stack,
     worker_pids,
 )
 from tests.support.fixtures import raw, sign, text_body
+from tests.support.stack import running_stack
 
 pytestmark = pytest.mark.slow
 

@@ -20,7 +20,8 @@ from sqlalchemy import select
 
 from actors import keys
 from app.db import MessageStatus
-from tests.chaos.hostile import crash_lines, inflight_elements, running_stack, worker_pids
+from tests.chaos.hostile import crash_lines, inflight_elements, worker_pids
+from tests.support.stack import running_stack
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow

@@ -17,7 +17,6 @@ and checks that each retry waited at least its delay.
 from __future__ import annotations
 
 import itertools
-import os
 from collections import defaultdict
 from typing import Any
 
@@ -25,11 +24,10 @@ import pytest
 
 from tests.support.customer_bodies import text_from
 from tests.support.fixtures import OFFLINE
-from tests.support.stack import Stack, claim_redis_db, release_redis_db
+from tests.support.stack import Stack, running_stack
 from tests.support.waiting import wait_for
 from tests.support.worker_log import retries
 
-REDIS_BASE = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
 #: The runbook's 5, 10 and 20 s, divided by 10.
 RETRY_DELAYS_S = (0.5, 1.0, 2.0)
 #: Slack for the stand-in's clock reading an attempt a little before the worker's timer was due.
@@ -58,17 +56,9 @@ PERMANENT = {
 
 @pytest.fixture(scope="module")
 def faults_stack(engine, checkpoints, tmp_path_factory):
-    n = claim_redis_db(REDIS_BASE)
-    try:
-        stack = Stack(redis_url=f"{REDIS_BASE}/{n}", db_url=os.environ["DB_URL"],
-                      env={"RETRY_DELAYS_SECONDS": ",".join(f"{d:g}" for d in RETRY_DELAYS_S)},
-                      log_dir=tmp_path_factory.mktemp("whatsapp-faults"))
-        try:
-            yield stack
-        finally:
-            stack.stop()
-    finally:
-        release_redis_db(REDIS_BASE, n)
+    with running_stack(tmp_path_factory.mktemp("whatsapp-faults"),
+                       {"RETRY_DELAYS_SECONDS": ",".join(f"{d:g}" for d in RETRY_DELAYS_S)}) as stack:
+        yield stack
 
 
 @pytest.fixture

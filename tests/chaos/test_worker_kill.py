@@ -9,7 +9,6 @@ The tests start, kill and stop the worker nodes themselves (tests/chaos/nodes.py
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,10 +21,8 @@ from tests.chaos.audit import audit
 from tests.chaos.gate import GatedWhatsApp
 from tests.chaos.load import confirm_sends, make_load, post
 from tests.chaos.nodes import Node, celery_node, dramatiq_node, gave_back
-from tests.support.stack import Stack, claim_redis_db, release_redis_db
+from tests.support.stack import Stack, running_stack
 from tests.support.waiting import wait_for
-
-REDIS_BASE = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
 
 #: A dead worker process's messages go back within this (60 s in production).
 HEARTBEAT_TIMEOUT_S = 4
@@ -53,16 +50,8 @@ ENV = {
 
 @pytest.fixture(scope="module")
 def stack(engine, checkpoints, tmp_path_factory):
-    n = claim_redis_db(REDIS_BASE)
-    try:
-        stack = Stack(redis_url=f"{REDIS_BASE}/{n}", db_url=os.environ["DB_URL"], env=ENV, worker=[],
-                      whatsapp=GatedWhatsApp(), log_dir=tmp_path_factory.mktemp("chaos-kill"))
-        try:
-            yield stack
-        finally:
-            stack.stop()
-    finally:
-        release_redis_db(REDIS_BASE, n)
+    with running_stack(tmp_path_factory.mktemp("chaos-kill"), ENV, worker=[], whatsapp=GatedWhatsApp()) as stack:
+        yield stack
 
 
 @pytest.fixture

@@ -4,32 +4,11 @@ WhatsApp stand-in, the offline model."""
 
 from __future__ import annotations
 
-import contextlib
-import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.support.stack import Stack, claim_redis_db, release_redis_db
-
-#: The machine's Redis (tests/conftest.py claimed one database for the run; stacks claim their own).
-REDIS_BASE = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
-
-
-@contextlib.contextmanager
-def running_stack(log_dir: Path, env: dict[str, str] | None = None, **options) -> Iterator[Stack]:
-    """A stack on a Redis database of its own, stopped (and the database freed) on exit."""
-    n = claim_redis_db(REDIS_BASE)
-    try:
-        stack = Stack(redis_url=f"{REDIS_BASE}/{n}", db_url=os.environ["DB_URL"], env=env, log_dir=log_dir,
-                      **options)
-        try:
-            yield stack
-        finally:
-            stack.stop()
-    finally:
-        release_redis_db(REDIS_BASE, n)
+from tests.support.stack import Stack, running_stack
 
 
 @pytest.fixture(scope="session")

@@ -10,11 +10,13 @@ database and Redis are read to check what was stored.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,26 @@ def claim_redis_db(base_url: str) -> int:
 def release_redis_db(base_url: str, n: int) -> None:
     redis.Redis.from_url(f"{base_url}/{n}").flushdb()
     redis.Redis.from_url(base_url + "/0").delete(f"tests:whatsapp-tasks:db-lock:{n}")
+
+
+#: The machine's Redis (tests/conftest.py claimed one database for the run; stacks claim their own).
+REDIS_BASE = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
+
+
+@contextlib.contextmanager
+def running_stack(log_dir: Path, env: dict[str, str] | None = None, **options: Any) -> Iterator[Stack]:
+    """A :class:`Stack` on a Redis database of its own and the run's PostgreSQL database,
+    stopped (and the Redis database freed) on exit; ``options`` go to :class:`Stack`."""
+    n = claim_redis_db(REDIS_BASE)
+    try:
+        stack = Stack(redis_url=f"{REDIS_BASE}/{n}", db_url=os.environ["DB_URL"], env=env, log_dir=log_dir,
+                      **options)
+        try:
+            yield stack
+        finally:
+            stack.stop()
+    finally:
+        release_redis_db(REDIS_BASE, n)
 
 
 class Stack:
