@@ -33,6 +33,8 @@ import redis
 from dramatiq import Broker, Message, MessageProxy, Middleware
 from dramatiq.errors import ActorNotFound, ConnectionClosed, QueueJoinTimeout, QueueNotFound
 from dramatiq.middleware import MiddlewareError
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from actors import backlog, batch, dead_letters, keys
 from actors.consumer import Consumer
@@ -157,17 +159,34 @@ class RedisBroker(Broker):
 
     # -- Blocking consumers ----------------------------------------------------
 
-    def blocking_client(self) -> redis.Redis:
-        """A client with a connection of its own, for one long BLMOVE (see :meth:`interrupt_consumers`)."""
+    def blocking_client(self) -> redis.Redis | None:
+        """A client with a connection of its own, for one long BLMOVE (see :meth:`interrupt_consumers`);
+        None when no Worker runs or it is stopping (block briefly on the shared client then)."""
         with self._blockers_lock:
+            # (checked under the lock: a stop that began before this cannot miss the new blocker)
+            if not self.long_blocks:
+                return None
             if self._blockers:
                 blocker = self._blockers.pop()
             else:
                 pool = self.client.connection_pool
+                kwargs = dict(pool.connection_kwargs)
+                # Sent once: redis-py would send a cut BLMOVE again (blocking the full time,
+                # after the stop) and one whose answer was lost too (the element the first
+                # one moved would wait in flight, handed to nobody, until the consumer closes).
+                kwargs["retry"] = Retry(NoBackoff(), 0)
+                kwargs["redis_connect_func"] = self._connect_blocker
                 blocker = redis.Redis(connection_pool=type(pool)(
-                    connection_class=pool.connection_class, max_connections=1, **pool.connection_kwargs))
+                    connection_class=pool.connection_class, max_connections=1, **kwargs))
             self._blocking.add(blocker)
             return blocker
+
+    def _connect_blocker(self, connection: Any) -> None:
+        """Connect a blocker, unless the Worker is stopping: a cut that landed before its BLMOVE
+        was sent leaves the connection closed, and reconnecting would block the full time."""
+        if not self.long_blocks:
+            raise redis.ConnectionError("the worker is stopping")
+        connection.on_connect()
 
     def release_blocking_client(self, blocker: redis.Redis) -> None:
         with self._blockers_lock:

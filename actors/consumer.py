@@ -157,11 +157,11 @@ class Consumer(_DramatiqConsumer):
     def _block(self) -> bytes | None:
         """One BLMOVE: the consumer's own timeout, or :data:`WORKER_BLOCK_S` in a running Worker."""
         broker = self.broker
-        if not broker.long_blocks:
+        blocker = broker.blocking_client()
+        if blocker is None:
             # Redis takes fractional timeouts; redis-py's stubs say int.
             return cast(bytes | None, self.client.blmove(
                 self.queue_key, self.inflight_key, self.timeout_s, "RIGHT", "LEFT"))  # type: ignore[arg-type]
-        blocker = broker.blocking_client()
         try:
             return cast(bytes | None, blocker.blmove(
                 self.queue_key, self.inflight_key, WORKER_BLOCK_S, "RIGHT", "LEFT"))  # type: ignore[arg-type]

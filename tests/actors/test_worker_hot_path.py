@@ -122,6 +122,31 @@ def test_an_idle_worker_blocks_long_and_its_stop_cuts_the_wait_short(make_broker
     assert broker.queue_sizes("default") == {"waiting": 0, "delayed": 0, "inflight": 0, "dead": 0}
 
 
+def test_a_stop_landing_just_before_the_long_block_is_sent_still_cuts_it(make_broker, redis_client, monkeypatch):
+    # Given an idle consumer of a running worker, whose stop lands after it took its blocking
+    # connection and before its BLMOVE went out (the connection was closed under it)
+    broker = make_broker()
+    declare(broker)
+    consumer = broker.consume("default", prefetch=1, timeout=100)
+    broker.long_blocks = True  # (what a Worker's boot does)
+    real = broker.blocking_client
+
+    def stop_lands_now():
+        blocker = real()
+        broker.interrupt_consumers()
+        return blocker
+
+    monkeypatch.setattr(broker, "blocking_client", stop_lands_now)
+    got = []
+    waiting = threading.Thread(target=lambda: got.append(next(consumer)))
+    waiting.start()
+
+    # Then it does not reconnect to block the full 10 s: it returns as a cut block does
+    waiting.join(8)
+    assert not waiting.is_alive()
+    assert got == [None]
+
+
 def test_finished_tasks_leave_no_deadline_behind(make_broker, start_worker):
     # Given a worker that ran many short tasks
     broker = make_broker()
