@@ -108,6 +108,13 @@ def adopt_handlers(log_format: str) -> None:
             handler.setFormatter(JsonFormatter())
 
 
+#: The most a batch of lines may hold.  Dramatiq points the process's stdout and stderr at the
+#: same pipe, and a pipe write of up to PIPE_BUF (4,096 bytes on Linux) is atomic: with
+#: multiprocessing's 4-byte length in front, a batch under it can never be split by a print()
+#: or a warning from another thread, which would break the pipe's framing for good.
+MAX_BATCH_BYTES = 4000
+
+
 class BatchingPipe:
     """The stream of a plain ``dramatiq`` CLI worker process's log handler, written by a thread of its own.
 
@@ -139,12 +146,22 @@ class BatchingPipe:
         """Called by the handler after every line: the writer thread sends it."""
 
     def send(self) -> None:
-        """Send what has gathered now, in this thread (at exit)."""
+        """Send what has gathered now, in this thread (at exit), in pipe messages of at most
+        :data:`MAX_BATCH_BYTES` (a longer line goes alone, as every line did before)."""
         with self._send_lock:
             lines = self._lines
-            parts = [lines.popleft() for _ in range(len(lines))]
-            if parts:
-                self.target.write("".join(parts))
+            batch: list[str] = []
+            size = 0
+            for _ in range(len(lines)):
+                line = lines.popleft()
+                n = len(line.encode("utf-8", "replace"))
+                if batch and size + n > MAX_BATCH_BYTES:
+                    self.target.write("".join(batch))
+                    batch, size = [], 0
+                batch.append(line)
+                size += n
+            if batch:
+                self.target.write("".join(batch))
 
     def _run(self) -> None:
         while True:

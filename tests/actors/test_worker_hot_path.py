@@ -14,7 +14,7 @@ from dramatiq.compat import StreamablePipe
 
 from actors import keys, task_history
 from actors.middleware import TimeLimits, find
-from actors.worker_logging import BatchingPipe
+from actors.worker_logging import MAX_BATCH_BYTES, BatchingPipe
 from tests.actors.test_broker import declare, drain
 from tests.support.waiting import wait_for
 
@@ -214,6 +214,34 @@ def test_the_batching_pipe_delivers_every_line_in_order():
         logger.removeHandler(handler)
         writer.close()
         reader.close()
+
+
+def test_a_batch_of_lines_fits_one_atomic_pipe_write_and_a_long_line_goes_alone():
+    # Given lines that together are far over the pipe's atomic write size, and one long line
+    reader, writer = multiprocessing.Pipe(duplex=False)
+    stream = BatchingPipe(StreamablePipe(writer))
+    stream._send_lock.acquire()  # (the writer thread must not send them as they come)
+    try:
+        lines = [f"line {i:04d} " + "x" * 180 + "\n" for i in range(200)]
+        long_line = "y" * 10_000 + "\n"
+        for line in lines[:100] + [long_line] + lines[100:]:
+            stream.write(line)
+    finally:
+        stream._send_lock.release()
+    stream.send()
+
+    # Then every message but the long line's is at most MAX_BATCH_BYTES, and nothing is lost
+    messages = []
+    while reader.poll(1):
+        messages.append(reader.recv_bytes())
+        if b"".join(messages).count(b"\n") >= 201:
+            break
+    writer.close()
+    reader.close()
+    assert b"".join(messages).decode() == "".join(lines[:100] + [long_line] + lines[100:])
+    assert [len(m) for m in messages if m != long_line.encode()] and \
+        all(len(m) <= MAX_BATCH_BYTES for m in messages if m != long_line.encode())
+    assert long_line.encode() in messages
 
 
 def test_a_batch_writes_what_one_event_at_a_time_would(redis_client):
