@@ -21,6 +21,7 @@ from typing import Any
 from dramatiq import Message
 
 from actors import keys
+from app.untrusted import encodable
 
 __all__ = ["Decoded", "UndecodableMessage", "encode", "decode"]
 
@@ -179,10 +180,8 @@ def _identifier(name: str, value: Any) -> str:
     """
     if not isinstance(value, str):
         value = str(value)
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise UndecodableMessage(f"{name} is not valid Unicode text (it holds a lone surrogate)") from None
+    if not encodable(value):
+        raise UndecodableMessage(f"{name} is not valid Unicode text (it holds a lone surrogate)")
     return value
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.errors import InvalidTaskArguments
+from app.untrusted import encodable
 
 __all__ = ["text", "whole_number", "object_list"]
 
@@ -14,11 +15,9 @@ def text(name: str, value: Any, *, max_length: int = 4096) -> str:
         raise InvalidTaskArguments(f"{name} must be a non-empty string, got {value!r:.80}")
     if len(value) > max_length:
         raise InvalidTaskArguments(f"{name} must be at most {max_length} characters, got {len(value)}")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        # JSON may spell one ("\\ud800"); Redis and PostgreSQL would refuse it deep in the task
-        raise InvalidTaskArguments(f"{name} must be valid Unicode text (it holds a lone surrogate)") from None
+    if not encodable(value):
+        # Redis and PostgreSQL would refuse it deep in the task
+        raise InvalidTaskArguments(f"{name} must be valid Unicode text (it holds a lone surrogate)")
     return value
 
 

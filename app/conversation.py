@@ -14,7 +14,7 @@ from app.db.session import add_unless_taken
 from app.errors import InvalidTaskArguments
 from app.inbound import UNANSWERABLE_KINDS
 from app.status import apply_pending_statuses
-from app.untrusted import epoch_seconds, without_nul
+from app.untrusted import encodable, epoch_seconds, without_nul
 
 __all__ = ["InboundMessage", "get_or_create_conversation", "insert_once", "store_inbound",
            "store_batch"]
@@ -102,7 +102,7 @@ class InboundMessage:
             except ValueError as e:
                 raise InvalidTaskArguments(f"message.timestamp: {e} (message {wamid:.80})") from None
         for name, value in (("wamid", wamid), ("text", text), ("kind", kind), *optional.items()):
-            if value is not None and not _encodable(value):
+            if value is not None and not encodable(value):
                 # JSON may spell one ("\\udfff"); PostgreSQL and Redis would refuse it deep in the task
                 raise InvalidTaskArguments(f"message.{name} is not valid Unicode text (it holds a lone surrogate)")
             if value is not None and "\x00" in value and name not in _FREE_TEXT:
@@ -114,14 +114,6 @@ class InboundMessage:
         # Reactions and system messages are never answered, whatever the flag says.
         answerable = answerable and kind not in UNANSWERABLE_KINDS
         return cls(wamid, text, kind, answerable, timestamp=timestamp, **optional)
-
-
-def _encodable(value: str) -> bool:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def insert_once(session: Session, row: Message, existing: Select[Message]) -> tuple[Message, bool]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["brief", "json_type", "text", "epoch_seconds", "without_nul", "MAX_EPOCH_SECONDS"]
+__all__ = ["brief", "json_type", "text", "epoch_seconds", "without_nul", "encodable", "MAX_EPOCH_SECONDS"]
 
 #: What a PostgreSQL BIGINT holds: the largest timestamp kept.
 MAX_EPOCH_SECONDS = 2**63 - 1
@@ -70,6 +70,16 @@ def epoch_seconds(value: Any) -> int:
     if not 0 <= seconds <= MAX_EPOCH_SECONDS:
         raise ValueError(f"a timestamp must be seconds from 0 to 2**63-1, got {brief(value)}")
     return seconds
+
+
+def encodable(value: str) -> bool:
+    """Whether ``value`` can be written as UTF-8: JSON may spell a lone surrogate
+    (``"\\ud800"``), which Redis's client, the broker and PostgreSQL all refuse to encode."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def without_nul(value: str) -> str:

@@ -37,7 +37,7 @@ from app.conversation import InboundMessage
 from app.errors import AppError
 from app.inbound import describe
 from app.status import StatusUpdate, error_code
-from app.untrusted import brief, json_type, text
+from app.untrusted import brief, encodable, json_type, text
 
 __all__ = ["BODY", "Notification", "Problem", "WebhookFormatError", "parse_body", "parse_notification",
            "conversation_key"]
@@ -232,17 +232,9 @@ def _utf8(item: dict[str, Any]) -> dict[str, Any]:
         for element in values:
             strings = element.values() if isinstance(element, dict) else [element]
             for string in strings:
-                if isinstance(string, str) and not _encodable(string):
+                if isinstance(string, str) and not encodable(string):
                     raise ValueError(f"{name} is not valid Unicode text (it holds a lone surrogate)")
     return item
-
-
-def _encodable(string: str) -> bool:
-    try:
-        string.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _str(value: Any) -> str | None:

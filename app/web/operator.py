@@ -39,6 +39,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.customers import find_conversation
 from app.db.models import Conversation, Message
+from app.untrusted import encodable
 from app.web.hooks import require_operator_token
 
 __all__ = ["OperatorConversationResource", "MAX_KEY_LENGTH", "MAX_TEXT_LENGTH"]
@@ -69,10 +70,8 @@ def _storable(name: str, value: str) -> str:
     else a 400, not a 202 whose task then fails, nor a 5xx."""
     if "\x00" in value:
         raise _bad(f"{name} must not hold a NUL character")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise _bad(f"{name} must be valid Unicode text (it holds a lone surrogate)") from None
+    if not encodable(value):
+        raise _bad(f"{name} must be valid Unicode text (it holds a lone surrogate)")
     return value
 
 
