@@ -80,7 +80,7 @@ def enqueue_many(broker: RedisBroker, messages: Iterable[Message], *, delay: int
     destination = keys.delayed_key if delayed else keys.queue_key
     sent = [message for message, _queue, _element in prepared]
     for message in sent:
-        broker.emit_before_enqueue(message, delay)
+        broker.emit_before("enqueue", message, delay)
     broker.logger.debug("Enqueueing %d message(s)%s.", len(sent), f" delayed by {delay} ms" if delayed else "")
 
     script = broker.scripts["enqueue_many"]
@@ -95,7 +95,7 @@ def enqueue_many(broker: RedisBroker, messages: Iterable[Message], *, delay: int
             raise PartialEnqueue(e, sent=sent[:start], unknown=sent[start:start + len(chunk)],
                                  unsent=sent[start + len(chunk):]) from None
         for message in sent[start:start + len(chunk)]:
-            broker.emit_after_enqueue(message, delay)
+            broker.emit_after("enqueue", message, delay)
     return sent
 
 

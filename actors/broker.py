@@ -234,7 +234,7 @@ class RedisBroker(Broker):
         """
         message, queue_name, element = self.prepare(message)
         self.logger.debug("Enqueueing message %r on queue %r.", message.message_id, queue_name)
-        self.emit_before_enqueue(message, delay)
+        self.emit_before("enqueue", message, delay)
         try:
             if delay is not None and delay > 0:
                 self.schedule(queue_name, element, int(delay))
@@ -242,7 +242,7 @@ class RedisBroker(Broker):
                 self.scripts["enqueue"](keys=[keys.queue_key(queue_name)], args=[element])
         except redis.RedisError as e:
             raise ConnectionClosed(e) from None
-        self.emit_after_enqueue(message, delay)
+        self.emit_after("enqueue", message, delay)
         return message
 
     def enqueue_many(self, messages: Iterable[Message], *, delay: int | None = None) -> list[Message]:
@@ -270,14 +270,6 @@ class RedisBroker(Broker):
         if queue_name != message.queue_name:
             message = message.copy(queue_name=queue_name)
         return message, queue_name, self.encode(message)
-
-    def emit_before_enqueue(self, message: Message, delay: int | None) -> None:
-        """``emit_before("enqueue", ...)``: only the middleware that have the hook (see ``emit_before``)."""
-        self.emit_before("enqueue", message, delay)
-
-    def emit_after_enqueue(self, message: Message, delay: int | None) -> None:
-        """``emit_after("enqueue", ...)``, in reverse order, over the middleware that have the hook."""
-        self.emit_after("enqueue", message, delay)
 
     def schedule(self, queue_name: str, element: bytes, delay_ms: int, *,
                  take_from: tuple[str, bytes] | None = None) -> int:

@@ -139,11 +139,6 @@ class InflightBook:
         with self._cond:
             return sum(self._entries[key].busy.values())
 
-    def wait_for_room(self, key: str, limit: int, timeout_s: float) -> bool:
-        """Block until fewer than ``limit`` elements of ``key`` are busy."""
-        with self._cond:
-            return self._cond.wait_for(lambda: sum(self._entries[key].busy.values()) < limit, timeout_s)
-
     def pairs(self) -> list[str]:
         """(in-flight key, queue key) of every list, flattened, for the heartbeat."""
         with self._cond:
