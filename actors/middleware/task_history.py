@@ -2,7 +2,7 @@
 
 The hooks only append an event to an in-process buffer; a background
 thread writes the buffer every :data:`FLUSH_INTERVAL_S` in Redis
-pipelines of :data:`FLUSH_CHUNK` events (:func:`actors.task_history.write_events`), and once more when
+calls of :data:`FLUSH_CHUNK` events (:func:`actors.task_history.write_events`), and once more when
 the worker shuts down (or, briefly, before a cold exit by
 :func:`actors.hard_exit.exit_now`).  Flushes never overlap.  A task never waits on Redis for its history.
 While Redis cannot be reached the buffer keeps at most
@@ -33,11 +33,14 @@ __all__ = ["TaskHistory", "FLUSH_INTERVAL_S", "FLUSH_CHUNK", "MAX_BUFFERED", "MA
 #: Seconds between two writes of the buffered events.
 FLUSH_INTERVAL_S = 0.5
 
-#: Most events written in one pipeline.  A busy process buffers thousands
-#: between two flushes, at about 14 commands each: one pipeline of them all
-#: would hold every command and answer in memory at once, and a worker's
-#: RSS keeps such a peak for good (15-40 MiB per process in a drain).
-FLUSH_CHUNK = 500
+#: Most events written in one step.  A busy process buffers thousands
+#: between two flushes: writing them all at once would hold every argument
+#: and answer in memory, and a worker's RSS keeps such a peak for good
+#: (15-40 MiB per process in a drain).  One step is one Lua call of
+#: :func:`actors.task_history.write_events`, so a failure leaves exactly the
+#: unwritten steps for the next flush (a larger chunk, split into several
+#: calls there, would write its first calls twice).
+FLUSH_CHUNK = task_history.EVENTS_PER_CALL
 
 #: Most events buffered while Redis cannot be reached ...
 MAX_BUFFERED = 10_000
@@ -226,7 +229,7 @@ class TaskHistory(Middleware):
             self.dropped += drop
 
     def flush(self, *, client: redis.Redis | None = None, wait_s: float | None = None) -> int:
-        """Write the buffered events, :data:`FLUSH_CHUNK` per pipeline; returns how many went.
+        """Write the buffered events, :data:`FLUSH_CHUNK` per Lua call; returns how many went.
 
         Flushes are serialised: two batches never race, so a later state
         cannot be overwritten by an earlier one.  ``wait_s`` bounds the wait

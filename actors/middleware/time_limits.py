@@ -323,7 +323,6 @@ class TimeLimits(Middleware):
             raise_thread_exception(running.thread_id, TimeLimitExceeded)
         return kind
 
-
     def _push_hard(self, running: _Running) -> None:
         """Schedule the hard deadline of a task whose soft one is past (the lock is held)."""
         self._push(running.started + running.hard_ms / 1000, running, "hard", 0)
