@@ -16,6 +16,7 @@ import collections
 import datetime
 import json
 import logging
+import multiprocessing.util
 import os
 import sys
 import threading
@@ -180,8 +181,12 @@ def batch_pipe_writes() -> None:
         if isinstance(handler, logging.StreamHandler) and type(stream).__name__ == "StreamablePipe":
             batching = BatchingPipe(stream)
             handler.setStream(batching)
-            # What is left is sent at a normal exit, and before an os._exit.
+            # What is left is sent at a normal exit, at the end of a multiprocessing child
+            # (which leaves by os._exit, skipping atexit: a child stopping itself with
+            # SystemExit would lose its last lines, the one saying why included), and
+            # before our own os._exit.
             atexit.register(unbatch_pipe_writes)
+            multiprocessing.util.Finalize(None, unbatch_pipe_writes, exitpriority=100)
             from actors import hard_exit
 
             hard_exit.add(unbatch_pipe_writes)

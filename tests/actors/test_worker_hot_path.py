@@ -14,7 +14,7 @@ from dramatiq.compat import StreamablePipe
 
 from actors import keys, task_history
 from actors.middleware import TimeLimits, find
-from actors.worker_logging import MAX_BATCH_BYTES, BatchingPipe
+from actors.worker_logging import MAX_BATCH_BYTES, BatchingPipe, batch_pipe_writes
 from tests.actors.test_broker import declare, drain
 from tests.support.waiting import wait_for
 
@@ -268,3 +268,31 @@ def test_a_batch_writes_what_one_event_at_a_time_would(redis_client):
     assert redis_client.zscore(keys.task_state_index_key("STARTED"), "two") is None
     counts = task_history.event_counts(redis_client)
     assert counts[("t", "task-received", "w@h")] == 2 and counts[("t", "task-succeeded", "w@h")] == 2
+
+
+def _log_then_exit(writer) -> None:
+    # A plain-CLI worker child: its log handler writes to the pipe, batched.
+    handler = logging.StreamHandler(StreamablePipe(writer))
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logging.getLogger().handlers[:] = [handler]
+    batch_pipe_writes()
+    stream = handler.stream
+    stream._wake = threading.Event()  # (the writer thread sleeps on the old one: it never sends)
+    logging.getLogger("test.exit").critical("the reason this child stops")
+    raise SystemExit(3)
+
+
+def test_a_child_that_stops_itself_sends_its_last_lines_first():
+    # Given a multiprocessing child (as dramatiq's CLI starts them) whose last line waits in the batch
+    context = multiprocessing.get_context("fork")
+    reader, writer = context.Pipe(duplex=False)
+    child = context.Process(target=_log_then_exit, args=(writer,))
+    child.start()
+    writer.close()
+    child.join(30)
+
+    # Then it leaves with its code, and the line reached the pipe on the way out
+    assert child.exitcode == 3
+    assert reader.poll(5)
+    assert reader.recv_bytes().decode() == "the reason this child stops\n"
+    reader.close()
